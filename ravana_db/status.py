@@ -1,0 +1,30 @@
+"""What is in a database file: `ravana-db status`."""
+
+import os
+
+from .schema import TABLES, migrations
+
+
+def status(db, path):
+    """A summary of the file: size, versions, row counts per table, last consolidation."""
+    sqlite_version, vec_version = db.execute("SELECT sqlite_version(), vec_version()").fetchone()
+    size = sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
+    applied = migrations.applied(db)
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    last = db.execute(
+        "SELECT consolidation_date, consolidation_type, success FROM memory_consolidations "
+        "ORDER BY consolidation_date DESC LIMIT 1").fetchone()
+    return {
+        "path": str(path),
+        "size_bytes": size,
+        "schema_version": len(applied),
+        "last_migration": applied[-1].name if applied else None,
+        "sqlite_version": sqlite_version,
+        "sqlite_vec_version": vec_version,
+        "embedding_model": meta.get("embedding_model"),
+        "embedding_dim": int(meta["embedding_dim"]) if "embedding_dim" in meta else None,
+        "pending_embeddings": db.execute("SELECT count(*) FROM embed_queue").fetchone()[0],
+        "last_consolidation": (
+            {"date": last[0], "type": last[1], "success": bool(last[2])} if last else None),
+        "rows": {t: db.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in TABLES},
+    }

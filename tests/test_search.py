@@ -1,0 +1,279 @@
+"""Search by meaning and by words: `ravana-db query`, the index, `reindex`."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import jsonl
+from ravana_db.db import open_db
+from ravana_db.embed import default_model_folder
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def query(cli, *args, input=None):
+    result = cli("query", *args, "--format", "jsonl" if input else "json", input=input)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout) if not input else [
+        json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.fixture
+def memories(cli):
+    result = cli("log", "memory", "--stdin", input=(FIXTURES / "memories.jsonl").read_text())
+    assert result.exit_code == 0, result.stderr
+
+
+def keys(results):
+    return [r["key"] for r in results]
+
+
+def test_a_paraphrase_sharing_no_words_finds_the_memory(cli, rows):
+    cli("log", "memory", "--stdin", input=jsonl(
+        {"key": "gpu", "text": "Training crashed: CUDA out of memory at batch size 64."},
+        {"key": "tea", "text": "The user prefers green tea and dislikes coffee."},
+        {"key": "trip", "text": "The user plans a trip to Kyoto in April for cherry blossoms."}))
+    # No word in common with the memory it must find.
+    results = query(cli, "which beverage does this person enjoy?", "--top-n", "1")
+    assert keys(results) == ["tea"]
+    assert results[0]["bm25_rank"] is None and results[0]["vector_rank"] == 1
+    assert 0 < results[0]["similarity"] <= 1
+
+
+def test_labelled_queries_find_their_memories(cli, memories):
+    """The labelled fixture: hybrid ranks a relevant memory first for most queries."""
+    cases = [json.loads(line) for line in (FIXTURES / "search_eval.jsonl").open()]
+    firsts = top3 = 0
+    for case in cases:
+        found = keys(query(cli, case["query"], "--top-n", "3", "--no-touch"))
+        firsts += found[0] in case["relevant"]
+        top3 += bool(set(found) & set(case["relevant"]))
+    print(f"hit@1 {firsts}/{len(cases)}, hit@3 {top3}/{len(cases)}")
+    assert firsts / len(cases) >= 0.7 and top3 / len(cases) >= 0.85, (firsts, top3)
+
+
+def test_every_searchable_kind_is_found(cli):
+    cli("log", "summary", "--summary-text", "Quarterly revenue grew on cloud demand.")
+    cli("log", "vltm", "--memory-id", "v1", "--memory-type", "critical_failure",
+        "--compressed-content", '{"summary": "Friday deploys broke production", "n": 3}')
+    cli("log", "pattern", "--pattern-id", "p1", "--pattern-type", "temporal",
+        "--pattern-description", "Failures cluster after midnight", "--confidence-score", "0.6")
+    cli("log", "knowledge", "--knowledge-id", "k1", "--knowledge-domain", "ops",
+        "--knowledge-summary", "Ship small changes early in the week", "--confidence-level", "0.8")
+    db = open_db(Path("agent.db"))
+    db.execute("INSERT INTO article(title, link, guid, summary, source) VALUES "
+               "('Storm floods the coast', 'http://x/1', 'g1', 'Heavy rain hit the harbour.', 'bbc')")
+    db.execute("INSERT INTO event(description, keywords) VALUES ('Coastal flooding', 'storm,rain')")
+    db.close()
+    assert cli("reindex", "--vectors").exit_code == 0
+    found = {(r["kind"], r["id"]) for r in query(cli, "storm flooding rain", "--top-n", "2")}
+    assert found == {("article", 1), ("event", 1)}
+    assert query(cli, "revenue", "--kind", "summary")[0]["id"] == 1
+    assert query(cli, "deploys broke production", "--kind", "vltm")[0]["id"] == "v1"
+    assert query(cli, "after midnight", "--kind", "pattern")[0]["id"] == "p1"
+    assert query(cli, "ship early", "--kind", "knowledge")[0]["id"] == "k1"
+
+
+def test_filters_apply_before_ranking(cli, memories):
+    every = query(cli, "python", "--top-n", "100", "--no-touch")
+    assert {r["type"] for r in every} > {"fact"}
+    facts = query(cli, "python", "--type", "fact", "--top-n", "100", "--no-touch")
+    assert facts and {r["type"] for r in facts} == {"fact"}
+    # A filter keeps every matching row, not what survived a top-k cut.
+    assert len(facts) == len([r for r in every if r["type"] == "fact"]) or len(facts) > len(
+        [r for r in every if r["type"] == "fact"])
+    web = query(cli, "python", "--source", "web", "--mode", "vector", "--top-n", "50")
+    assert web and {r["source"] for r in web} == {"web"}
+    spring = query(cli, "trip", "--since", "2026-04-01", "--until", "2026-06-30T23:59:59Z",
+                   "--top-n", "50", "--no-touch")
+    assert spring and all("2026-04-01" <= r["timestamp"] <= "2026-06-30T23:59:59" for r in spring)
+    assert query(cli, "python", "--kind", "summary") == []
+    # Relative ages: everything in the fixture is older than a day.
+    assert query(cli, "python", "--since", "1d") == []
+    assert len(query(cli, "python", "--until", "1d", "--top-n", "3")) == 3
+
+
+def test_filters_on_the_vector_side_reach_past_the_top_hits(cli):
+    # 30 near-identical memories of one source and one of another: the filter must find the
+    # odd one out however far down an unfiltered ranking it would be.
+    cli("log", "memory", "--stdin", input=jsonl(
+        *({"text": f"Notes on the GPU cluster, part {i}", "source": "noise"} for i in range(30)),
+        {"text": "A recipe for lemon cake", "source": "kitchen"}))
+    results = query(cli, "GPU cluster notes", "--mode", "vector", "--source", "kitchen")
+    assert [r["text"] for r in results] == ["A recipe for lemon cake"]
+
+
+def test_more_like_this(cli, memories, rows):
+    results = query(cli, "--like", "mem-011", "--top-n", "3")
+    assert "mem-011" not in keys(results)
+    assert {"mem-012", "mem-013", "mem-014", "mem-015"} & set(keys(results))
+    by_id = query(cli, "--like", f"memory:{rows('SELECT id FROM memory WHERE key = ?', 'mem-011')[0]['id']}",
+                  "--top-n", "3")
+    assert keys(by_id) == keys(results)
+    missing = cli("query", "--like", "nope")
+    assert missing.exit_code == 2 and "no stored memory" in missing.stderr
+
+
+def test_min_similarity_is_true_cosine_similarity(cli, memories):
+    loose = query(cli, "GPU out of memory", "--mode", "vector", "--top-n", "60")
+    sims = [r["similarity"] for r in loose]
+    assert sims == sorted(sims, reverse=True)
+    threshold = sims[5]
+    strict = query(cli, "GPU out of memory", "--mode", "vector", "--top-n", "60",
+                   "--min-similarity", str(threshold))
+    assert len(strict) == 6 and min(r["similarity"] for r in strict) >= threshold
+    assert query(cli, "GPU out of memory", "--min-similarity", "0.99") == []
+    import numpy as np
+    from ravana_db.embed import Embedder
+
+    e = Embedder()
+    a, b = e.embed(["GPU out of memory", loose[0]["text"]])
+    assert abs(float(a @ b) - loose[0]["similarity"]) < 1e-4
+
+
+def test_hostile_query_strings_never_break_fts(cli, memories):
+    for text in ['"', "'", "AND", "OR NOT", "*", "-", "a AND (b OR", 'NEAR("x" "y")', "^col:x",
+                 "memory*", "---", "🙂🔥", "日本語のテキスト", "Köln überflutet", "'; DROP TABLE memory;--",
+                 "{}", "\\", "x" * 5000]:
+        for mode in ("fts", "hybrid"):
+            result = cli("query", "--mode", mode, "--format", "json", "--", text)
+            assert result.exit_code == 0, (text, mode, result.stderr)
+            json.loads(result.stdout)
+    assert query(cli, "🍞")  # emoji alone: no words, the vector side still answers
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=st.text(min_size=1, max_size=40))
+def test_any_text_is_a_valid_fts_query(text, tmp_path_factory):
+    from ravana_db.search import Query, search
+
+    global _fuzz_db
+    if "_fuzz_db" not in globals():
+        _fuzz_db = open_db(tmp_path_factory.mktemp("fuzz") / "f.db")
+        _fuzz_db.execute("INSERT INTO memory(text) VALUES ('alpha beta'), ('gamma \"delta\"')")
+    if not text.strip():
+        return
+    search(_fuzz_db, Query(text, mode="fts"), touch=False)
+
+
+def test_query_stdin_answers_each_line(cli, memories):
+    lines = ("how long should replies be?\n"
+             '{"text": "Stockfish", "mode": "fts", "top_n": 1}\n'
+             "\n"
+             '{"text": "Kyoto", "kind": "memory", "top_n": 2}\n')
+    results = query(cli, "--stdin", "--no-touch", input=lines)
+    assert [r["line"] for r in results].count(2) == 1
+    assert {r["line"] for r in results} == {1, 2, 4}
+    assert [r["line"] for r in results].count(4) == 2
+    assert [r["key"] for r in results if r["line"] == 2] == ["mem-026"]
+    bad = cli("query", "--stdin", input='ok\n{"text": "x", "mode": "psychic"}\n')
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: line 2: mode")
+
+
+def test_returned_memories_count_as_accessed_unless_no_touch(cli, rows):
+    cli("log", "memory", "--key", "a", "--text", "The cat sleeps on the red sofa.")
+    query(cli, "cat sofa", "--no-touch")
+    assert rows("memory")[0]["access_count"] == 0
+    query(cli, "cat sofa")
+    query(cli, "cat sofa")
+    (row,) = rows("memory")
+    assert row["access_count"] == 2 and row["last_accessed"].endswith("Z")
+
+
+def test_fts_and_vectors_follow_update_and_delete(cli, rows):
+    cli("log", "memory", "--key", "k", "--text", "The meeting moved to Tuesday.")
+    cli("log", "memory", "--key", "k", "--text", "Lunch is pasta with basil.")
+    assert query(cli, "Tuesday meeting", "--mode", "fts") == []
+    assert keys(query(cli, "basil", "--mode", "fts")) == ["k"]
+    assert keys(query(cli, "what is for the midday meal?", "--mode", "vector")) == ["k"]
+    counts = rows("SELECT (SELECT count(*) FROM doc) d, (SELECT count(*) FROM doc_vec) v, "
+                  "(SELECT count(*) FROM doc_bits) b, (SELECT count(*) FROM embed_queue) q")[0]
+    assert counts == {"d": 1, "v": 1, "b": 1, "q": 0}
+    db = open_db(Path("agent.db"))
+    db.execute("DELETE FROM memory")
+    db.close()
+    counts = rows("SELECT (SELECT count(*) FROM doc) d, (SELECT count(*) FROM doc_vec) v, "
+                  "(SELECT count(*) FROM doc_bits) b, (SELECT count(*) FROM doc_fts "
+                  "WHERE doc_fts MATCH 'basil') f")[0]
+    assert counts == {"d": 0, "v": 0, "b": 0, "f": 0}
+    assert query(cli, "basil") == []
+
+
+def test_the_same_text_is_embedded_once(cli, rows):
+    cli("log", "memory", "--stdin", input=jsonl({"text": "same words"}, {"text": "same words"}))
+    cli("log", "summary", "--summary-text", "same words")
+    vectors = rows("SELECT content_hash, embedding FROM doc_vec")
+    assert len(vectors) == 3 and len({v["content_hash"] for v in vectors}) == 1
+
+
+def test_reindex_after_deleting_the_vectors(cli, memories, rows):
+    before = keys(query(cli, "graphics card memory", "--mode", "vector", "--no-touch"))
+    db = open_db(Path("agent.db"))
+    db.execute("DELETE FROM doc_vec")
+    db.execute("DELETE FROM doc_bits")
+    db.execute("INSERT INTO doc_fts(doc_fts) VALUES ('delete-all')")
+    db.close()
+    assert query(cli, "graphics card memory", "--mode", "vector") == []
+    result = cli("reindex", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["embedded"] == 60
+    assert keys(query(cli, "graphics card memory", "--mode", "vector", "--no-touch")) == before
+    assert query(cli, "Stockfish", "--mode", "fts")
+
+
+def test_another_model_is_refused_until_reindexed(cli, memories, tmp_path):
+    other = tmp_path / "my-model"
+    shutil.copytree(default_model_folder(), other)
+    refused = cli("query", "gpu", "--model", str(other))
+    assert refused.exit_code == 2
+    assert "reindex --vectors --model" in refused.stderr and refused.stderr.count("\n") == 1
+    refused = cli("--model", str(other), "log", "memory", "--text", "new one")
+    assert refused.exit_code == 2
+    done = cli("reindex", "--vectors", "--model", str(other), "--format", "json")
+    assert done.exit_code == 0 and json.loads(done.stdout)["embedded"] == 60
+    assert query(cli, "GPU out of memory", "--model", str(other))
+    assert cli("query", "gpu").exit_code == 2  # now the default is the other model
+    status = json.loads(cli("status", "--format", "json").stdout)
+    assert status["embedding_model"] == str(other) and status["embedding_dim"] == 384
+
+
+def test_an_unloadable_model_is_one_clear_error(cli, memories):
+    result = cli("query", "x", "--model", "no-such/model-anywhere")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
+def test_fts_mode_and_help_do_not_load_the_model(cli, memories, db_path):
+    code = ("import sys\nfrom ravana_db.cli import app\n"
+            "try:\n    app(sys.argv[1:], prog_name='ravana-db')\nexcept SystemExit:\n    pass\n"
+            "heavy = {'fastembed', 'onnxruntime', 'tokenizers'} & set(sys.modules)\n"
+            "assert not heavy, heavy\n")
+    for args in (["--help"], ["--db", str(db_path), "query", "python", "--mode", "fts"],
+                 ["--db", str(db_path), "status"]):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+
+
+def test_query_on_a_missing_file_fails_clearly(cli, db_path):
+    result = cli("query", "anything")
+    assert result.exit_code == 2 and "ravana-db init" in result.stderr
+    assert not db_path.exists()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["x", "--mode", "psychic"], "mode"),
+    (["x", "--kind", "dreams"], "kind"),
+    (["x", "--since", "last tuesday"], "since"),
+    (["x", "--top-n", "0"], "top-n"),
+    (["x", "--min-similarity", "3"], "min-similarity"),
+    ([], "give a query text"),
+])
+def test_bad_query_options_exit_2(cli, args, expected):
+    cli("init")
+    result = cli("query", *args)
+    assert result.exit_code == 2 and expected in result.stderr and result.stderr.count("\n") == 1
