@@ -246,6 +246,14 @@ RESULT_COLUMNS = ["kind", "id", "key", "text", "timestamp", "score", "bm25_rank"
                   "vector_rank", "similarity"]
 
 
+def _for_people(r):
+    """A result as a table row: short names, dates, rounded scores."""
+    number = lambda value, places: "" if value is None else f"{value:.{places}f}"  # noqa: E731
+    return {"kind": r["kind"], "id": r["id"], "key": r["key"], "text": r["text"],
+            "date": (r["timestamp"] or "")[:10], "score": number(r["score"], 4),
+            "bm25#": r["bm25_rank"], "vec#": r["vector_rank"], "sim": number(r["similarity"], 3)}
+
+
 @app.command()
 @handle_errors
 def query(
@@ -298,7 +306,10 @@ def query(
                 yield {"line": line, **r} if stdin else r
 
     fmt = pick(fmt, json_flag, default="jsonl" if stdin else "json")
-    emit(results(), fmt, columns=RESULT_COLUMNS if fmt in (Format.table, Format.csv) else None)
+    if fmt is Format.table:
+        emit(map(_for_people, results()), fmt)
+    else:
+        emit(results(), fmt, columns=RESULT_COLUMNS if fmt is Format.csv else None)
 
 
 def _read_queries(defaults):

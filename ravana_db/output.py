@@ -68,21 +68,31 @@ def _only(row, columns):
 
 
 def _table(rows, *, columns, title, one):
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_header=not one, header_style="bold")
+    table = Table(title=title, show_header=not one, header_style="bold", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
     if one:
         record = next(rows)
         table.add_column(style="bold")
         table.add_column(overflow="fold")
         for key, value in record.items():
-            table.add_row(key, _cell(value))
+            if isinstance(value, dict):  # one level of nesting: a line per entry
+                for sub, item in value.items():
+                    table.add_row(f"{key}.{sub}", _cell(item))
+            else:
+                table.add_row(key, _cell(value))
     else:
         rows = list(rows)
         columns = columns or (list(rows[0]) if rows else [])
         for name in columns:
-            table.add_column(name, overflow="fold")
+            # Long text takes what width is left; short fields stay on one line.
+            if name == "text":
+                table.add_column(name, overflow="fold", ratio=1, min_width=12)
+            else:
+                table.add_column(name, no_wrap=True)
         for row in rows:
             table.add_row(*(_cell(row.get(c)) for c in columns))
     Console().print(table)

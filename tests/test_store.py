@@ -174,3 +174,24 @@ def test_retention_policies_are_seeded_as_data(rows):
     assert policies == {
         "strategic_knowledge": (None, 90), "critical_failure": (None, 30),
         "successful_improvement": (730, 180), "code_pattern": (365, 90)}
+
+
+def test_sqlite_utils_and_our_code_share_one_driver():
+    import sqlite_utils.utils
+
+    assert sqlite_utils.utils.sqlite3.IntegrityError is driver().IntegrityError
+    assert sqlite_utils.utils.sqlite3.OperationalError is driver().OperationalError
+
+
+def test_a_driver_that_cannot_load_extensions_is_one_clear_error(cli, monkeypatch, db_path):
+    import ravana_db.db
+
+    monkeypatch.setattr(ravana_db.db, "driver", lambda: stdlib_sqlite3)
+    result = cli("init")
+    if hasattr(stdlib_sqlite3.Connection, "enable_load_extension"):
+        assert result.exit_code == 0  # a Python built with extension loading works as is
+    else:
+        assert result.exit_code == 1
+        assert result.stderr == ("error: this Python's sqlite3 cannot load extensions "
+                                 "(sqlite-vec): install pysqlite3-binary "
+                                 "(`pip install pysqlite3-binary`)\n")
