@@ -3,6 +3,7 @@
 import functools
 import inspect
 import json
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -65,6 +66,10 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             message("interrupted: nothing of the unfinished transaction was written")
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as Unix tools do on SIGPIPE.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
 
     return wrapper
 
@@ -135,7 +140,7 @@ def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = F
     from .status import status as describe
 
     db, path = _open(ctx, create=False)
-    emit([describe(db, path)], pick(fmt, json_flag), one=True, title=str(path))
+    emit([describe(db, path)], pick(fmt, json_flag), one=True)
 
 
 def _read_stdin(model):

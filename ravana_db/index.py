@@ -152,8 +152,10 @@ def reindex(db, embedder, *, fts=True, vectors=True, progress=None):
             progress(0, total=pending(db))
         while True:
             with transaction(db):
-                n = embed_pending(db, embedder, limit=BATCH, progress=progress)
+                n = embed_pending(db, embedder, limit=BATCH)
             if not n:
                 break
             report["embedded"] += n
+            if progress:  # after the commit: an interrupt from here on loses nothing
+                progress(n)
     return report

@@ -49,4 +49,12 @@ def test_a_table_is_printed_on_a_terminal_only(cli):
     out = cli("status")  # CliRunner's stdout is not a terminal: JSON
     assert out.stdout.lstrip().startswith("{")
     table = cli("status", "--format", "table").stdout
-    assert "memory" in table and "│" in table
+    assert "rows.memory" in table and "{" not in table
+
+
+def test_query_results_as_a_table(cli):
+    cli("log", "memory", "--key", "tea", "--text", "The user prefers green tea.")
+    table = cli("query", "tea", "--format", "table").stdout
+    assert table.split()[:9] == ["kind", "id", "key", "text", "date", "score", "bm25#", "vec#",
+                                 "sim"]
+    assert "green tea" in table and "memory" in table

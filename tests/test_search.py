@@ -277,3 +277,33 @@ def test_bad_query_options_exit_2(cli, args, expected):
     cli("init")
     result = cli("query", *args)
     assert result.exit_code == 2 and expected in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_reindex_resumes_after_an_interrupt(db_path, tmp_path):
+    from ravana_db import index
+    from ravana_db.embed import Embedder
+
+    db = open_db(db_path)
+    db.conn.executemany("INSERT INTO memory(text) VALUES (?)",
+                        [(f"note {i}: the {i % 7}th item on the list",) for i in range(600)])
+    assert index.pending(db) == 600
+    other = tmp_path / "other-model"
+    shutil.copytree(default_model_folder(), other)
+    embedder = Embedder(str(other))
+    calls = []
+
+    def stop_after_first_batch(n, total=None):
+        calls.append(n)
+        if sum(calls) >= index.BATCH:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        index.reindex(db, embedder, progress=stop_after_first_batch)
+    # The model switch and the first batch were committed; the rest is still queued.
+    assert index.recorded_model(db) == (str(other), 384)
+    assert db.execute("SELECT count(*) FROM doc_vec").fetchone()[0] == index.BATCH
+    assert index.pending(db) == 600 - index.BATCH
+    report = index.reindex(db, embedder)
+    assert report["embedded"] == 600 - index.BATCH
+    assert db.execute("SELECT count(*) FROM doc_bits").fetchone()[0] == 600
+    assert index.pending(db) == 0
