@@ -81,77 +81,68 @@ class Record(BaseModel):
         return row
 
 
-class Action(Record):
+class LogRecord(Record):
+    """A row of one of the original's log tables: an integer id and a timestamp."""
+
+    identity: ClassVar[str | None] = "id"
+    id: int | None = Field(None, description="keep this id (importing rows); default: next")
+    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
+
+
+class Action(LogRecord):
     """An action the agent took (actionlog)."""
 
     table: ClassVar[str] = "actionlog"
-    identity: ClassVar[str | None] = "id"
     json_fields: ClassVar[tuple[str, ...]] = ("params", "result")
-    id: int | None = Field(None, description="keep this id (importing rows); default: next")
-    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
     action_name: Text = Field(description="name of the action")
     params: JsonObject = Field(default_factory=dict, description="JSON object of parameters")
     status: Literal["success", "failure"] = Field("success", description="success or failure")
     result: JsonAny = Field(None, description="JSON result")
 
 
-class Mood(Record):
+class Mood(LogRecord):
     """The agent's mood (moodlog): a JSON object of mood name to intensity."""
 
     table: ClassVar[str] = "moodlog"
-    identity: ClassVar[str | None] = "id"
     json_fields: ClassVar[tuple[str, ...]] = ("mood_vector",)
-    id: int | None = Field(None, description="keep this id (importing rows); default: next")
-    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
     mood_vector: Annotated[dict[str, float], BeforeValidator(_json_text)] = Field(
         description='JSON object of mood name to number, e.g. {"curious": 0.8}')
 
 
-class Situation(Record):
+class Situation(LogRecord):
     """A situation the agent faced (situationlog)."""
 
     table: ClassVar[str] = "situationlog"
-    identity: ClassVar[str | None] = "id"
     json_fields: ClassVar[tuple[str, ...]] = ("context",)
-    id: int | None = Field(None, description="keep this id (importing rows); default: next")
-    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
     situation_type: Text = Field(description="e.g. curiosity, reflection")
     prompt: Text = Field(description="the prompt that generated the situation")
     context: JsonObject = Field(default_factory=dict, description="JSON object of context")
 
 
-class Decision(Record):
+class Decision(LogRecord):
     """A decision the agent made in a situation (decisionlog)."""
 
     table: ClassVar[str] = "decisionlog"
-    identity: ClassVar[str | None] = "id"
     references: ClassVar[dict[str, tuple[str, str]]] = {"situation_id": ("situationlog", "id")}
-    id: int | None = Field(None, description="keep this id (importing rows); default: next")
-    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
     situation_id: int | None = Field(None, description="id of the situation it answers")
     raw_response: Text = Field(description="the raw response of the decision process")
 
 
-class Experiment(Record):
+class Experiment(LogRecord):
     """An experiment the agent ran (experimentlog)."""
 
     table: ClassVar[str] = "experimentlog"
-    identity: ClassVar[str | None] = "id"
     json_fields: ClassVar[tuple[str, ...]] = ("results",)
-    id: int | None = Field(None, description="keep this id (importing rows); default: next")
-    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
     hypothesis: Text = Field(description="the hypothesis tested")
     results: JsonAny = Field(default_factory=dict, description="JSON results")
 
 
-class Summary(Record):
+class Summary(LogRecord):
     """A summary, stored once per text (deduplicated by SHA-256)."""
 
     table: ClassVar[str] = "summary"
     identity: ClassVar[str | None] = "content_hash"
     keep_existing: ClassVar[bool] = True
-    id: int | None = Field(None, description="keep this id (importing rows); default: next")
-    timestamp: Time = Field(None, description="ISO-8601 time; default: now")
     summary_text: Text = Field(description="the summary")
     source: str = Field("unknown", description="who or what produced it")
     category: str = Field("misc", description="e.g. compression, reflection")
