@@ -346,10 +346,12 @@ CREATE TRIGGER doc_au_filters AFTER UPDATE OF kind, type, source, ts ON doc BEGI
 END;
 """
 
-BITS = """
+# Each vector's SimHash signature (index.signature): the first, fast pass of vector search.
+SIGNATURE_BITS = 1024
+BITS = f"""
 CREATE VIRTUAL TABLE doc_bits USING vec0(
-    doc_id INTEGER PRIMARY KEY, embedding bit[{dim}],
-    kind TEXT, type TEXT, source TEXT, ts INTEGER
+    doc_id INTEGER PRIMARY KEY, embedding bit[{SIGNATURE_BITS}],
+    kind TEXT, type TEXT, source TEXT, ts INTEGER, chunk_size=2048
 )
 """
 
@@ -395,6 +397,6 @@ def m001_core(db):
 @migrations()
 def m002_search(db):
     run_script(db.conn, SEARCH)
-    db.conn.execute(BITS.format(dim=384))
+    db.conn.execute(BITS)
     for kind, spec in SEARCHABLE.items():
         run_script(db.conn, _source_triggers(kind, **spec))

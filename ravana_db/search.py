@@ -66,21 +66,28 @@ def fts_terms(text):
     return ['"' + w.replace('"', '""') + '"' for w in content[:32]]
 
 
-def _filters(q, alias="d"):
-    where, params = [f"{alias}.kind IN ({', '.join('?' * len(q.kinds))})"], list(q.kinds)
+def _filters(q, *, prefix="", epoch=False):
+    """The query's filters as SQL conditions (AND-ed, "1" when none) and their parameters.
+
+    epoch: compare times as Unix seconds, as `doc_bits` stores them.
+    """
+    where, params = [], []
+    if q.kinds != KINDS:
+        where.append(f"{prefix}kind IN ({', '.join('?' * len(q.kinds))})")
+        params.extend(q.kinds)
     for column, op, value in (("type", "=", q.type), ("source", "=", q.source),
                               ("ts", ">=", q.since), ("ts", "<=", q.until)):
         if value is not None:
-            where.append(f"{alias}.{column} {op} ?")
-            params.append(value)
-    return " AND ".join(where), params
+            where.append(f"{prefix}{column} {op} ?")
+            params.append(_epoch(value) if epoch and column == "ts" else value)
+    return " AND ".join(where) or "1", params
 
 
 def _fts(db, q, terms, depth, exclude):
     """[(doc_id, bm25)] best first: the docs holding any of the terms, BM25-ranked."""
     if not terms:
         return []
-    where, params = _filters(q)
+    where, params = _filters(q, prefix="d.")
     return db.execute(
         f"SELECT d.id, bm25(doc_fts) AS score FROM doc_fts JOIN doc d ON d.id = doc_fts.rowid "
         f"WHERE doc_fts MATCH ? AND {where} AND d.id != ? ORDER BY score LIMIT ?",
@@ -111,22 +118,18 @@ def _epoch(stamp):
 
 
 def _knn(db, q, vector, depth, exclude):
-    """Nearest docs by exact cosine similarity: a bit-quantized pass over `doc_bits`
-    (oversampled), re-ranked with the float vectors. Returns [(doc_id, similarity)]."""
-    import numpy as np
+    """Nearest docs by exact cosine similarity: a pass over the SimHash signatures in
+    `doc_bits` (oversampled), re-ranked with the float vectors. Returns [(doc_id, similarity)].
+    """
+    from .index import signature
 
-    where = [f"kind IN ({', '.join('?' * len(q.kinds))})"]
-    params = list(q.kinds)
-    for column, op, value in (("type", "=", q.type), ("source", "=", q.source),
-                              ("ts", ">=", q.since and _epoch(q.since)),
-                              ("ts", "<=", q.until and _epoch(q.until))):
-        if value is not None:
-            where.append(f"{column} {op} ?")
-            params.append(value)
-    candidates = min(4096, max(200, depth * 10))
+    where, params = _filters(q, epoch=True)
+    # vec0's cost grows with k: ask for what recall needs, no more (measured at 100k real
+    # sentences: 40 candidates give recall@10 0.965, 50 give 0.975, 30 only 0.94).
+    candidates = min(4096, max(40, depth * 2))
     ids = [r[0] for r in db.execute(
         f"SELECT doc_id FROM doc_bits WHERE embedding MATCH vec_quantize_binary(?) AND k = ? "
-        f"AND {' AND '.join(where)}", [vector.tobytes(), candidates, *params]).fetchall()
+        f"AND {where}", [signature(vector[None])[0].tobytes(), candidates, *params]).fetchall()
         if r[0] != exclude]
     sims = _similarities(db, ids, vector)
     return sorted(sims.items(), key=lambda item: -item[1])[:depth]
@@ -191,7 +194,7 @@ def search(db, q, *, embedder=None, touch=True):
         check_model(db, embedder)
         vector = embedder.embed([text])[0]
 
-    depth = max(50, q.top_n * 3)
+    depth = max(20, q.top_n * 2)
     terms = fts_terms(text)
     words = _fts(db, q, terms, depth, exclude) if q.mode != "vector" else []
     if q.mode == "hybrid":
