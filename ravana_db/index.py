@@ -26,15 +26,17 @@ def recorded_model(db):
 
 
 def check_model(db, embedder):
-    """Fail clearly when the file's vectors come from another model; record it on first use."""
+    """Fail clearly when the file's vectors come from another model.
+
+    Returns whether the file has a model recorded (no model: no vectors yet).
+    """
     name, dim = recorded_model(db)
-    if name is None:
-        _use_model(db, embedder)
-    elif name != embedder.name:
+    if name is not None and name != embedder.name:
         raise InputError(
             f"this database's vectors were made with {name!r} ({dim}-d), not "
             f"{embedder.name!r}: run `ravana-db reindex --vectors --model {embedder.name}` to "
             f"re-embed everything with it, or use --model {name}")
+    return name is not None
 
 
 def _use_model(db, embedder):
@@ -87,8 +89,8 @@ def embed_pending(db, embedder, *, limit=None, progress=None):
         if not batch:
             db.execute("DELETE FROM embed_queue")  # rows whose doc is gone
             break
-        if done == 0:
-            check_model(db, embedder)
+        if done == 0 and not check_model(db, embedder):
+            _use_model(db, embedder)
         _embed_batch(db, embedder, batch)
         done += len(batch)
         if progress:

@@ -50,10 +50,6 @@ class Query:
         self.until = parse_time(until, field="until") if until else None
         self.min_similarity = None if min_similarity is None else float(min_similarity)
 
-    @property
-    def needs_model(self):
-        return self.mode != "fts" and self.like is None
-
 
 def fts_terms(text):
     """Any user text as safe FTS5 terms: its words (stopwords dropped), each quoted.
@@ -193,8 +189,8 @@ def search(db, q, *, embedder=None, touch=True):
 
         if embedder is None:
             raise InputError("this mode needs an embedding model")
-        check_model(db, embedder)
-        vector = embedder.embed([text])[0]
+        if check_model(db, embedder):  # else nothing has been embedded yet
+            vector = embedder.embed([text])[0]
 
     depth = max(20, q.top_n * 2)
     terms = fts_terms(text)
