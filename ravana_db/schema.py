@@ -31,6 +31,10 @@ def _score(column):
     return f"CHECK ({column} BETWEEN 0.0 AND 1.0)"
 
 
+def _days(column):
+    return f"CHECK ({column} IS NULL OR (typeof({column}) = 'integer' AND {column} > 0))"
+
+
 def _json(column, kind=None):
     """A CHECK that column holds valid JSON, of json_type `kind` ('object' or 'array') if given."""
     if kind is None:
@@ -249,9 +253,9 @@ CREATE TABLE consolidation_metrics (
 );
 CREATE INDEX idx_consolidation_metrics_consolidation ON consolidation_metrics(consolidation_id);
 CREATE TABLE retention_policies (
-    memory_type TEXT PRIMARY KEY {_enum("memory_type", MEMORY_TYPES)},
-    retention_days INTEGER CHECK (retention_days IS NULL OR retention_days > 0),
-    compress_after_days INTEGER CHECK (compress_after_days IS NULL OR compress_after_days > 0),
+    memory_type TEXT NOT NULL PRIMARY KEY {_enum("memory_type", MEMORY_TYPES)},
+    retention_days INTEGER {_days("retention_days")},
+    compress_after_days INTEGER {_days("compress_after_days")},
     description TEXT,
     updated_at TEXT NOT NULL DEFAULT {NOW}
 );
