@@ -3,6 +3,8 @@
 import contextlib
 import hashlib
 import os
+import re
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -54,7 +56,10 @@ def open_db(path, *, create=True):
         if not path.parent.is_dir():
             raise InputError(f"cannot create {path}: folder {path.parent} does not exist")
         # Owner-only from the first byte: the file holds an agent's private memory.
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:  # another process created it a moment ago
+            pass
     elif path.is_dir():
         raise InputError(f"{path} is a folder, not a database file")
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -67,21 +72,39 @@ def open_db(path, *, create=True):
         sqlite_vec.load(conn)
         conn.enable_load_extension(False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = wal")
+        _wal(conn)
         conn.execute("PRAGMA foreign_keys = on")
         db = sqlite_utils.Database(conn)
-        pending = migrations.pending(db)
-        if pending:
+        if migrations.pending(db):
             _check_ours(db, path)
             if migrations.applied(db):
-                backup(db, path)
-            migrations.apply(db)
+                backup(db, path)  # outside the transaction: the backup API waits on writers
+            # One process migrates; others opening the file at the same moment wait, then
+            # find nothing left to do.
+            with transaction(db):
+                if migrations.pending(db):
+                    migrations.apply(db)
     except sqlite3.DatabaseError as e:
         conn.close()
         if "not a database" in str(e):
             raise InputError(f"{path} is not a SQLite database") from None
         raise RavanaError(f"cannot open {path}: {e}") from None
     return db
+
+
+def _wal(conn):
+    """Switch to WAL (it stays set in the file). The switch needs the file to itself for a
+    moment and SQLite's busy handler does not wait for that: when several processes open a
+    new file at once, retry until the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = wal")
+            return
+        except driver().OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _check_ours(db, path):
@@ -131,13 +154,15 @@ def parse_time(value, *, field="time"):
     """
     text = str(value).strip()
     units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return format_time(datetime.now(timezone.utc) - timedelta(**{units[text[-1]]: int(text[:-1])}))
+    age = re.fullmatch(r"([0-9]{1,9})([smhdw])", text)
     try:
+        if age:
+            delta = timedelta(**{units[age[2]]: int(age[1])})
+            return format_time(datetime.now(timezone.utc) - delta)
         dt = datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InputError(
-            f"{field}: {text!r} is not an ISO-8601 time (2024-05-01, 2024-05-01T12:00:00Z) "
+            f"{field}: {text[:40]!r} is not an ISO-8601 time (2024-05-01, 2024-05-01T12:00:00Z) "
             "or an age like 7d") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)

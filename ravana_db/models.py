@@ -5,6 +5,7 @@ piped straight in. JSON fields take a JSON value, or a string of JSON text as th
 """
 
 import json
+import re
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -54,7 +55,8 @@ Text = Annotated[str, Field(min_length=1)]
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_text)]
 JsonAny = Annotated[Any, BeforeValidator(_json_or_text)]
 IdList = Annotated[list[str], BeforeValidator(_json_text)]
-Count = Annotated[int, Field(ge=0)]
+Int64 = Annotated[int, Field(ge=-2**63, le=2**63 - 1)]  # what SQLite's INTEGER holds
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 def _uuid():
@@ -85,7 +87,7 @@ class LogRecord(Record):
     """A row of one of the original's log tables: an integer id and a timestamp."""
 
     identity: ClassVar[str | None] = "id"
-    id: int | None = Field(None, description="keep this id (importing rows); default: next")
+    id: Int64 | None = Field(None, description="keep this id (importing rows); default: next")
     timestamp: Time = Field(None, description="ISO-8601 time; default: now")
 
 
@@ -124,7 +126,7 @@ class Decision(LogRecord):
 
     table: ClassVar[str] = "decisionlog"
     references: ClassVar[dict[str, tuple[str, str]]] = {"situation_id": ("situationlog", "id")}
-    situation_id: int | None = Field(None, description="id of the situation it answers")
+    situation_id: Int64 | None = Field(None, description="id of the situation it answers")
     raw_response: Text = Field(description="the raw response of the decision process")
 
 
@@ -251,6 +253,8 @@ def validate(model, data, *, line=None, options=False):
         # An unknown field first: a typo in a name is the likeliest cause of a missing one.
         err = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")[0]
         field = ".".join(str(p) for p in err["loc"]) or "record"
+        if not re.fullmatch(r"[\w.-]+", field):  # a stranger's key: quoted, on one line
+            field = repr(field)
         if options and err["loc"]:
             field = "--" + str(err["loc"][0]).replace("_", "-")
         message = err["msg"].removeprefix("Value error, ")

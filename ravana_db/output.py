@@ -41,13 +41,13 @@ def emit(rows, fmt, *, columns=None, title=None, one=False):
     if fmt is Format.json and one:
         out.write(json.dumps(next(rows), ensure_ascii=False, indent=2) + "\n")
     elif fmt is Format.json:
-        out.write("[")
+        # "[" waits for the first row: an error before it leaves stdout empty, not broken JSON.
         empty = True
         for row in rows:
-            out.write(("\n  " if empty else ",\n  ") + json.dumps(_only(row, columns),
-                                                               ensure_ascii=False))
+            out.write(("[\n  " if empty else ",\n  ") + json.dumps(_only(row, columns),
+                                                                ensure_ascii=False))
             empty = False
-        out.write("]\n" if empty else "\n]\n")
+        out.write("[]\n" if empty else "\n]\n")
     elif fmt is Format.jsonl:
         for row in rows:
             out.write(json.dumps(_only(row, columns), ensure_ascii=False) + "\n")
