@@ -1,6 +1,8 @@
 """The baseline for bulk embedding: fastembed called directly, same model, same texts.
 
-    python bench/embed_direct.py TEXTS.json MODEL_FOLDER
+    python bench/embed_direct.py TEXTS.json MODEL_FOLDER [--sorted]
+
+--sorted feeds the texts shortest first, as ravana-db does, to isolate ravana-db's own cost.
 """
 
 import json
@@ -10,6 +12,8 @@ from fastembed import TextEmbedding
 from fastembed.common.model_description import ModelSource, PoolingType
 
 texts = json.loads(open(sys.argv[1]).read())
+if "--sorted" in sys.argv:
+    texts.sort(key=len)
 TextEmbedding.add_custom_model(model="bench/minilm", pooling=PoolingType.MEAN, normalization=True,
                                sources=ModelSource(hf="local/minilm"), dim=384,
                                model_file="model.onnx")

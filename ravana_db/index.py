@@ -14,7 +14,7 @@ from .db import sha256, transaction
 from .errors import InputError
 from .schema import SEARCHABLE, SIGNATURE_BITS
 
-BATCH = 256
+BATCH = 1024  # texts per embedding call: sorted by length within it, so larger pads less
 
 
 def recorded_model(db):

@@ -284,9 +284,10 @@ def test_reindex_resumes_after_an_interrupt(db_path, tmp_path):
     from ravana_db.embed import Embedder
 
     db = open_db(db_path)
+    total = index.BATCH + 100
     db.conn.executemany("INSERT INTO memory(text) VALUES (?)",
-                        [(f"note {i}: the {i % 7}th item on the list",) for i in range(600)])
-    assert index.pending(db) == 600
+                        [(f"note {i}: item {i % 7}",) for i in range(total)])
+    assert index.pending(db) == total
     other = tmp_path / "other-model"
     shutil.copytree(default_model_folder(), other)
     embedder = Embedder(str(other))
@@ -302,8 +303,8 @@ def test_reindex_resumes_after_an_interrupt(db_path, tmp_path):
     # The model switch and the first batch were committed; the rest is still queued.
     assert index.recorded_model(db) == (str(other), 384)
     assert db.execute("SELECT count(*) FROM doc_vec").fetchone()[0] == index.BATCH
-    assert index.pending(db) == 600 - index.BATCH
+    assert index.pending(db) == total - index.BATCH
     report = index.reindex(db, embedder)
-    assert report["embedded"] == 600 - index.BATCH
-    assert db.execute("SELECT count(*) FROM doc_bits").fetchone()[0] == 600
+    assert report["embedded"] == total - index.BATCH
+    assert db.execute("SELECT count(*) FROM doc_bits").fetchone()[0] == total
     assert index.pending(db) == 0
