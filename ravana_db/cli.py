@@ -143,18 +143,25 @@ def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = F
     emit([describe(db, path)], pick(fmt, json_flag), one=True)
 
 
+def _stdin_lines():
+    """(line number, line) of each non-blank line on stdin."""
+    for number, line in enumerate(sys.stdin, 1):
+        if line.strip():
+            yield number, line
+
+
+def _json_line(number, line):
+    try:
+        return json.loads(line.rstrip("\n"))
+    except ValueError as e:
+        raise InputError(f"line {number}: not valid JSON ({e.msg} at column {e.colno})") from None
+
+
 def _read_stdin(model):
     from .models import validate
 
-    records = []
-    for number, line in enumerate(sys.stdin, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError as e:
-            raise InputError(f"line {number}: not valid JSON ({e})") from None
-        records.append((number, validate(model, data, line=number)))
+    records = [(number, validate(model, _json_line(number, line), line=number))
+               for number, line in _stdin_lines()]
     if not records:
         raise InputError("no records on stdin (expected one JSON object per line)")
     return records
@@ -253,7 +260,9 @@ RESULT_COLUMNS = ["kind", "id", "key", "text", "timestamp", "score", "bm25_rank"
 
 def _for_people(r):
     """A result as a table row: short names, dates, rounded scores."""
-    number = lambda value, places: "" if value is None else f"{value:.{places}f}"  # noqa: E731
+    def number(value, places):
+        return "" if value is None else f"{value:.{places}f}"
+
     return {"kind": r["kind"], "id": r["id"], "key": r["key"], "text": r["text"],
             "date": (r["timestamp"] or "")[:10], "score": number(r["score"], 4),
             "bm25#": r["bm25_rank"], "vec#": r["vector_rank"], "sim": number(r["similarity"], 3)}
@@ -321,15 +330,10 @@ def _read_queries(defaults):
     from .search import Query
 
     queries = []
-    for number, line in enumerate(sys.stdin, 1):
-        if not line.strip():
-            continue
+    for number, line in _stdin_lines():
         options = dict(defaults)
         if line.lstrip().startswith("{"):
-            try:
-                given = json.loads(line)
-            except ValueError as e:
-                raise InputError(f"line {number}: not valid JSON ({e})") from None
+            given = _json_line(number, line)
             unknown = set(given) - {"text", *defaults}
             if unknown:
                 raise InputError(f"line {number}: unknown field {sorted(unknown)[0]!r} "

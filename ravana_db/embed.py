@@ -118,6 +118,8 @@ class Embedder:
             raise
         except Exception as e:  # fastembed raises many kinds: a download refused, a bad file
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "is not supported" in first:  # fastembed's words point at its Python API
+                first = "no model folder by that name here, nor a model fastembed knows"
             raise InputError(f"cannot load embedding model {self.name!r}: {first}") from None
         return self._model
 

@@ -62,7 +62,8 @@ def signature(vectors):
     """SimHash signatures: which side of each hyperplane a vector lies on, as float32 rows for
     vec_quantize_binary. Their Hamming distance tracks the angle between vectors: 1024 such
     bits find the true nearest neighbours among far fewer candidates than the vector's own
-    384 sign bits (recall@10 0.975 from 50 candidates, against 0.92)."""
+    384 sign bits (at 100k real sentences, recall@10 0.965 from 40 candidates; sign bits
+    need about 80 for 0.95)."""
     return vectors @ _hyperplanes(vectors.shape[1])
 
 

@@ -29,7 +29,7 @@ def _cell(value):
     return "" if value is None else str(value)
 
 
-def emit(rows, fmt, *, columns=None, title=None, one=False):
+def emit(rows, fmt, *, columns=None, one=False):
     """Write rows (an iterable of dicts, streamed) to stdout in format fmt.
 
     Args:
@@ -59,7 +59,7 @@ def emit(rows, fmt, *, columns=None, title=None, one=False):
                 writer.writeheader()
             writer.writerow({k: _cell(v) for k, v in row.items()})
     else:
-        _table(rows, columns=columns, title=title, one=one)
+        _table(rows, columns=columns, one=one)
     out.flush()
 
 
@@ -67,12 +67,12 @@ def _only(row, columns):
     return row if columns is None else {k: row.get(k) for k in columns}
 
 
-def _table(rows, *, columns, title, one):
+def _table(rows, *, columns, one):
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_header=not one, header_style="bold", box=box.SIMPLE_HEAD,
+    table = Table(show_header=not one, header_style="bold", box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True)
     if one:
         record = next(rows)

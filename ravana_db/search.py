@@ -30,6 +30,10 @@ class Query:
 
     def __init__(self, text=None, *, mode="hybrid", kind="all", type=None, source=None,
                  since=None, until=None, top_n=5, min_similarity=None, like=None):
+        for name, value in (("text", text), ("mode", mode), ("kind", kind), ("type", type),
+                            ("source", source), ("since", since), ("until", until)):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{name}: must be a string, not {value!r}")
         if mode not in MODES:
             raise InputError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
         kinds = KINDS if kind in (None, "all") else tuple(k.strip() for k in kind.split(","))
@@ -38,17 +42,35 @@ class Query:
                 raise InputError(f"kind: {k!r} is not one of {', '.join(KINDS)}, all")
         if not (text and text.strip()) and like is None:
             raise InputError("give a query text (or --like ID)")
-        if int(top_n) < 1:
+        top_n = _number("top-n", top_n, int)
+        if top_n < 1:
             raise InputError("top-n: must be at least 1")
-        if min_similarity is not None and not -1 <= float(min_similarity) <= 1:
-            raise InputError("min-similarity: must be a cosine similarity between -1 and 1")
-        if min_similarity is not None and mode == "fts":
-            raise InputError("min-similarity needs --mode vector or hybrid (fts has no vectors)")
-        self.text, self.mode, self.kinds, self.like = text, mode, kinds, like
-        self.type, self.source, self.top_n = type, source, int(top_n)
+        if min_similarity is not None:
+            min_similarity = _number("min-similarity", min_similarity, float)
+            if not -1 <= min_similarity <= 1:
+                raise InputError("min-similarity: must be a cosine similarity between -1 and 1")
+            if mode == "fts":
+                raise InputError("min-similarity needs --mode vector or hybrid "
+                                 "(fts has no vectors)")
+        self.text, self.mode, self.kinds = text, mode, kinds
+        self.like = None if like is None else str(like)
+        self.type, self.source, self.top_n = type, source, top_n
         self.since = parse_time(since, field="since") if since else None
         self.until = parse_time(until, field="until") if until else None
-        self.min_similarity = None if min_similarity is None else float(min_similarity)
+        self.min_similarity = min_similarity
+
+
+def _number(name, value, kind):
+    """value as an int or float (JSON lines may give "5" or 5); anything else is bad input."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name}: {value!r} is not a number") from None
+    if kind is int and number != float(value):
+        raise InputError(f"{name}: {value!r} is not a whole number")
+    return number
 
 
 def fts_terms(text):

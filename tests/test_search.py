@@ -243,9 +243,11 @@ def test_another_model_is_refused_until_reindexed(cli, memories, tmp_path):
 
 
 def test_an_unloadable_model_is_one_clear_error(cli, memories):
-    result = cli("query", "x", "--model", "no-such/model-anywhere")
+    result = cli("reindex", "--vectors", "--model", "no-such/model-anywhere")
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert result.stderr == ("error: cannot load embedding model 'no-such/model-anywhere': no "
+                             "model folder by that name here, nor a model fastembed knows\n")
+    assert query(cli, "GPU out of memory", "--mode", "vector")  # the old vectors are intact
 
 
 def test_fts_mode_and_help_do_not_load_the_model(cli, memories, db_path):
@@ -308,3 +310,18 @@ def test_reindex_resumes_after_an_interrupt(db_path, tmp_path):
     assert report["embedded"] == total - index.BATCH
     assert db.execute("SELECT count(*) FROM doc_bits").fetchone()[0] == total
     assert index.pending(db) == 0
+
+
+@pytest.mark.parametrize("line,expected", [
+    ('{"text": 5}', "line 1: text: must be a string, not 5"),
+    ('{"text": "x", "top_n": "abc"}', "line 1: top-n: 'abc' is not a number"),
+    ('{"text": "x", "top_n": 2.5}', "line 1: top-n: 2.5 is not a whole number"),
+    ('{"text": "x", "kind": ["memory"]}', "line 1: kind: must be a string"),
+    ('{"text": "x", "min_similarity": true}', "line 1: min-similarity: True is not a number"),
+    ('{"text": "x"', "line 1: not valid JSON (Expecting ',' delimiter at column 13)"),
+])
+def test_bad_query_lines_are_one_line_errors(cli, line, expected):
+    cli("init")
+    result = cli("query", "--stdin", input=line + "\n")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: " + expected) and result.stderr.count("\n") == 1
