@@ -1,9 +1,8 @@
 """The command line: resolve the path, open the file, make one library call, emit the result."""
 
-import functools
 import inspect
 import json
-import os
+import signal
 import sys
 from typing import Annotated, Optional
 
@@ -11,14 +10,59 @@ import typer
 import typer.core
 
 from .db import driver, open_db, resolve_path
-from .errors import InputError, RavanaError
+from .errors import InputError, RavanaError, RecordError
 from .output import Format, Progress, emit, message, pick
 
+def _errors_to_exit_codes(invoke):
+    """Our errors as one line on stderr and an exit code (2 input, 1 runtime, 130 ^C)."""
+    try:
+        return invoke()
+    except RavanaError as e:
+        message(f"error: {e}")
+        raise typer.Exit(e.exit_code) from None
+    except driver().Error as e:
+        message(f"error: database: {e}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        message("interrupted: nothing of the unfinished transaction was written")
+        raise typer.Exit(130) from None
+
+
+class App(typer.core.TyperGroup):
+    """The top group: the one error handler, around every command."""
+
+    def invoke(self, ctx):
+        return _errors_to_exit_codes(lambda: super(App, self).invoke(ctx))
+
+
+def _db_after_command(ctx, param, value):
+    if value is not None:
+        ctx.obj["db"] = value
+
+
+class Command(typer.core.TyperCommand):
+    """A command that also takes --db after its name: `ravana-db query "x" --db f.db`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(typer.core.TyperOption(
+            param_decls=["--db"], metavar="PATH", expose_value=False,
+            callback=_db_after_command, help="database file (as before the command)"))
+
+
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    cls=App, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
     help="ravana-db: an autonomous agent's whole memory in one SQLite file.",
 )
+
+
+def main():
+    """The `ravana-db` program. A reader that goes away (`| head -1`) ends it quietly, as
+    it does any Unix tool, with the shell's exit status 141 (SIGPIPE), in every format and
+    for --help alike."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    app(prog_name="ravana-db")
 
 
 class LogGroup(typer.core.TyperGroup):
@@ -50,32 +94,8 @@ ModelOption = Annotated[Optional[str], typer.Option(
     "local model folder [default: $RAVANA_DB_MODEL, all-MiniLM-L6-v2 (int8, bundled)]")]
 
 
-def handle_errors(fn):
-    """Turn our errors into one line on stderr and an exit code (2 input, 1 runtime, 130 ^C)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RavanaError as e:
-            message(f"error: {e}")
-            raise typer.Exit(e.exit_code) from None
-        except driver().Error as e:
-            message(f"error: database: {e}")
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            message("interrupted: nothing of the unfinished transaction was written")
-            raise typer.Exit(130) from None
-        except BrokenPipeError:
-            # The reader went away (`| head`): stop quietly, as Unix tools do on SIGPIPE.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(141) from None
-
-    return wrapper
-
-
 @app.callback()
-def main(
+def common(
     ctx: typer.Context,
     db: Annotated[Optional[str], typer.Option(
         "--db", metavar="PATH", help="database file [default: $RAVANA_DB, $DATABASE_URL "
@@ -93,22 +113,9 @@ def _embedder(ctx, model=None):
     return Embedder(model or ctx.obj["model"])
 
 
-def _embed_new_text(ctx):
-    """The `after` step of a write: embed the text it queued, in the same transaction."""
-    from .index import embed_pending, pending
-
-    embedder = _embedder(ctx)
-
-    def after(db):
-        with Progress("embedding", total=pending(db), quiet=ctx.obj["quiet"]) as bar:
-            embed_pending(db, embedder, progress=bar)
-
-    return after
-
-
-def _open(ctx, *, create=True):
+def _open(ctx, *, create=True, write=True):
     path = resolve_path(ctx.obj["db"])
-    return open_db(path, create=create), path
+    return open_db(path, create=create, write=write), path
 
 
 def _notice(ctx, text):
@@ -116,8 +123,7 @@ def _notice(ctx, text):
         message(text)
 
 
-@app.command()
-@handle_errors
+@app.command(cls=Command)
 def init(ctx: typer.Context):
     """Create the database file (or bring an existing one up to date) and print its path.
 
@@ -130,8 +136,7 @@ def init(ctx: typer.Context):
     print(path)
 
 
-@app.command()
-@handle_errors
+@app.command(cls=Command)
 def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = False):
     """Show the file's size, versions, row counts per table and last consolidation.
 
@@ -139,13 +144,18 @@ def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = F
     """
     from .status import status as describe
 
-    db, path = _open(ctx, create=False)
-    emit([describe(db, path)], pick(fmt, json_flag), one=True)
+    fmt = pick(fmt, json_flag)
+    db, path = _open(ctx, create=False, write=False)
+    emit([describe(db, path)], fmt, one=True)
 
 
 def _stdin_lines():
     """(line number, line) of each non-blank line on stdin."""
-    for number, line in enumerate(sys.stdin, 1):
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"line {number}: not valid UTF-8") from None
         if line.strip():
             yield number, line
 
@@ -155,6 +165,8 @@ def _json_line(number, line):
         return json.loads(line.rstrip("\n"))
     except ValueError as e:
         raise InputError(f"line {number}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise InputError(f"line {number}: JSON nested too deeply") from None
 
 
 def _read_stdin(model):
@@ -171,6 +183,7 @@ def _log(ctx, kind, model, stdin, fmt, json_flag, options):
     from .models import validate
     from .store import write
 
+    fmt = pick(fmt, json_flag) if fmt or json_flag else None
     given = {k: v for k, v in options.items() if v is not None}
     if stdin and given:
         raise InputError(f"give fields as options or as JSON lines with --stdin, not both "
@@ -180,14 +193,19 @@ def _log(ctx, kind, model, stdin, fmt, json_flag, options):
     else:
         records = [(None, validate(model, given, options=True))]
     db, _ = _open(ctx)
-    results = write(db, records, after=_embed_new_text(ctx))
+    try:
+        with Progress("embedding", quiet=ctx.obj["quiet"]) as bar:
+            results = write(db, [r for _, r in records], embedder=_embedder(ctx),
+                            progress=bar)
+    except RecordError as e:
+        line = records[e.index][0]
+        raise InputError(f"line {line}: {e}" if line is not None else str(e)) from None
     for (line, _), result in zip(records, results):
         if result["status"] == "existing":
             _notice(ctx, f"{'line %s: ' % line if line else ''}already stored as {kind} "
                     f"{result['id']}")
-    if fmt or json_flag:
-        rows = ({"kind": kind, "line": line, **r} for (line, _), r in zip(records, results))
-        emit(rows, pick(fmt, json_flag))
+    if fmt:
+        emit(({"kind": kind, "line": line, **r} for (line, _), r in zip(records, results)), fmt)
     else:
         print("\n".join(str(r["id"]) for r in results))
     _notice(ctx, _counts(kind, results))
@@ -228,7 +246,7 @@ def _log_command(target, kind, model):
     command.__annotations__ = {p.name: p.annotation for p in params}
     example = EXAMPLES[kind]
     command.__doc__ = f"{model.__doc__}\n\nExample: {example}"
-    target.command(kind)(handle_errors(command))
+    target.command(kind, cls=Command)(command)
 
 
 EXAMPLES = {
@@ -268,8 +286,7 @@ def _for_people(r):
             "bm25#": r["bm25_rank"], "vec#": r["vector_rank"], "sim": number(r["similarity"], 3)}
 
 
-@app.command()
-@handle_errors
+@app.command(cls=Command)
 def query(
     ctx: typer.Context,
     text: Annotated[Optional[str], typer.Argument(help="what to look for, in any words")] = None,
@@ -306,24 +323,35 @@ def query(
     """
     from .search import Query, search
 
+    fmt = pick(fmt, json_flag, default="jsonl" if stdin else "json")
     options = dict(mode=mode, kind=kind, type=type, source=source, since=since, until=until,
                    top_n=top_n, min_similarity=min_similarity, like=like)
     if stdin and (text or like):
         raise InputError("give one query as an argument or many with --stdin, not both")
     queries = _read_queries(options) if stdin else [(None, Query(text, **options))]
-    db, _ = _open(ctx, create=False)
+    db, _ = _open(ctx, create=False, write=not no_touch)
     embedder = _embedder(ctx, model)
+    if mode != "fts" or stdin:
+        _notice_waiting(ctx, db)
 
     def results():
         for line, q in queries:
             for r in search(db, q, embedder=embedder, touch=not no_touch):
                 yield {"line": line, **r} if stdin else r
 
-    fmt = pick(fmt, json_flag, default="jsonl" if stdin else "json")
     if fmt is Format.table:
         emit(map(_for_people, results()), fmt)
     else:
         emit(results(), fmt, columns=RESULT_COLUMNS if fmt is Format.csv else None)
+
+
+def _notice_waiting(ctx, db):
+    from .index import pending
+
+    waiting = pending(db)
+    if waiting:
+        _notice(ctx, f"note: {waiting} text(s) wait for embedding and are found by words only, "
+                "until the next write or `ravana-db reindex`")
 
 
 def _read_queries(defaults):
@@ -350,8 +378,7 @@ def _read_queries(defaults):
     return queries
 
 
-@app.command()
-@handle_errors
+@app.command(cls=Command)
 def reindex(
     ctx: typer.Context,
     fts: Annotated[bool, typer.Option("--fts", help="rebuild the full-text index")] = False,
@@ -370,12 +397,13 @@ def reindex(
     """
     from .index import reindex as rebuild
 
+    fmt = pick(fmt, json_flag)
     both = not (fts or vectors)
     db, _ = _open(ctx, create=False)
     with Progress("embedding", quiet=ctx.obj["quiet"]) as bar:
-        report = rebuild(db, _embedder(ctx, model), fts=fts or both, vectors=vectors or both,
-                         progress=bar)
-    emit([report], pick(fmt, json_flag), one=True)
+        report = rebuild(db, _embedder(ctx, model), fts=fts or both,
+                         vectors=vectors or both, progress=bar)
+    emit([report], fmt, one=True)
 
 
 def _later(name, issue_text):
@@ -383,7 +411,7 @@ def _later(name, issue_text):
         raise RavanaError(f"`ravana-db {name}` is not built yet ({issue_text})")
 
     command.__doc__ = f"Not built yet: {issue_text}."
-    app.command(name)(handle_errors(command))
+    app.command(name, cls=Command)(command)
 
 
 for _name, _text in {

@@ -1,20 +1,28 @@
 """The search index inside the file: one `doc` row per searchable row of every table.
 
 Triggers (schema.py) keep `doc` and its FTS5 index in step with the tables on every insert,
-update and delete, and queue new or changed text in `embed_queue`. embed_pending() drains the
-queue: it embeds each text once (vectors are reused by SHA-256 of the text) and stores the
-float vector (`doc_vec`, for exact scores) and its SimHash signature (`doc_bits`, a sqlite-vec
-vec0 bit table for the fast first pass), with the filter columns queries use.
+update and delete, whoever writes, and queue work that needs ravana-db: new or changed text in
+`embed_queue`, signature rows to drop or rewrite in `bits_queue` (plain SQL clients cannot
+touch the vec0 table). Vectors are computed outside any transaction (prepare()), then written
+in the writer's short transaction (apply()): the write lock is never held while embedding.
+Each text is embedded once (vectors are reused by SHA-256 of the text). A vector lives in
+`doc_vec` (float32, for exact scores) and its SimHash signature in `doc_bits` (vec0 bit table
+for the fast first pass, with the filter columns queries use).
 """
 
 import functools
 import hashlib
+from dataclasses import dataclass, field
 
 from .db import sha256, transaction
-from .errors import InputError
-from .schema import SEARCHABLE, SIGNATURE_BITS
+from .errors import InputError, RavanaError
+from .schema import SEARCHABLE, SIGNATURE_BITS, index_objects, install_index
 
 BATCH = 1024  # texts per embedding call: sorted by length within it, so larger pads less
+CHUNK = 500  # ids per `IN (...)` list
+# Text that is only ASCII whitespace has nothing to embed; SQL and Python agree on this set.
+BLANK = " \t\n\v\f\r"
+SQL_NOT_BLANK = "trim(text, ' ' || char(9, 10, 11, 12, 13)) != ''"
 
 
 def recorded_model(db):
@@ -22,7 +30,11 @@ def recorded_model(db):
     meta = dict(db.execute(
         "SELECT key, value FROM meta WHERE key IN ('embedding_model', 'embedding_dim')"))
     dim = meta.get("embedding_dim")
-    return meta.get("embedding_model"), int(dim) if dim else None
+    try:
+        return meta.get("embedding_model"), None if dim is None else int(dim)
+    except ValueError:
+        raise RavanaError(f"this file's recorded embedding dimension {dim!r} is not a number: "
+                          "run `ravana-db reindex --vectors` to record it again") from None
 
 
 def check_model(db, embedder):
@@ -39,12 +51,13 @@ def check_model(db, embedder):
     return name is not None
 
 
-def _use_model(db, embedder):
+def _use_model(db, name, dim):
     """Record the model; vectors of any other model are dropped."""
     db.execute("DELETE FROM doc_vec")
     db.execute("DELETE FROM doc_bits")
+    db.execute("DELETE FROM bits_queue")
     db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('embedding_model', ?), "
-               "('embedding_dim', ?)", [embedder.name, str(embedder.dim)])
+               "('embedding_dim', ?)", [name, str(dim)])
 
 
 @functools.cache
@@ -68,62 +81,72 @@ def signature(vectors):
 
 
 def pending(db):
+    """How many texts wait for a vector."""
     return db.execute("SELECT count(*) FROM embed_queue").fetchone()[0]
 
 
-def embed_pending(db, embedder, *, limit=None, progress=None):
-    """Embed queued texts, BATCH at a time, within the caller's transaction.
+def _chunks(items):
+    items = list(items)
+    for start in range(0, len(items), CHUNK):
+        yield items[start:start + CHUNK]
+
+
+def _marks(items):
+    return ", ".join("?" * len(items))
+
+
+@dataclass
+class Prepared:
+    """Vectors computed before a write: what apply() stores inside the transaction."""
+
+    vectors: dict = field(default_factory=dict)  # content hash -> (float32 blob, signature)
+    model: tuple | None = None  # (name, dim) when new vectors were made
+    queued: list = field(default_factory=list)  # doc ids taken from embed_queue
+    bits: list = field(default_factory=list)  # doc ids taken from bits_queue
+
+
+def prepare(db, embedder, texts=(), *, backlog=BATCH, progress=None):
+    """Compute, outside any transaction, the vectors a write will need.
 
     Args:
-        limit: embed at most this many (reindex commits between calls); None: all.
-        progress: called with the number of texts done after each batch.
-
-    Returns:
-        How many queued rows were handled.
+        texts: the searchable texts the write will store.
+        backlog: also take up to this many texts already waiting in the queue (written by
+            another client, or left by an interrupted run), and signature rows to rewrite.
+        progress: called with the number of texts embedded after each batch.
     """
-    done = 0
-    while limit is None or done < limit:
-        size = BATCH if limit is None else min(BATCH, limit - done)
-        batch = db.execute(
-            "SELECT d.id, d.text, d.kind, d.type, d.source, d.ts FROM embed_queue q "
-            "JOIN doc d ON d.id = q.doc_id ORDER BY q.doc_id LIMIT ?", [size]).fetchall()
-        if not batch:
-            db.execute("DELETE FROM embed_queue")  # rows whose doc is gone
-            break
-        if done == 0 and not check_model(db, embedder):
-            _use_model(db, embedder)
-        _embed_batch(db, embedder, batch)
-        done += len(batch)
+    queued = db.execute("SELECT d.id, d.text FROM embed_queue q JOIN doc d ON d.id = q.doc_id "
+                        "ORDER BY q.doc_id LIMIT ?", [backlog]).fetchall()
+    bits = [r[0] for r in db.execute(
+        "SELECT doc_id FROM bits_queue ORDER BY doc_id LIMIT ?", [backlog])]
+    own = {sha256(t): t for t in texts if t.strip(BLANK)}
+    wanted = {**{sha256(t): t for _, t in queued if t.strip(BLANK)}, **own}
+    blobs = {}
+    for chunk in _chunks(wanted):
+        blobs.update(db.execute(f"SELECT content_hash, embedding FROM doc_vec WHERE "
+                                f"content_hash IN ({_marks(chunk)})", chunk).fetchall())
+    for chunk in _chunks(bits):
+        blobs.update(db.execute(f"SELECT content_hash, embedding FROM doc_vec WHERE "
+                                f"doc_id IN ({_marks(chunk)})", chunk).fetchall())
+    new = {h: t for h, t in wanted.items() if h not in blobs}
+    prepared = Prepared(queued=[doc_id for doc_id, _ in queued], bits=bits)
+    if new:
+        try:
+            check_model(db, embedder)
+        except InputError:
+            if any(h in own for h in new):
+                raise
+            return Prepared()  # only others' text, for another model: left to `reindex`
         if progress:
-            progress(len(batch))
-    return done
-
-
-def _embed_batch(db, embedder, batch):
-    hashes = [sha256(text) for _, text, *_ in batch]
-    known = dict(db.execute(
-        f"SELECT content_hash, embedding FROM doc_vec WHERE content_hash IN "
-        f"({', '.join('?' * len(hashes))})", hashes).fetchall())
-    new = {}
-    for (_, text, *_), digest in zip(batch, hashes):
-        if digest not in known and text.strip():
-            new.setdefault(digest, text)
-    for digest, vector in zip(new, embedder.embed(list(new.values()))):
-        known[digest] = vector.tobytes()
-    rows = [(doc_id, digest, known[digest], kind, type or "", source or "", ts)
-            for (doc_id, text, kind, type, source, ts), digest in zip(batch, hashes)
-            if digest in known]
-    signatures = _signatures([r[2] for r in rows])
-    ids = [(doc_id,) for doc_id, *_ in batch]
-    db.conn.executemany("DELETE FROM doc_vec WHERE doc_id = ?", ids)
-    db.conn.executemany("DELETE FROM doc_bits WHERE doc_id = ?", ids)
-    db.conn.executemany("INSERT INTO doc_vec(doc_id, content_hash, embedding) VALUES (?, ?, ?)",
-                        [r[:3] for r in rows])
-    db.conn.executemany(
-        "INSERT INTO doc_bits(doc_id, embedding, kind, type, source, ts) "
-        "VALUES (?, vec_quantize_binary(?), ?, ?, ?, coalesce(unixepoch(?), 0))",
-        [(r[0], sig, *r[3:]) for r, sig in zip(rows, signatures)])
-    db.conn.executemany("DELETE FROM embed_queue WHERE doc_id = ?", ids)
+            progress(0, total=len(new))
+        prepared.model = (embedder.name, embedder.dim)
+        hashes, texts = list(new), list(new.values())
+        for start in range(0, len(texts), BATCH):
+            vectors = embedder.embed(texts[start:start + BATCH])
+            blobs.update(zip(hashes[start:start + BATCH], (v.tobytes() for v in vectors)))
+            if progress:
+                progress(len(vectors))
+    prepared.vectors = dict(zip(blobs, zip(blobs.values(), _signatures(list(blobs.values())))))
+    return prepared
 
 
 def _signatures(blobs):
@@ -135,58 +158,168 @@ def _signatures(blobs):
     return [row.tobytes() for row in signature(vectors)]
 
 
-def sync_docs(db):
-    """Bring `doc` (and so FTS) in line with the tables: add missing rows, drop orphans.
+def apply(db, prepared, doc_ids=()):
+    """Inside the caller's write transaction: store the prepared vectors of the queued docs
+    (doc_ids, plus the backlog prepare() took) and rewrite queued signature rows. No CPU work
+    beyond hashing: a text that changed since prepare() simply stays queued.
 
-    The triggers keep them in step; this repairs a file written around them.
-    Returns (added, removed).
+    Returns how many docs got their vectors.
     """
-    added = removed = 0
+    if prepared.model:
+        name, _ = recorded_model(db)
+        if name is None:
+            _use_model(db, *prepared.model)
+        elif name != prepared.model[0]:  # another process switched models meanwhile
+            raise InputError(f"this database's model changed to {name!r} during the write: "
+                             "run the command again")
+    ids = list(dict.fromkeys([*doc_ids, *prepared.queued]))
+    docs = []
+    for chunk in _chunks(ids):
+        docs += db.execute(f"SELECT d.id, d.text, d.kind, d.type, d.source, d.ts FROM "
+                           f"embed_queue q JOIN doc d ON d.id = q.doc_id WHERE q.doc_id IN "
+                           f"({_marks(chunk)})", chunk).fetchall()
+    done, rows = [], []
+    for doc_id, text, *filters in docs:
+        if not text.strip(BLANK):
+            done.append((doc_id,))
+            continue
+        digest = sha256(text)
+        if digest in prepared.vectors:
+            done.append((doc_id,))
+            rows.append((doc_id, digest, *prepared.vectors[digest], *filters))
+    db.conn.executemany("DELETE FROM doc_vec WHERE doc_id = ?", done)
+    db.conn.executemany("DELETE FROM embed_queue WHERE doc_id = ?", done)
+    db.conn.executemany("INSERT INTO doc_vec(doc_id, content_hash, embedding) VALUES (?, ?, ?)",
+                        [r[:3] for r in rows])
+    _write_bits(db, [(r[0], r[3], *r[4:]) for r in rows])
+    # Queued signature rows: dropped, or rewritten from the doc's vector and current filters.
+    stale = []
+    for chunk in _chunks(prepared.bits):
+        stale += db.execute(
+            f"SELECT b.doc_id, v.content_hash, d.kind, d.type, d.source, d.ts FROM bits_queue b "
+            f"LEFT JOIN doc d ON d.id = b.doc_id LEFT JOIN doc_vec v ON v.doc_id = b.doc_id "
+            f"WHERE b.doc_id IN ({_marks(chunk)})", chunk).fetchall()
+    rewrite = [(doc_id, prepared.vectors[digest][1], *filters)
+               for doc_id, digest, *filters in stale
+               if digest in prepared.vectors and filters[0] is not None]
+    unchanged = [(doc_id,) for doc_id, digest, *_ in stale
+                 if digest is None or digest in prepared.vectors]
+    db.conn.executemany("DELETE FROM doc_bits WHERE doc_id = ?", unchanged)
+    _write_bits(db, rewrite)
+    db.conn.executemany("DELETE FROM bits_queue WHERE doc_id = ?", unchanged)
+    return len(rows)
+
+
+def _write_bits(db, rows):
+    """(doc_id, signature, kind, type, source, ts) rows into doc_bits, replacing old ones."""
+    db.conn.executemany("DELETE FROM doc_bits WHERE doc_id = ?", [(r[0],) for r in rows])
+    db.conn.executemany(
+        "INSERT INTO doc_bits(doc_id, embedding, kind, type, source, ts) "
+        "VALUES (?, vec_quantize_binary(?), ?, ?, ?, coalesce(unixepoch(?), 0))",
+        [(doc_id, sig, kind, type or "", source or "", ts)
+         for doc_id, sig, kind, type, source, ts in rows])
+    db.conn.executemany("DELETE FROM bits_queue WHERE doc_id = ?", [(r[0],) for r in rows])
+
+
+def sync_docs(db):
+    """Bring `doc` (and so FTS) in line with the tables: add missing rows, correct stale
+    ones, drop orphans. The triggers keep them in step; this repairs a file written around
+    them (a trigger dropped, rows written with triggers off).
+
+    Returns (added, updated, removed).
+    """
+    added = updated = removed = 0
     for kind, spec in SEARCHABLE.items():
         table, ref = spec["table"], spec["ref"]
         cols = {k: spec[k].replace("new.", "t.") for k in ("text", "type", "source", "ts")}
+        cols["text"] = f"coalesce({cols['text']}, '')"
         added += db.execute(
             f"INSERT INTO doc(kind, ref, text, type, source, ts) "
-            f"SELECT '{kind}', t.{ref}, coalesce({cols['text']}, ''), {cols['type']}, "
+            f"SELECT '{kind}', t.{ref}, {cols['text']}, {cols['type']}, "
             f"{cols['source']}, {cols['ts']} FROM {table} t WHERE NOT EXISTS ("
             f"SELECT 1 FROM doc WHERE kind = '{kind}' AND ref = CAST(t.{ref} AS TEXT))"
         ).rowcount
+        updated += db.execute(
+            f"UPDATE doc SET text = {cols['text']}, type = {cols['type']}, "
+            f"source = {cols['source']}, ts = {cols['ts']} FROM {table} t "
+            f"WHERE doc.kind = '{kind}' AND doc.ref = CAST(t.{ref} AS TEXT) AND ("
+            f"doc.text IS NOT {cols['text']} OR doc.type IS NOT {cols['type']} OR "
+            f"doc.source IS NOT {cols['source']} OR doc.ts IS NOT {cols['ts']})").rowcount
         removed += db.execute(
             f"DELETE FROM doc WHERE kind = '{kind}' AND ref NOT IN ("
             f"SELECT CAST({ref} AS TEXT) FROM {table})").rowcount
-    return added, removed
+    return added, updated, removed
+
+
+def _queued(db):
+    """The first BATCH doc ids of each queue."""
+    return tuple([r[0] for r in db.execute(
+        f"SELECT doc_id FROM {queue} ORDER BY doc_id LIMIT ?", [BATCH])]
+        for queue in ("embed_queue", "bits_queue"))
+
+
+def health(db):
+    """Whether the index is whole: missing pieces, queued work, rows without vectors."""
+    present = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    missing = [name for name in index_objects() if name not in present]
+    report = {"missing": missing}
+    if not {"doc", "doc_vec", "embed_queue", "bits_queue"} & set(missing):
+        report.update(
+            waiting_for_vectors=pending(db),
+            waiting_for_signatures=db.execute("SELECT count(*) FROM bits_queue").fetchone()[0],
+            without_vectors=db.execute(
+                f"SELECT count(*) FROM doc WHERE {SQL_NOT_BLANK} AND id NOT IN "
+                f"(SELECT doc_id FROM doc_vec)").fetchone()[0])
+    report["whole"] = not missing and not any(
+        report.get(k) for k in ("waiting_for_vectors", "waiting_for_signatures",
+                                "without_vectors"))
+    return report
 
 
 def reindex(db, embedder, *, fts=True, vectors=True, progress=None):
-    """Rebuild the FTS index and/or the vectors; resumable: each batch commits on its own.
+    """Repair and rebuild the index; resumable: each batch commits on its own.
 
-    A model other than the recorded one replaces every vector (the switch is one transaction,
-    then the queue is worked off batch by batch; an interrupted run continues where it
-    stopped). Returns counts of what was done.
+    Missing pieces (a dropped FTS or vec0 table, a missing trigger) are recreated, `doc` is
+    re-synced with the tables, FTS rebuilt (fts), and every text without a vector embedded
+    (vectors), BATCH at a time, embedding outside the write lock. A model other than the
+    recorded one replaces every vector (the switch is one transaction; an interrupted run
+    continues where it stopped). Returns counts of what was done.
     """
     report = {}
     with transaction(db):
-        report["docs_added"], report["docs_removed"] = sync_docs(db)
-        if fts:
+        created = install_index(db)
+        report["repaired"] = created
+        report["docs_added"], report["docs_updated"], report["docs_removed"] = sync_docs(db)
+        if fts or "doc_fts" in created:
             db.execute("INSERT INTO doc_fts(doc_fts) VALUES ('rebuild')")
             report["fts_rows"] = db.execute("SELECT count(*) FROM doc").fetchone()[0]
+        if "doc_bits" in created:
+            db.execute("INSERT OR IGNORE INTO bits_queue(doc_id) SELECT doc_id FROM doc_vec")
         if vectors:
-            if recorded_model(db)[0] != embedder.name:
-                _use_model(db, embedder)
-            # Anything without both of its vectors is queued again.
-            db.execute("INSERT OR IGNORE INTO embed_queue(doc_id) SELECT id FROM doc "
-                       "WHERE id NOT IN (SELECT doc_id FROM doc_vec) "
-                       "OR id NOT IN (SELECT doc_id FROM doc_bits)")
+            try:
+                same = recorded_model(db) == (embedder.name, embedder.dim)
+            except RavanaError:  # a damaged record: replaced by the switch below
+                same = False
+            if not same:
+                _use_model(db, embedder.name, embedder.dim)
+            db.execute(f"INSERT OR IGNORE INTO embed_queue(doc_id) SELECT id FROM doc "
+                       f"WHERE {SQL_NOT_BLANK} AND id NOT IN (SELECT doc_id FROM doc_vec)")
+            db.execute("INSERT OR IGNORE INTO bits_queue(doc_id) SELECT doc_id FROM doc_vec "
+                       "WHERE doc_id NOT IN (SELECT doc_id FROM doc_bits)")
     if vectors:
         report["embedded"] = 0
         if progress:
             progress(0, total=pending(db))
         while True:
-            with transaction(db):
-                n = embed_pending(db, embedder, limit=BATCH)
-            if not n:
+            prepared = prepare(db, embedder)
+            if not (prepared.queued or prepared.bits):
                 break
+            with transaction(db):
+                n = apply(db, prepared)
+                stuck = not n and _queued(db) == (prepared.queued, prepared.bits)
             report["embedded"] += n
             if progress:  # after the commit: an interrupt from here on loses nothing
                 progress(n)
+            if stuck:  # rows rewritten by another client meanwhile: the next run takes them
+                break
     return report

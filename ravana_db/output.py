@@ -5,6 +5,8 @@ import json
 import sys
 from enum import Enum
 
+from .errors import InputError
+
 
 class Format(str, Enum):
     table = "table"
@@ -16,11 +18,20 @@ class Format(str, Enum):
 def pick(fmt, json_flag=False, *, default=None):
     """The format to write: --json, --format, else a table on a terminal and `default` (json)
     in a pipe."""
+    if json_flag and fmt and Format(fmt) is not Format.json:
+        raise InputError(f"--json and --format {Format(fmt).value} disagree: give one of them")
     if json_flag:
         return Format.json
     if fmt:
         return Format(fmt)
     return Format.table if sys.stdout.isatty() else Format(default or "json")
+
+
+def _text(value):
+    """A cell printed literally: stored text may hold rich markup like `[/]` or `[link=...]`."""
+    from rich.text import Text
+
+    return Text(_cell(value))
 
 
 def _cell(value):
@@ -81,20 +92,20 @@ def _table(rows, *, columns, one):
         for key, value in record.items():
             if isinstance(value, dict):  # one level of nesting: a line per entry
                 for sub, item in value.items():
-                    table.add_row(f"{key}.{sub}", _cell(item))
+                    table.add_row(_text(f"{key}.{sub}"), _text(item))
             else:
-                table.add_row(key, _cell(value))
+                table.add_row(_text(key), _text(value))
     else:
         rows = list(rows)
         columns = columns or (list(rows[0]) if rows else [])
         for name in columns:
             # Long text takes what width is left; short fields stay on one line.
             if name == "text":
-                table.add_column(name, overflow="fold", ratio=1, min_width=12)
+                table.add_column(_text(name), overflow="fold", ratio=1, min_width=12)
             else:
-                table.add_column(name, no_wrap=True)
+                table.add_column(_text(name), no_wrap=True)
         for row in rows:
-            table.add_row(*(_cell(row.get(c)) for c in columns))
+            table.add_row(*(_text(row.get(c)) for c in columns))
     Console().print(table)
 
 

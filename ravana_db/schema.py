@@ -378,16 +378,98 @@ END;
 """
 
 
-def run_script(conn, sql):
-    """Execute statements one by one (executescript would COMMIT the migration's transaction)."""
+# The search index as it is now: what m003 installs and `reindex` restores when a piece is
+# missing. Plain SQL clients (sqlite3, sqlite-utils, Datasette without sqlite-vec) must be able to
+# update and delete every row, so no trigger touches the vec0 table `doc_bits`: a row whose
+# signature must go or change waits in `bits_queue` for ravana-db's next write or reindex.
+# FTS5's content table is written `[doc]`, the form sqlite-utils and Datasette recognise.
+FTS = """
+CREATE VIRTUAL TABLE doc_fts USING fts5(
+    text, content=[doc], content_rowid=[id], tokenize='porter unicode61 remove_diacritics 2'
+)
+"""
+INDEX_TABLES = {
+    "doc": SEARCH.split(";")[0],
+    "idx_doc_ts": "CREATE INDEX idx_doc_ts ON doc(ts)",
+    "doc_fts": FTS,
+    "doc_vec": "CREATE TABLE doc_vec (\n    doc_id INTEGER PRIMARY KEY,\n"
+               "    content_hash TEXT NOT NULL,\n    embedding BLOB NOT NULL\n)",
+    "idx_doc_vec_hash": "CREATE INDEX idx_doc_vec_hash ON doc_vec(content_hash)",
+    "embed_queue": "CREATE TABLE embed_queue (doc_id INTEGER PRIMARY KEY)",
+    "bits_queue": "CREATE TABLE bits_queue (doc_id INTEGER PRIMARY KEY)",
+    "doc_bits": BITS,
+}
+DOC_TRIGGERS = """
+CREATE TRIGGER doc_ai AFTER INSERT ON doc BEGIN
+    INSERT INTO doc_fts(rowid, text) VALUES (new.id, new.text);
+    INSERT OR IGNORE INTO embed_queue(doc_id) VALUES (new.id);
+END;
+CREATE TRIGGER doc_ad AFTER DELETE ON doc BEGIN
+    INSERT INTO doc_fts(doc_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    DELETE FROM doc_vec WHERE doc_id = old.id;
+    DELETE FROM embed_queue WHERE doc_id = old.id;
+    INSERT OR IGNORE INTO bits_queue(doc_id) VALUES (old.id);
+END;
+CREATE TRIGGER doc_au_text AFTER UPDATE OF text ON doc WHEN new.text IS NOT old.text BEGIN
+    INSERT INTO doc_fts(doc_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO doc_fts(rowid, text) VALUES (new.id, new.text);
+    DELETE FROM doc_vec WHERE doc_id = old.id;
+    INSERT OR IGNORE INTO embed_queue(doc_id) VALUES (new.id);
+    INSERT OR IGNORE INTO bits_queue(doc_id) VALUES (new.id);
+END;
+CREATE TRIGGER doc_au_filters AFTER UPDATE OF kind, type, source, ts ON doc BEGIN
+    INSERT OR IGNORE INTO bits_queue(doc_id) VALUES (new.id);
+END;
+"""
+# One view per kind that people browse and search in Datasette (metadata.json points its
+# full-text search at doc_fts through `doc_id`).
+BROWSE = {kind: f"""
+CREATE VIEW {kind}_search AS
+SELECT d.id AS doc_id, t.* FROM doc d JOIN {kind} t ON t.id = CAST(d.ref AS INTEGER)
+WHERE d.kind = '{kind}'
+""" for kind in ("memory", "summary", "article")}
+
+
+def index_objects():
+    """{name: CREATE statement} of every piece of the search index, in creation order."""
+    objects = dict(INDEX_TABLES)
+    for sql in _statements(DOC_TRIGGERS + "".join(
+            _source_triggers(kind, **spec) for kind, spec in SEARCHABLE.items())):
+        objects[sql.split()[2]] = sql
+    objects.update({f"{kind}_search": sql for kind, sql in BROWSE.items()})
+    return objects
+
+
+def install_index(db):
+    """Replace every trigger and view of the index with today's definitions and create what
+    is missing (tables are kept: they hold the data)."""
+    for name, kind in db.execute(
+            "SELECT name, type FROM sqlite_master WHERE type IN ('trigger', 'view')").fetchall():
+        if name in index_objects():
+            db.execute(f"DROP {kind} [{name}]")
+    existing = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    created = [name for name, sql in index_objects().items() if name not in existing]
+    for name in created:
+        db.execute(index_objects()[name])
+    return created
+
+
+def _statements(sql):
+    """The complete statements of a script, one by one."""
     from .db import driver
 
     statement = ""
     for line in sql.splitlines(keepends=True):
         statement += line
         if driver().complete_statement(statement):
-            conn.execute(statement)
+            yield statement.strip()
             statement = ""
+
+
+def run_script(conn, sql):
+    """Execute statements one by one (executescript would COMMIT the migration's transaction)."""
+    for statement in _statements(sql):
+        conn.execute(statement)
 
 
 migrations = Migrations("ravana_db")
@@ -404,3 +486,12 @@ def m002_search(db):
     db.conn.execute(BITS)
     for kind, spec in SEARCHABLE.items():
         run_script(db.conn, _source_triggers(kind, **spec))
+
+
+@migrations()
+def m003_index_for_every_client(db):
+    """Triggers that plain SQLite clients can run, FTS that sqlite-utils and Datasette find,
+    views to browse each kind."""
+    db.execute("DROP TABLE doc_fts")
+    install_index(db)
+    db.execute("INSERT INTO doc_fts(doc_fts) VALUES ('rebuild')")

@@ -10,11 +10,13 @@ from datetime import datetime
 
 from .db import now, parse_time, transaction
 from .errors import InputError
+from .index import BLANK
 from .schema import SEARCHABLE
 
 KINDS = tuple(SEARCHABLE)
 MODES = ("hybrid", "vector", "fts")
 INTEGER_KINDS = {k for k, spec in SEARCHABLE.items() if spec["ref"] == "id"}
+MAX_TOP_N = 10_000
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 SNIPPET = 300
 # Common words carry no meaning for BM25 but make an OR query walk huge posting lists.
@@ -31,9 +33,12 @@ class Query:
     def __init__(self, text=None, *, mode="hybrid", kind="all", type=None, source=None,
                  since=None, until=None, top_n=5, min_similarity=None, like=None):
         for name, value in (("text", text), ("mode", mode), ("kind", kind), ("type", type),
-                            ("source", source), ("since", since), ("until", until)):
-            if value is not None and not isinstance(value, str):
+                            ("source", source), ("since", since), ("until", until),
+                            ("like", like)):
+            if value is not None and not isinstance(value, (str, int) if name == "like" else str):
                 raise InputError(f"{name}: must be a string, not {value!r}")
+            if isinstance(value, str) and not _encodable(value):
+                raise InputError(f"{name}: not valid UTF-8 text")
         if mode not in MODES:
             raise InputError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
         kinds = KINDS if kind in (None, "all") else tuple(k.strip() for k in kind.split(","))
@@ -43,8 +48,8 @@ class Query:
         if not (text and text.strip()) and like is None:
             raise InputError("give a query text (or --like ID)")
         top_n = _number("top-n", top_n, int)
-        if top_n < 1:
-            raise InputError("top-n: must be at least 1")
+        if not 1 <= top_n <= MAX_TOP_N:
+            raise InputError(f"top-n: must be between 1 and {MAX_TOP_N}")
         if min_similarity is not None:
             min_similarity = _number("min-similarity", min_similarity, float)
             if not -1 <= min_similarity <= 1:
@@ -58,6 +63,16 @@ class Query:
         self.since = parse_time(since, field="since") if since else None
         self.until = parse_time(until, field="until") if until else None
         self.min_similarity = min_similarity
+
+
+def _encodable(text):
+    """False for text that cannot be stored or searched: lone surrogates, which is how Python
+    carries bytes that are not UTF-8 in a command-line argument."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _number(name, value, kind):
@@ -151,19 +166,25 @@ def _knn(db, q, vector, depth, exclude):
         f"SELECT doc_id FROM doc_bits WHERE embedding MATCH vec_quantize_binary(?) AND k = ? "
         f"AND {where}", [signature(vector[None])[0].tobytes(), candidates, *params]).fetchall()
         if r[0] != exclude]
-    sims = _similarities(db, ids, vector)
+    sims = _similarities(db, ids, vector, q)
     return sorted(sims.items(), key=lambda item: -item[1])[:depth]
 
 
-def _similarities(db, doc_ids, vector):
-    """{doc_id: cosine similarity} for the docs that have a vector."""
+def _similarities(db, doc_ids, vector, q=None):
+    """{doc_id: cosine similarity} for the docs that have a vector (and pass q's filters).
+
+    The signatures in `doc_bits` may lag behind a row that a plain SQL client changed or
+    deleted: the vector and the filters are read from `doc` and `doc_vec`, which never lag.
+    """
     import numpy as np
 
     if not doc_ids:
         return {}
+    where, params = _filters(q, prefix="d.") if q else ("1", [])
     found = db.execute(
-        f"SELECT doc_id, embedding FROM doc_vec WHERE doc_id IN ({', '.join('?' * len(doc_ids))})",
-        doc_ids).fetchall()
+        f"SELECT v.doc_id, v.embedding FROM doc_vec v JOIN doc d ON d.id = v.doc_id "
+        f"WHERE v.doc_id IN ({', '.join('?' * len(doc_ids))}) AND {where}",
+        [*doc_ids, *params]).fetchall()
     if not found:
         return {}
     matrix = np.frombuffer(b"".join(blob for _, blob in found), dtype=np.float32)
@@ -203,6 +224,8 @@ def search(db, q, *, embedder=None, touch=True):
 
             blob = db.execute("SELECT embedding FROM doc_vec WHERE doc_id = ?",
                               [exclude]).fetchone()
+            if blob is None and not like_text.strip(BLANK):
+                raise InputError(f"like: {q.like} has no text to compare")
             if blob is None:
                 raise InputError(f"like: {q.like} has no vector yet: run `ravana-db reindex`")
             vector = np.frombuffer(blob[0], dtype=np.float32)
@@ -264,6 +287,8 @@ def _describe(db, ids):
         f"WHERE d.id IN ({', '.join('?' * len(ids))})", ids)}
     results = []
     for doc_id in ids:
+        if doc_id not in rows:  # deleted since it was ranked
+            continue
         _, kind, ref, text, type, source, ts, key = rows[doc_id]
         results.append({
             "doc_id": doc_id, "kind": kind, "id": int(ref) if kind in INTEGER_KINDS else ref,

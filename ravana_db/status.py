@@ -2,6 +2,7 @@
 
 import os
 
+from .index import health
 from .schema import TABLES, migrations
 
 
@@ -11,6 +12,7 @@ def status(db, path):
     size = sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
     applied = migrations.applied(db)
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    dim = meta.get("embedding_dim")
     last = db.execute(
         "SELECT consolidation_date, consolidation_type, success FROM memory_consolidations "
         "ORDER BY consolidation_date DESC LIMIT 1").fetchone()
@@ -22,8 +24,9 @@ def status(db, path):
         "sqlite_version": sqlite_version,
         "sqlite_vec_version": vec_version,
         "embedding_model": meta.get("embedding_model"),
-        "embedding_dim": int(meta["embedding_dim"]) if "embedding_dim" in meta else None,
-        "pending_embeddings": db.execute("SELECT count(*) FROM embed_queue").fetchone()[0],
+        # As recorded, even when damaged (a command that needs it says how to repair it).
+        "embedding_dim": int(dim) if dim and dim.isdigit() else dim,
+        "index": health(db),
         "last_consolidation": (
             {"date": last[0], "type": last[1], "success": bool(last[2])} if last else None),
         "rows": {t: db.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in TABLES},

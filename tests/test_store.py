@@ -82,8 +82,11 @@ def test_migrations_apply_once_and_reopen_is_a_no_op(db_path):
 
 def test_migrating_an_older_file_keeps_a_backup(db_path, cli):
     import sqlite_utils
+    import sqlite_vec
 
     conn = driver().connect(str(db_path), isolation_level=None)
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)
     old = sqlite_utils.Database(conn)
     migrations.apply(old, stop_before=migrations._migrations[-1].name)
     old.execute("INSERT INTO actionlog(action_name) VALUES ('kept')")
