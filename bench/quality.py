@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ravana_db.db import open_db
 from ravana_db.embed import Embedder
-from ravana_db.index import embed_pending
 from ravana_db.models import Memory, validate
 from ravana_db.search import Query, search
 from ravana_db.store import write
@@ -33,9 +32,9 @@ def evaluate(verbose=False):
     cases = [json.loads(line) for line in (FIXTURES / "search_eval.jsonl").open()]
     with tempfile.TemporaryDirectory() as tmp:
         db = open_db(Path(tmp) / "quality.db")
-        records = [(n, validate(Memory, json.loads(line), line=n))
-                   for n, line in enumerate((FIXTURES / "memories.jsonl").open(), 1)]
-        write(db, records, after=lambda db: embed_pending(db, embedder))
+        records = [validate(Memory, json.loads(line))
+                   for line in (FIXTURES / "memories.jsonl").open()]
+        write(db, records, embedder=embedder)
         report = {}
         for mode in ("fts", "vector", "hybrid"):
             scores = {"ndcg@10": [], "mrr": [], "hit@1": []}

@@ -28,7 +28,7 @@ from corpus import CACHE, embedded  # noqa: E402
 
 from ravana_db.db import open_db, transaction  # noqa: E402
 from ravana_db.embed import DEFAULT_MODEL, Embedder, default_model_folder  # noqa: E402
-from ravana_db.index import embed_pending  # noqa: E402
+from ravana_db.index import apply, prepare  # noqa: E402
 from ravana_db.search import Query, search  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
@@ -85,7 +85,8 @@ def build(n):
                 [(t, "fact" if i % 3 else "episodic", f"source-{i % 7}",
                   f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00.000Z")
                  for i, t in enumerate(texts[start:start + step], start)])
-            embed_pending(db, embedder)
+        with transaction(db):
+            apply(db, prepare(db, embedder, backlog=step))
         print(f"  built {min(start + step, n)}/{n}", file=sys.stderr, flush=True)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
@@ -205,7 +206,37 @@ def bench_hybrid(runs, sizes=(10_000, 100_000, 1_000_000), queries=100):
     return report
 
 
-BENCHES = {"quality": bench_quality, "fts_startup": bench_fts_startup,
+def bench_lock(runs, n=1000):
+    """How long one `write` of n memories holds the write lock, next to its whole time."""
+    from ravana_db.models import Memory
+    from ravana_db.store import write
+
+    from corpus import sentences
+
+    texts = sentences(n)
+    embedder = Embedder()
+    embedder.embed(["warm up"])  # model load excluded
+    held, total = [], []
+    for run in range(max(runs, 3)):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = open_db(Path(tmp) / "lock.db")
+            begun = []
+            # BEGIN IMMEDIATE takes the lock, COMMIT releases it: time between them.
+            db.conn.set_trace_callback(lambda sql: begun.append((sql, time.perf_counter())))
+            records = [Memory(text=f"{t} ({run})") for t in texts]
+            seconds, _ = timed(write, db, records, embedder=embedder)
+            marks = [t for sql, t in begun if sql in ("BEGIN IMMEDIATE", "COMMIT")]
+            held.append(marks[-1] - marks[-2])
+            total.append(seconds)
+            db.close()
+    return {"what": f"store.write of {n} real sentences as memories (embedded, fresh file): "
+                    "time between BEGIN IMMEDIATE and COMMIT, next to the whole call",
+            "lock_held_median_s": round(median(held), 3),
+            "total_median_s": round(median(total), 3),
+            "lock_share": round(median(held) / median(total), 4), "runs": len(held)}
+
+
+BENCHES = {"lock": bench_lock, "quality": bench_quality, "fts_startup": bench_fts_startup,
            "bulk_log": bench_bulk_log, "bulk_log_sorted": lambda runs: bench_bulk_log(runs, sort=True),
            "vector": bench_vector, "hybrid": bench_hybrid}
 

@@ -163,8 +163,10 @@ def _stdin_lines():
 def _json_line(number, line):
     try:
         return json.loads(line.rstrip("\n"))
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         raise InputError(f"line {number}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise InputError(f"line {number}: not valid JSON ({e})") from None
     except RecursionError:
         raise InputError(f"line {number}: JSON nested too deeply") from None
 
@@ -331,7 +333,7 @@ def query(
     queries = _read_queries(options) if stdin else [(None, Query(text, **options))]
     db, _ = _open(ctx, create=False, write=not no_touch)
     embedder = _embedder(ctx, model)
-    if mode != "fts" or stdin:
+    if any(q.mode != "fts" for _, q in queries):
         _notice_waiting(ctx, db)
 
     def results():

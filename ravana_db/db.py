@@ -5,6 +5,7 @@ import hashlib
 import os
 import re
 import time
+import urllib.parse
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,24 +26,49 @@ def driver():
 
 
 def resolve_path(db=None):
-    """`--db` > RAVANA_DB > DATABASE_URL (sqlite:///path) > ./ravana_agi.db."""
-    if db:
-        return Path(db)
-    if os.environ.get("RAVANA_DB"):
-        return Path(os.environ["RAVANA_DB"])
+    """`--db` > RAVANA_DB > DATABASE_URL (sqlite:///path) > ./ravana_agi.db.
+
+    An empty choice or `:memory:` is an InputError: the agent's memory must outlive the command.
+    """
+    if db is not None:
+        return _file_path(db, "--db")
+    if "RAVANA_DB" in os.environ:
+        return _file_path(os.environ["RAVANA_DB"], "RAVANA_DB")
     url = os.environ.get("DATABASE_URL")
-    if url:
+    if url is not None:
         if not url.startswith("sqlite:///"):
-            raise InputError(f"DATABASE_URL {url!r} is not a sqlite:///path URL; pass --db PATH")
-        return Path(url[len("sqlite:///"):])
+            raise InputError(f"DATABASE_URL {_masked(url)!r} is not a sqlite:///path URL; "
+                             "pass --db PATH")
+        return _file_path(url[len("sqlite:///"):], "DATABASE_URL")
     return Path(DEFAULT_PATH)
 
 
-def open_db(path, *, create=True):
-    """Open (creating if asked) the database at path, load sqlite-vec and apply migrations.
+def _file_path(value, source):
+    if not value.strip():
+        raise InputError(f"{source} names no file: give a database path, e.g. --db agent.db")
+    if value == ":memory:":
+        raise InputError(f"{source} is :memory:, but ravana-db keeps memory in a file: "
+                         "give a database path, e.g. --db agent.db")
+    return Path(value)
+
+
+def _masked(url):
+    """url with its password (user:PASSWORD@, password=...) replaced by ***."""
+    url = re.sub(r"^([^:/?#]*://[^:/?#@]*):.*@", r"\1:***@", url, flags=re.DOTALL)
+    return re.sub(r"(password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def open_db(path, *, create=True, write=True):
+    """Open the database at path, load sqlite-vec and apply pending migrations.
+
+    Args:
+        create: create a missing file (mode 0600); else a missing file is an InputError.
+        write: False for commands that only read (status, query --no-touch): a file that this
+            user cannot write, or whose folder it cannot write, is then opened read-only
+            (no WAL switch, no migrations) instead of refused.
 
     Returns a sqlite_utils.Database whose connection is in autocommit mode: writers use
-    transaction().
+    transaction(). A file that is not a ravana-db one is refused before anything is written.
     """
     import sqlite_utils
     import sqlite_vec
@@ -50,50 +76,113 @@ def open_db(path, *, create=True):
     from .schema import migrations
 
     path = Path(path)
+    _prepare(path, create=create)
+    real = path.resolve()
+    writable = os.access(real, os.W_OK) and os.access(real.parent, os.W_OK)
+    if write and not writable:
+        raise InputError(f"{path} is read-only: this user cannot write it or its folder "
+                         "(status and query --no-touch can still read it)")
     sqlite3 = driver()
-    if not path.exists():
-        if not create:
-            raise InputError(f"no database at {path}: run `ravana-db init` or pass --db PATH")
-        if not path.parent.is_dir():
-            raise InputError(f"cannot create {path}: folder {path.parent} does not exist")
-        # Owner-only from the first byte: the file holds an agent's private memory.
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:  # another process created it a moment ago
-            pass
-    elif path.is_dir():
-        raise InputError(f"{path} is a folder, not a database file")
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    # A URI with an absolute path: a name like ":memory:" stays a file, and mode=rw never lets
+    # SQLite create the file itself (it would, with mode 0644).
+    mode = "rw" if writable else "ro"
+    if not writable and not os.path.exists(f"{real}-wal"):
+        # Without a -wal file no writer is active; immutable reads need no -shm/-wal files,
+        # which a read-only open of a WAL file would otherwise try to create.
+        mode += "&immutable=1"
+    try:
+        conn = sqlite3.connect(f"{_uri(real)}?mode={mode}", uri=True, isolation_level=None,
+                               check_same_thread=False)
+    except sqlite3.Error as e:
+        raise RavanaError(f"cannot open {path}: {e}") from None
     if not hasattr(conn, "enable_load_extension"):
+        conn.close()
         raise RavanaError(
             "this Python's sqlite3 cannot load extensions (sqlite-vec): "
             "install pysqlite3-binary (`pip install pysqlite3-binary`)")
     try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        _check_ours(conn, path)  # before anything that writes
         conn.enable_load_extension(True)
         sqlite_vec.load(conn)
         conn.enable_load_extension(False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        _wal(conn)
+        if writable:
+            _wal(conn)
         conn.execute("PRAGMA foreign_keys = on")
         # Reading through a memory map skips a copy per page: vector and FTS scans read much of
         # the file (vec0 KNN at 100k rows: 10.2 ms -> 8.0 ms).
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
-        db = sqlite_utils.Database(conn)
+        # No sqlite-utils plugins: they cost a scan of the installed packages per command.
+        db = sqlite_utils.Database(conn, execute_plugins=False)
         if migrations.pending(db):
-            _check_ours(db, path)
-            if migrations.applied(db):
-                backup(db, path)  # outside the transaction: the backup API waits on writers
-            # One process migrates; others opening the file at the same moment wait, then
-            # find nothing left to do.
-            with transaction(db):
-                if migrations.pending(db):
-                    migrations.apply(db)
+            if not writable:
+                raise InputError(f"{path} needs `ravana-db init` by a user who can write it "
+                                 "(it is read-only here and its schema is out of date)")
+            _migrate(db, path, migrations)
     except sqlite3.DatabaseError as e:
         conn.close()
         if "not a database" in str(e):
             raise InputError(f"{path} is not a SQLite database") from None
         raise RavanaError(f"cannot open {path}: {e}") from None
+    except BaseException:
+        conn.close()
+        raise
     return db
+
+
+def _prepare(path, *, create):
+    """Refuse a path that cannot be a database file; create a missing one (0600) if asked."""
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path} is a symlink to {os.readlink(path)}, which does not exist: "
+                         "point it at a database file or pass another --db")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a database file")
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            raise InputError(f"cannot read {path}: permission denied")
+        return
+    if not create:
+        raise InputError(f"no database at {path}: run `ravana-db init` or pass --db PATH")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot create {path}: folder {path.parent} does not exist")
+    # Owner-only from the first byte: the file holds an agent's private memory.
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600))
+    except FileExistsError:  # another process created it a moment ago
+        pass
+    except OSError as e:
+        raise InputError(f"cannot create {path}: {e.strerror.lower()}") from None
+
+
+def _uri(path):
+    return "file:" + urllib.parse.quote(str(path))
+
+
+def _check_ours(conn, path):
+    """Refuse a file with schema objects but no ravana-db migrations record (read only)."""
+    names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    if not names:
+        return  # a new, empty file
+    if "_sqlite_migrations" in names and conn.execute(
+            "SELECT 1 FROM _sqlite_migrations WHERE migration_set = 'ravana_db'").fetchone():
+        return
+    raise InputError(f"{path} is a SQLite database but not a ravana-db one (it has no "
+                     "ravana-db migrations record): pass --db with a new path")
+
+
+def _migrate(db, path, migrations):
+    """Apply pending migrations in one transaction, after a backup if the file had data."""
+    saved = backup(db, path) if migrations.applied(db) else None
+    try:
+        # One process migrates; others opening the file at the same moment wait, then
+        # find nothing left to do.
+        with transaction(db):
+            if migrations.pending(db):
+                migrations.apply(db)
+    except BaseException:
+        if saved:  # the file is unchanged: a copy per failed attempt would only fill the disk
+            saved.unlink(missing_ok=True)
+        raise
 
 
 def _wal(conn):
@@ -111,21 +200,39 @@ def _wal(conn):
             time.sleep(0.02)
 
 
-def _check_ours(db, path):
-    tables = set(db.table_names())
-    if tables and "_sqlite_migrations" not in tables:
-        raise InputError(
-            f"{path} is a SQLite database but not a ravana-db one (it has tables and no "
-            "migrations record): pass --db with a new path")
-
-
 def backup(db, path):
-    """Copy the database beside itself before migrating it (path.bak-TIMESTAMP)."""
-    target = path.with_name(f"{path.name}.bak-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
-    copy = driver().connect(str(target))
-    with contextlib.closing(copy):
-        db.conn.backup(copy)
-    os.chmod(target, 0o600)
+    """Copy the database beside itself (NAME.bak-TIMESTAMP, or with -1, -2.. if that is taken).
+
+    The copy is 0600 from its first byte, never written through a symlink, and keeps no
+    journal file. Returns its path.
+    """
+    stamp = f"{path.name}.bak-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    for n in range(100):
+        target = path.with_name(f"{stamp}-{n}" if n else stamp)
+        try:
+            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise RavanaError(f"cannot back up {path}: {stamp} and 99 variants exist; remove some")
+    made = os.fstat(fd)
+    os.close(fd)
+    try:
+        copy = driver().connect(f"{_uri(target.absolute())}?mode=rw", uri=True)
+        with contextlib.closing(copy):
+            # No rollback journal: it would be a second file, created with SQLite's own mode.
+            copy.execute("PRAGMA journal_mode = off")
+            db.conn.backup(copy)
+        now_there = os.lstat(target)
+        if (now_there.st_dev, now_there.st_ino) != (made.st_dev, made.st_ino):
+            raise RavanaError(f"cannot back up {path}: {target} was replaced while being "
+                              "written; check who else writes to that folder")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if os.lstat(target).st_ino == made.st_ino:
+                os.unlink(target)
+        raise
     return target
 
 
@@ -148,7 +255,12 @@ def now():
 
 
 def format_time(dt):
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """A datetime in the stored form: ISO-8601 UTC, four-digit year, milliseconds, Z.
+
+    Raises OverflowError when the UTC time falls outside years 1 to 9999.
+    """
+    utc = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_time(value, *, field="time"):
@@ -161,16 +273,19 @@ def parse_time(value, *, field="time"):
     age = re.fullmatch(r"([0-9]{1,9})([smhdw])", text)
     try:
         if age:
-            delta = timedelta(**{units[age[2]]: int(age[1])})
-            return format_time(datetime.now(timezone.utc) - delta)
-        dt = datetime.fromisoformat(text)
-    except (ValueError, OverflowError):
+            dt = datetime.now(timezone.utc) - timedelta(**{units[age[2]]: int(age[1])})
+        else:
+            dt = datetime.fromisoformat(text)
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+        return format_time(dt)
+    except ValueError:
         raise InputError(
             f"{field}: {text[:40]!r} is not an ISO-8601 time (2024-05-01, 2024-05-01T12:00:00Z) "
             "or an age like 7d") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return format_time(dt)
+    except OverflowError:
+        raise InputError(f"{field}: {text[:40]!r} is out of range: times must fall between "
+                         "0001-01-01 and 9999-12-31 UTC") from None
 
 
 def sha256(text):

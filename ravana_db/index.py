@@ -260,9 +260,13 @@ def _queued(db):
 
 def health(db):
     """Whether the index is whole: missing pieces, queued work, rows without vectors."""
-    present = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    present = dict(db.execute("SELECT name, sql FROM sqlite_master").fetchall())
     missing = [name for name in index_objects() if name not in present]
-    report = {"missing": missing}
+    # A trigger or view of an older definition (tables keep theirs: they hold the data).
+    outdated = [name for name, sql in index_objects().items()
+                if sql.startswith(("CREATE TRIGGER", "CREATE VIEW")) and name in present
+                and " ".join(present[name].split()) != " ".join(sql.split())]
+    report = {"missing": missing, "outdated": outdated}
     if not {"doc", "doc_vec", "embed_queue", "bits_queue"} & set(missing):
         report.update(
             waiting_for_vectors=pending(db),
@@ -270,7 +274,7 @@ def health(db):
             without_vectors=db.execute(
                 f"SELECT count(*) FROM doc WHERE {SQL_NOT_BLANK} AND id NOT IN "
                 f"(SELECT doc_id FROM doc_vec)").fetchone()[0])
-    report["whole"] = not missing and not any(
+    report["whole"] = not missing and not outdated and not any(
         report.get(k) for k in ("waiting_for_vectors", "waiting_for_signatures",
                                 "without_vectors"))
     return report

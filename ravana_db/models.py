@@ -5,11 +5,14 @@ piped straight in. JSON fields take a JSON value, or a string of JSON text as th
 """
 
 import json
+import math
 import re
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+    field_validator)
 
 from .db import parse_time, sha256
 from .errors import InputError
@@ -20,27 +23,65 @@ def _time(value):
     if value is None:
         return None
     try:
-        return parse_time(value)
-    except InputError:
-        raise ValueError("not an ISO-8601 time (2024-05-01 or 2024-05-01T12:00:00Z)") from None
+        return parse_time(value, field="")
+    except InputError as e:  # its message without the field name, which pydantic adds
+        raise ValueError(str(e).removeprefix(": ")) from None
 
 
-def _json_text(value):
-    """Parse a string of JSON text; leave other values (already parsed JSON) as they are."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise ValueError(f"not valid JSON: {value[:40]!r}") from None
-    return value
+# Deeper JSON is refused: json.dumps recurses, and SQLite's JSON functions stop at 1000 levels.
+MAX_DEPTH = 64
+
+
+def _json_text(value, *, keep_text=False):
+    """Parse a string of JSON text; leave other values (already parsed JSON) as they are.
+
+    keep_text: a string that is not JSON is kept as a JSON string.
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:
+        if keep_text:
+            return value
+        raise ValueError(f"not valid JSON: {value[:40]!r}") from None
 
 
 def _json_or_text(value):
-    """Like _json_text, but a string that is not JSON is kept as a JSON string."""
-    try:
-        return _json_text(value)
-    except ValueError:
-        return value
+    return _json_text(value, keep_text=True)
+
+
+def _storable(value, path="$", depth=0):
+    """Refuse what SQLite cannot store as text or JSON: lone surrogates (no UTF-8 for them),
+    NaN and infinities (not JSON), nesting deeper than MAX_DEPTH. Returns value."""
+    at = f" at {path}" if path != "$" else ""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError as e:
+            raise ValueError(f"not valid Unicode{at} (lone surrogate {value[e.start]!r} "
+                             f"in {value[max(0, e.start - 20):e.start + 20]!r})") from None
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{json.dumps(value)}{at} is not a finite number")
+    elif isinstance(value, (dict, list)):
+        if depth == MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        for key, item in (value.items() if isinstance(value, dict) else enumerate(value)):
+            if isinstance(key, str):
+                _storable(key, path, depth)
+                step = f".{key}" if re.fullmatch(r"\w+", key) else f"[{key!r}]"
+            else:
+                step = f"[{key}]"
+            _storable(item, path + step, depth + 1)
+    return value
+
+
+def _not_blank(value):
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
 
 
 def _content(value):
@@ -51,7 +92,7 @@ def _content(value):
 
 Time = Annotated[str | None, BeforeValidator(_time)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
-Text = Annotated[str, Field(min_length=1)]
+Text = Annotated[str, AfterValidator(_not_blank)]  # stored as given, never stripped
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_text)]
 JsonAny = Annotated[Any, BeforeValidator(_json_or_text)]
 IdList = Annotated[list[str], BeforeValidator(_json_text)]
@@ -64,11 +105,11 @@ def _uuid():
 
 
 class Record(BaseModel):
-    """One row to store in `table`; `identity` is the column that finds it again (upsert)."""
+    """One row to store in `table`; `identity` is the columns that find it again (upsert)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
     table: ClassVar[str]
-    identity: ClassVar[str | None] = None
+    identity: ClassVar[tuple[str, ...]] = ()
     id_column: ClassVar[str] = "id"
     keep_existing: ClassVar[bool] = False
     json_fields: ClassVar[tuple[str, ...]] = ()
@@ -82,11 +123,18 @@ class Record(BaseModel):
                 row[name] = json.dumps(row[name], ensure_ascii=False)
         return row
 
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _storable_field(cls, value, handler):
+        # As given (pydantic's own message for a surrogate is obscure), then as parsed
+        # (a string of JSON text may hold what the string itself did not).
+        return _storable(handler(_storable(value)))
+
 
 class LogRecord(Record):
     """A row of one of the original's log tables: an integer id and a timestamp."""
 
-    identity: ClassVar[str | None] = "id"
+    identity: ClassVar[tuple[str, ...]] = ("id",)
     id: Int64 | None = Field(None, description="keep this id (importing rows); default: next")
     timestamp: Time = Field(None, description="ISO-8601 time; default: now")
 
@@ -143,7 +191,7 @@ class Summary(LogRecord):
     """A summary, stored once per text (deduplicated by SHA-256)."""
 
     table: ClassVar[str] = "summary"
-    identity: ClassVar[str | None] = "content_hash"
+    identity: ClassVar[tuple[str, ...]] = ("content_hash",)
     keep_existing: ClassVar[bool] = True
     summary_text: Text = Field(description="the summary")
     source: str = Field("unknown", description="who or what produced it")
@@ -158,7 +206,7 @@ class Memory(Record):
     """An episodic memory. Logging a `key` again updates that memory."""
 
     table: ClassVar[str] = "memory"
-    identity: ClassVar[str | None] = "key"
+    identity: ClassVar[tuple[str, ...]] = ("key",)
     json_fields: ClassVar[tuple[str, ...]] = ("metadata",)
     key: str | None = Field(None, description="your own unique id for it")
     text: Text = Field(description="what to remember")
@@ -176,7 +224,7 @@ class VeryLongTermMemory(Record):
     """A very-long-term memory (very_long_term_memories). Same memory_id again updates it."""
 
     table: ClassVar[str] = "very_long_term_memories"
-    identity: ClassVar[str | None] = "memory_id"
+    identity: ClassVar[tuple[str, ...]] = ("memory_id",)
     id_column: ClassVar[str] = "memory_id"
     json_fields: ClassVar[tuple[str, ...]] = (
         "compressed_content", "metadata_info", "related_memories")
@@ -200,7 +248,7 @@ class Pattern(Record):
     """A pattern found in memories (memory_patterns). Same pattern_id again updates it."""
 
     table: ClassVar[str] = "memory_patterns"
-    identity: ClassVar[str | None] = "pattern_id"
+    identity: ClassVar[tuple[str, ...]] = ("pattern_id",)
     id_column: ClassVar[str] = "pattern_id"
     references: ClassVar[dict[str, tuple[str, str]]] = {
         "source_memory_id": ("very_long_term_memories", "memory_id")}
@@ -221,7 +269,7 @@ class Knowledge(Record):
     """Strategic knowledge (strategic_knowledge). Same knowledge_id again updates it."""
 
     table: ClassVar[str] = "strategic_knowledge"
-    identity: ClassVar[str | None] = "knowledge_id"
+    identity: ClassVar[tuple[str, ...]] = ("knowledge_id",)
     id_column: ClassVar[str] = "knowledge_id"
     json_fields: ClassVar[tuple[str, ...]] = ("source_patterns", "knowledge_structure")
     knowledge_id: str = Field(default_factory=_uuid, description="UUID; default: a new one")

@@ -389,15 +389,15 @@ CREATE VIRTUAL TABLE doc_fts USING fts5(
 )
 """
 INDEX_TABLES = {
-    "doc": SEARCH.split(";")[0],
+    "doc": SEARCH.split(";")[0].strip(),
     "idx_doc_ts": "CREATE INDEX idx_doc_ts ON doc(ts)",
-    "doc_fts": FTS,
+    "doc_fts": FTS.strip(),
     "doc_vec": "CREATE TABLE doc_vec (\n    doc_id INTEGER PRIMARY KEY,\n"
                "    content_hash TEXT NOT NULL,\n    embedding BLOB NOT NULL\n)",
     "idx_doc_vec_hash": "CREATE INDEX idx_doc_vec_hash ON doc_vec(content_hash)",
     "embed_queue": "CREATE TABLE embed_queue (doc_id INTEGER PRIMARY KEY)",
     "bits_queue": "CREATE TABLE bits_queue (doc_id INTEGER PRIMARY KEY)",
-    "doc_bits": BITS,
+    "doc_bits": BITS.strip(),
 }
 DOC_TRIGGERS = """
 CREATE TRIGGER doc_ai AFTER INSERT ON doc BEGIN
@@ -422,12 +422,12 @@ CREATE TRIGGER doc_au_filters AFTER UPDATE OF kind, type, source, ts ON doc BEGI
 END;
 """
 # One view per kind that people browse and search in Datasette (metadata.json points its
-# full-text search at doc_fts through `doc_id`).
-BROWSE = {kind: f"""
-CREATE VIEW {kind}_search AS
+# full-text search at doc_fts through `doc_id`). `+d.kind` keeps the planner off the kind's
+# index, so a search (`doc_id IN (full-text match)`) starts from the match instead of walking
+# every doc of the kind.
+BROWSE = {kind: f"""CREATE VIEW {kind}_search AS
 SELECT d.id AS doc_id, t.* FROM doc d JOIN {kind} t ON t.id = CAST(d.ref AS INTEGER)
-WHERE d.kind = '{kind}'
-""" for kind in ("memory", "summary", "article")}
+WHERE +d.kind = '{kind}'""" for kind in ("memory", "summary", "article")}
 
 
 def index_objects():
@@ -462,7 +462,7 @@ def _statements(sql):
     for line in sql.splitlines(keepends=True):
         statement += line
         if driver().complete_statement(statement):
-            yield statement.strip()
+            yield statement.strip().rstrip(";")
             statement = ""
 
 
