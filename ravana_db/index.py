@@ -272,8 +272,8 @@ def health(db):
             waiting_for_vectors=pending(db),
             waiting_for_signatures=db.execute("SELECT count(*) FROM bits_queue").fetchone()[0],
             without_vectors=db.execute(
-                f"SELECT count(*) FROM doc WHERE {SQL_NOT_BLANK} AND id NOT IN "
-                f"(SELECT doc_id FROM doc_vec)").fetchone()[0])
+                f"SELECT count(*) FROM doc WHERE id NOT IN (SELECT doc_id FROM doc_vec) "
+                f"AND {SQL_NOT_BLANK}").fetchone()[0])
     report["whole"] = not missing and not outdated and not any(
         report.get(k) for k in ("waiting_for_vectors", "waiting_for_signatures",
                                 "without_vectors"))
@@ -307,7 +307,7 @@ def reindex(db, embedder, *, fts=True, vectors=True, progress=None):
             if not same:
                 _use_model(db, embedder.name, embedder.dim)
             db.execute(f"INSERT OR IGNORE INTO embed_queue(doc_id) SELECT id FROM doc "
-                       f"WHERE {SQL_NOT_BLANK} AND id NOT IN (SELECT doc_id FROM doc_vec)")
+                       f"WHERE id NOT IN (SELECT doc_id FROM doc_vec) AND {SQL_NOT_BLANK}")
             db.execute("INSERT OR IGNORE INTO bits_queue(doc_id) SELECT doc_id FROM doc_vec "
                        "WHERE doc_id NOT IN (SELECT doc_id FROM doc_bits)")
     if vectors:
