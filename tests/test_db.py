@@ -45,6 +45,17 @@ def older_file(path):
     old.close()
 
 
+def test_migrating_an_older_file_keeps_a_backup(db_path, cli):
+    older_file(db_path)
+    assert cli("status", "--format", "json").exit_code == 0
+    (backup,) = db_path.parent.glob("agent.db.bak-*")
+    with stdlib_sqlite3.connect(backup) as conn:
+        assert conn.execute("SELECT action_name FROM actionlog").fetchall() == [("kept",)]
+        assert len(conn.execute("SELECT * FROM _sqlite_migrations").fetchall()) == len(
+            migrations._migrations) - 1
+    assert os.stat(backup).st_mode & 0o777 == 0o600
+
+
 def stamps(seconds=30):
     """The timestamps a backup made in the coming seconds would be named with."""
     start = int(time.time()) - 1

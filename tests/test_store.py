@@ -80,26 +80,6 @@ def test_migrations_apply_once_and_reopen_is_a_no_op(db_path):
     assert not list(db_path.parent.glob("*.bak-*"))
 
 
-def test_migrating_an_older_file_keeps_a_backup(db_path, cli):
-    import sqlite_utils
-    import sqlite_vec
-
-    conn = driver().connect(str(db_path), isolation_level=None)
-    conn.enable_load_extension(True)
-    sqlite_vec.load(conn)
-    old = sqlite_utils.Database(conn)
-    migrations.apply(old, stop_before=migrations._migrations[-1].name)
-    old.execute("INSERT INTO actionlog(action_name) VALUES ('kept')")
-    old.close()
-    assert cli("status", "--format", "json").exit_code == 0
-    (backup,) = db_path.parent.glob("agent.db.bak-*")
-    with stdlib_sqlite3.connect(backup) as conn:
-        assert conn.execute("SELECT action_name FROM actionlog").fetchall() == [("kept",)]
-        assert len(conn.execute("SELECT * FROM _sqlite_migrations").fetchall()) == len(
-            migrations._migrations) - 1
-    assert os.stat(backup).st_mode & 0o777 == 0o600
-
-
 def test_path_resolution_order(monkeypatch, tmp_path):
     assert resolve_path(None) == Path("ravana_agi.db")
     monkeypatch.setenv("DATABASE_URL", "sqlite:///from_url.db")
