@@ -417,7 +417,9 @@ CREATE TRIGGER doc_au_text AFTER UPDATE OF text ON doc WHEN new.text IS NOT old.
     INSERT OR IGNORE INTO embed_queue(doc_id) VALUES (new.id);
     INSERT OR IGNORE INTO bits_queue(doc_id) VALUES (new.id);
 END;
-CREATE TRIGGER doc_au_filters AFTER UPDATE OF kind, type, source, ts ON doc BEGIN
+CREATE TRIGGER doc_au_filters AFTER UPDATE OF kind, type, source, ts ON doc
+WHEN new.kind IS NOT old.kind OR new.type IS NOT old.type OR new.source IS NOT old.source
+    OR new.ts IS NOT old.ts BEGIN
     INSERT OR IGNORE INTO bits_queue(doc_id) VALUES (new.id);
 END;
 """

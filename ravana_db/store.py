@@ -29,7 +29,8 @@ def write(db, records, *, kind=None, embedder=None, progress=None):
 
     Returns:
         One dict per record: its `id` (and `key` for memories) and `status`: inserted,
-        updated, or existing (kept as it was: a summary whose text is already stored).
+        updated, or existing (kept as it was: a summary whose text is already stored, or a
+        row that the record would not change).
 
     Raises:
         RecordError: a record is invalid or conflicts with the stored data; `.index` says which.
@@ -69,13 +70,13 @@ def _identity(record):
     return (ident,) if isinstance(ident, str) else tuple(ident or ())
 
 
-def _find(db, record, columns="*"):
+def _find(db, record):
     """The stored row with the record's identity, or None."""
     row, ident = record.row(), _identity(record)
     if not ident or any(row.get(c) is None for c in ident):
         return None
     where = " AND ".join(f"[{c}] = ?" for c in ident)
-    cursor = db.execute(f"SELECT {columns} FROM {record.table} WHERE {where}",
+    cursor = db.execute(f"SELECT * FROM {record.table} WHERE {where}",
                         [row[c] for c in ident])
     found = cursor.fetchone()
     return None if found is None else dict(zip([d[0] for d in cursor.description], found))
@@ -107,17 +108,18 @@ def _write_one(db, record, index):
                 f"SELECT 1 FROM {other} WHERE {column} = ?", [value]).fetchone():
             raise RecordError(index, f"{field}: no {other} row with {column} {value!r}")
     result = {"key": row.get("key")} if "key" in type(record).model_fields else {}
-    found = _find(db, record, id_column)
-    if found and record.keep_existing:
-        return {"id": found[id_column], **result, "status": "existing"}
-    if found:
-        changes = {k: v for k, v in record.row(partial=True).items() if k not in ident}
+    found = _find(db, record)
+    if found and not record.keep_existing:
+        changes = {k: v for k, v in record.row(partial=True).items()
+                   if k not in ident and found.get(k) != v}
         if changes:
             sets = ", ".join(f"[{k}] = ?" for k in changes)
             where = " AND ".join(f"[{c}] = ?" for c in ident)
             db.execute(f"UPDATE {table} SET {sets} WHERE {where}",
                        [*changes.values(), *(row[c] for c in ident)])
-        return {"id": found[id_column], **result, "status": "updated"}
+            return {"id": found[id_column], **result, "status": "updated"}
+    if found:  # kept as it is: a summary's text stored before, or nothing new
+        return {"id": found[id_column], **result, "status": "existing"}
     columns = ", ".join(f"[{k}]" for k in row)
     marks = ", ".join("?" for _ in row)
     (new_id,) = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING "
