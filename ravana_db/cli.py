@@ -21,7 +21,14 @@ def _errors_to_exit_codes(invoke):
         message(f"error: {e}")
         raise typer.Exit(e.exit_code) from None
     except driver().Error as e:
-        message(f"error: database: {e}")
+        from .schema import index_objects
+
+        missing = str(e).removeprefix("no such table: ")
+        if missing in index_objects():
+            message(f"error: the search index lacks {missing}: run `ravana-db reindex` to "
+                    "rebuild it")
+        else:
+            message(f"error: database: {e}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         message("interrupted: nothing of the unfinished transaction was written")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .db import sha256, transaction
 from .errors import InputError, RavanaError
-from .schema import SEARCHABLE, SIGNATURE_BITS, index_objects, install_index
+from .schema import SEARCHABLE, SIGNATURE_BITS, _outdated, index_objects, install_index
 
 BATCH = 1024  # texts per embedding call: sorted by length within it, so larger pads less
 CHUNK = 500  # ids per `IN (...)` list
@@ -251,6 +251,28 @@ def sync_docs(db):
     return added, updated, removed
 
 
+def _stale_vectors(db):
+    """(doc_id, content_hash) of vectors not made from their doc's text (a doc rewritten
+    while a trigger was missing, or its id taken by a new row). Read outside the lock."""
+    return [(doc_id, digest) for doc_id, text, digest in db.execute(
+        "SELECT d.id, d.text, v.content_hash FROM doc d JOIN doc_vec v ON v.doc_id = d.id")
+        if sha256(text) != digest]
+
+
+def _drop_vectors(db, stale):
+    """Inside the transaction: drop the stale vectors (if still as read) and those whose doc
+    is gone; their signatures go too. Returns how many were dropped."""
+    gone = db.execute("SELECT doc_id, content_hash FROM doc_vec "
+                      "WHERE doc_id NOT IN (SELECT id FROM doc)").fetchall()
+    dropped = 0
+    for doc_id, digest in [*stale, *gone]:
+        dropped += db.execute("DELETE FROM doc_vec WHERE doc_id = ? AND content_hash = ?",
+                              [doc_id, digest]).rowcount
+        db.execute("INSERT OR IGNORE INTO bits_queue(doc_id) VALUES (?)", [doc_id])
+    db.execute("DELETE FROM embed_queue WHERE doc_id NOT IN (SELECT id FROM doc)")
+    return dropped
+
+
 def _queued(db):
     """The first BATCH doc ids of each queue."""
     return tuple([r[0] for r in db.execute(
@@ -262,21 +284,26 @@ def health(db):
     """Whether the index is whole: missing pieces, queued work, rows without vectors."""
     present = dict(db.execute("SELECT name, sql FROM sqlite_master").fetchall())
     missing = [name for name in index_objects() if name not in present]
-    # A trigger or view of an older definition (tables keep theirs: they hold the data).
     outdated = [name for name, sql in index_objects().items()
-                if sql.startswith(("CREATE TRIGGER", "CREATE VIEW")) and name in present
-                and " ".join(present[name].split()) != " ".join(sql.split())]
+                if name in present and _outdated(sql, present[name])]
     report = {"missing": missing, "outdated": outdated}
+    try:
+        recorded_model(db)
+    except RavanaError:
+        report["model"] = "damaged: run `ravana-db reindex --vectors`"
     if not {"doc", "doc_vec", "embed_queue", "bits_queue"} & set(missing):
         report.update(
             waiting_for_vectors=pending(db),
             waiting_for_signatures=db.execute("SELECT count(*) FROM bits_queue").fetchone()[0],
             without_vectors=db.execute(
                 f"SELECT count(*) FROM doc WHERE id NOT IN (SELECT doc_id FROM doc_vec) "
-                f"AND {SQL_NOT_BLANK}").fetchone()[0])
-    report["whole"] = not missing and not outdated and not any(
+                f"AND {SQL_NOT_BLANK}").fetchone()[0],
+            vectors_without_doc=db.execute(
+                "SELECT count(*) FROM doc_vec WHERE doc_id NOT IN (SELECT id FROM doc)"
+            ).fetchone()[0])
+    report["whole"] = not missing and not outdated and "model" not in report and not any(
         report.get(k) for k in ("waiting_for_vectors", "waiting_for_signatures",
-                                "without_vectors"))
+                                "without_vectors", "vectors_without_doc"))
     return report
 
 
@@ -290,6 +317,8 @@ def reindex(db, embedder, *, fts=True, vectors=True, progress=None):
     continues where it stopped). Returns counts of what was done.
     """
     report = {}
+    whole = db["doc"].exists() and db["doc_vec"].exists()
+    stale = _stale_vectors(db) if vectors and whole else []  # read before the lock
     with transaction(db):
         created = install_index(db)
         report["repaired"] = created
@@ -306,6 +335,7 @@ def reindex(db, embedder, *, fts=True, vectors=True, progress=None):
                 same = False
             if not same:
                 _use_model(db, embedder.name, embedder.dim)
+            report["stale_vectors"] = _drop_vectors(db, stale)
             db.execute(f"INSERT OR IGNORE INTO embed_queue(doc_id) SELECT id FROM doc "
                        f"WHERE id NOT IN (SELECT doc_id FROM doc_vec) AND {SQL_NOT_BLANK}")
             db.execute("INSERT OR IGNORE INTO bits_queue(doc_id) SELECT doc_id FROM doc_vec "

@@ -443,17 +443,25 @@ def index_objects():
 
 
 def install_index(db):
-    """Replace every trigger and view of the index with today's definitions and create what
-    is missing (tables are kept: they hold the data)."""
-    for name, kind in db.execute(
-            "SELECT name, type FROM sqlite_master WHERE type IN ('trigger', 'view')").fetchall():
-        if name in index_objects():
-            db.execute(f"DROP {kind} [{name}]")
-    existing = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-    created = [name for name, sql in index_objects().items() if name not in existing]
-    for name in created:
+    """Create every piece of the index that is missing, and replace every trigger or view whose
+    definition differs from today's (tables are never replaced: they hold the data).
+
+    Returns the names of the pieces created or replaced.
+    """
+    present = dict(db.execute("SELECT name, sql FROM sqlite_master").fetchall())
+    changed = [name for name, sql in index_objects().items()
+               if name not in present or _outdated(sql, present[name])]
+    for name in changed:
+        if name in present:
+            db.execute(f"DROP {index_objects()[name].split()[1]} [{name}]")
         db.execute(index_objects()[name])
-    return created
+    return changed
+
+
+def _outdated(sql, stored):
+    """Whether a trigger or view was made from other SQL than sql (whitespace aside)."""
+    return sql.startswith(("CREATE TRIGGER", "CREATE VIEW")) and \
+        " ".join(str(stored).split()) != " ".join(sql.split())
 
 
 def _statements(sql):

@@ -12,7 +12,6 @@ def status(db, path):
     size = sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
     applied = migrations.applied(db)
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-    dim = meta.get("embedding_dim")
     last = db.execute(
         "SELECT consolidation_date, consolidation_type, success FROM memory_consolidations "
         "ORDER BY consolidation_date DESC LIMIT 1").fetchone()
@@ -25,9 +24,16 @@ def status(db, path):
         "sqlite_vec_version": vec_version,
         "embedding_model": meta.get("embedding_model"),
         # As recorded, even when damaged (a command that needs it says how to repair it).
-        "embedding_dim": int(dim) if dim and dim.isdigit() else dim,
+        "embedding_dim": _number_or_text(meta.get("embedding_dim")),
         "index": health(db),
         "last_consolidation": (
             {"date": last[0], "type": last[1], "success": bool(last[2])} if last else None),
         "rows": {t: db.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in TABLES},
     }
+
+
+def _number_or_text(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value if value is None or isinstance(value, str) else repr(value)

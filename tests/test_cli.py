@@ -1,19 +1,28 @@
 """The command line as a whole: help for every command, the README names them all."""
 
+import contextlib
+import json
 import re
+import shlex
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
-from ravana_db.cli import app
+from conftest import jsonl
+from ravana_db.cli import EXAMPLES, app
 from ravana_db.models import KINDS
+from ravana_db.schema import TABLES
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
        "export"]
 COMMANDS = [[c] for c in TOP if c != "log"] + [["log", k] for k in KINDS]
+RAVANA = [sys.executable, "-m", "ravana_db"]
 
 
 def test_top_level_help_lists_every_command(cli):
@@ -58,3 +67,229 @@ def test_query_results_as_a_table(cli):
     assert table.split()[:9] == ["kind", "id", "key", "text", "date", "score", "bm25#", "vec#",
                                  "sim"]
     assert "green tea" in table and "memory" in table
+
+
+# No traceback for any input: one line on stderr, the right exit code, nothing written --------
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A small file written by the CLI, its texts embedded, a situation for `log decision`
+    (built once per module)."""
+    path = tmp_path_factory.mktemp("cli-template") / "agent.db"
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("RAVANA_DB_MODEL", raising=False)
+        for args, stdin in (
+                (["log", "memory", "--stdin"], jsonl(
+                    {"key": "tea", "text": "The user prefers green tea."},
+                    {"key": "deploy", "text": "The Friday deploy broke the build."})),
+                (["log", "situation", "--situation-type", "curiosity", "--prompt", "Why?"],
+                 None)):
+            result = CliRunner().invoke(app, ["--db", str(path), *args], input=stdin,
+                                        catch_exceptions=False)
+            assert result.exit_code == 0, result.stderr
+    return path
+
+
+@pytest.fixture
+def agent(template, db_path):
+    """The template, copied (with SQLite's backup, WAL and all) to the `cli` fixture's file."""
+    with contextlib.closing(sqlite3.connect(template)) as a, \
+            contextlib.closing(sqlite3.connect(db_path)) as b:
+        a.backup(b)
+    return db_path
+
+
+def contents(path):
+    """Every user table's rows, and the index's rows (through Python's own sqlite3)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        return {t: conn.execute(f"SELECT * FROM [{t}] ORDER BY rowid").fetchall()
+                for t in (*TABLES, "doc", "doc_vec", "embed_queue", "bits_queue", "meta")
+                if t in present}
+
+
+def one_line_error(result, code=2):
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    stdout = result.stdout if isinstance(result.stdout, str) else result.stdout.decode()
+    exit_code = getattr(result, "exit_code", getattr(result, "returncode", None))
+    assert (exit_code, stdout) == (code, ""), (exit_code, stdout, stderr)
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr
+    return stderr
+
+
+@pytest.mark.parametrize("args,stdin", [
+    (["query", "--stdin"], '{"text": "x", "top_n": 1e308}\n'),
+    (["query", "--stdin"], '{"text": "x", "top_n": 4611686018427387904}\n'),
+    (["query", "x", "--top-n", "4611686018427387904"], None),
+    (["query", "x", "--top-n", "4611686018427387904", "--mode", "fts"], None),
+], ids=["stdin-1e308", "stdin-2**62", "arg-2**62", "arg-2**62-fts"])
+def test_a_huge_top_n_is_one_line(cli, agent, args, stdin):
+    before = contents(agent)
+    assert "top-n" in one_line_error(cli(*args, input=stdin))
+    assert contents(agent) == before
+
+
+def test_a_query_argument_that_is_not_utf8_is_one_line(agent):
+    before = contents(agent)
+    for mode in ("hybrid", "vector", "fts"):
+        done = subprocess.run([*RAVANA, "--db", str(agent), "query", b"caf\xe9", "--mode", mode],
+                              capture_output=True, check=False)
+        assert one_line_error(done) == "error: text: not valid UTF-8 text\n"
+    assert contents(agent) == before
+
+
+@pytest.mark.parametrize("args,line", [
+    (["query", "--stdin"], b"caf\xe9\n"),
+    (["query", "--stdin"], b'{"text": "caf\xe9"}\n'),
+    (["query", "--stdin"], b'{"text": "caf\\udce9"}\n'),  # a lone surrogate, escaped in JSON
+    (["log", "memory", "--stdin"], b'{"text": "caf\xe9"}\n'),
+    (["log", "memory", "--stdin"], b'{"text": "caf\\udce9"}\n'),
+    (["log", "memory", "--stdin"], b'{"text": "fine"}\n{"text": "caf\xe9"}\n'),
+], ids=["query-raw", "query-json", "query-escaped", "log-json", "log-escaped", "log-second"])
+def test_a_stdin_line_that_is_not_utf8_is_one_line(cli, agent, args, line):
+    before = contents(agent)
+    stderr = one_line_error(cli(*args, input=line))
+    assert stderr.startswith(f"error: line {len(line.splitlines())}: ")
+    assert contents(agent) == before
+
+
+@pytest.mark.parametrize("args", [["status"], ["query", "tea", "--no-touch"],
+                                  ["log", "action", "--action-name", "a"],
+                                  ["reindex", "--fts"]], ids=" ".join)
+def test_json_flag_and_another_format_disagree(cli, agent, args):
+    before = contents(agent)
+    for fmt in ("csv", "jsonl", "table"):
+        assert one_line_error(cli(*args, "--json", "--format", fmt)) == \
+            f"error: --json and --format {fmt} disagree: give one of them\n"
+    assert contents(agent) == before
+    agreed = cli(*args, "--json", "--format", "json")
+    assert agreed.exit_code == 0, agreed.stderr
+    json.loads(agreed.stdout)
+
+
+def test_db_is_taken_after_the_command(cli, tmp_path):
+    path = tmp_path / "f.db"
+    logged = cli("log", "memory", "--text", "The user prefers green tea.", "--db", path,
+                 db=False)
+    assert (logged.exit_code, logged.stdout) == (0, "1\n"), logged.stderr
+    found = cli("query", "green tea", "--no-touch", "--db", path, db=False)
+    assert [r["text"] for r in json.loads(found.stdout)] == ["The user prefers green tea."]
+    shown = cli("status", "--db", path, db=False)
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["path"] == str(path)
+    assert json.loads(shown.stdout)["rows"]["memory"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == ["f.db"]
+
+
+def test_db_after_the_command_wins_over_db_before_it(cli, tmp_path):
+    before, after = tmp_path / "before.db", tmp_path / "after.db"
+    logged = cli("--db", before, "log", "memory", "--text", "owls", "--db", after, db=False)
+    assert logged.exit_code == 0, logged.stderr
+    assert after.exists() and not before.exists()
+    shown = cli("--db", before, "status", "--db", after, db=False)
+    assert json.loads(shown.stdout)["path"] == str(after)
+    # A bad value after the command is not rescued by a good one before it.
+    assert one_line_error(cli("--db", after, "status", "--db", "", db=False)).startswith(
+        "error: --db names no file")
+
+
+def walk(group, path=()):
+    """Every command of a group, depth first, as argv paths."""
+    ctx = typer.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if hasattr(command, "list_commands"):  # a group (typer vendors its own click)
+            yield from walk(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+WALKED = list(walk(typer.main.get_command(app)))
+LATER = {("ingest",), ("consolidate",), ("compress",), ("export",)}
+
+
+def valid_args(command):
+    """Arguments that make the command do its job: the help example of each `log KIND`."""
+    if command[0] == "log":
+        return shlex.split(EXAMPLES[command[1]].split("   (or:")[0])[3:]
+    return {"query": ["green tea", "--no-touch"]}.get(command[0], [])
+
+
+def test_the_walk_finds_every_command():
+    assert sorted(WALKED) == sorted(tuple(c) for c in COMMANDS)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+@pytest.mark.parametrize("command", WALKED, ids=" ".join)
+def test_every_command_gives_one_line_for_a_bad_database_path(cli, tmp_path, command, where):
+    for bad, expected in ((Path("/nonexistent-folder/x.db"), "/nonexistent-folder"),
+                          (tmp_path, "is a folder")):
+        db = ["--db", str(bad)]
+        argv = ([*db, *command] if where == "before" else [*command, *db]) + valid_args(command)
+        stderr = one_line_error(cli(*argv, db=False), 1 if command in LATER else 2)
+        assert ("not built yet" if command in LATER else expected) in stderr
+    assert not Path("/nonexistent-folder").exists() and list(tmp_path.iterdir()) == []
+
+
+# `init` and `log` create a missing file; the later commands do not open one.
+@pytest.mark.parametrize("command", [c for c in WALKED if c[0] not in ("init", "log")
+                                     and c not in LATER], ids=" ".join)
+def test_every_reading_command_gives_one_line_for_a_missing_database(cli, tmp_path, command):
+    missing = tmp_path / "missing.db"
+    stderr = one_line_error(cli(*command, "--db", missing, *valid_args(command), db=False))
+    assert stderr == f"error: no database at {missing}: run `ravana-db init` or pass --db PATH\n"
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("command", WALKED, ids=" ".join)
+def test_every_command_takes_db_after_its_name(cli, agent, tmp_path, command):
+    other = tmp_path / "other.db"  # given before the command: the one after must win
+    result = cli("--db", other, *command, "--db", agent, *valid_args(command), db=False)
+    if command in LATER:
+        assert "not built yet" in one_line_error(result, 1)
+    else:
+        assert result.exit_code == 0, result.stderr
+    assert not other.exists()
+
+
+MARKUP = ["closing [/] alone", "a [link=https://x]y[/link] link", "[bold]b[/bold] text",
+          "smiles :smile: here", "[red]unclosed"]
+
+
+def test_stored_rich_markup_prints_literally_in_tables(cli, agent, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per row: nothing folded
+    logged = cli("log", "memory", "--stdin", input=jsonl(
+        *({"key": f"[b]k{i}[/b]", "text": text} for i, text in enumerate(MARKUP))))
+    assert logged.exit_code == 0, logged.stderr
+    with contextlib.closing(sqlite3.connect(agent)) as conn:
+        conn.execute("UPDATE meta SET value = '[/][bold]model[/bold] :smile:' "
+                     "WHERE key = 'embedding_model'")
+        conn.commit()
+    found = cli("query", "closing link bold smiles unclosed", "--mode", "fts", "--top-n", "10",
+                "--format", "table", "--no-touch")
+    assert (found.exit_code, found.stderr) == (0, ""), found.stderr
+    for i, text in enumerate(MARKUP):
+        assert text in found.stdout and f"[b]k{i}[/b]" in found.stdout
+    shown = cli("status", "--format", "table")
+    assert (shown.exit_code, shown.stderr) == (0, ""), shown.stderr
+    assert "[/][bold]model[/bold] :smile:" in shown.stdout
+
+
+def test_years_before_1000_are_stored_and_filtered(cli, rows):
+    logged = cli("log", "memory", "--key", "old", "--text", "An ancient chronicle of the old "
+                 "kingdom", "--created-at", "0999-05-01")
+    assert logged.exit_code == 0, logged.stderr
+    assert rows("memory")[0]["created_at"] == "0999-05-01T00:00:00.000Z"
+
+    def found(mode, *window):
+        result = cli("query", "chronicle of the kingdom", "--mode", mode, "--no-touch", *window)
+        assert result.exit_code == 0, result.stderr
+        return [(r["key"], r["timestamp"]) for r in json.loads(result.stdout)]
+
+    old = [("old", "0999-05-01T00:00:00.000Z")]
+    for mode in ("fts", "vector", "hybrid"):
+        assert found(mode, "--since", "0998-01-01", "--until", "1000-01-01") == old
+        assert found(mode, "--since", "1000-01-01") == []
+        assert found(mode, "--until", "0999-04-30") == []
+        assert found(mode, "--since", "0999-05-01", "--until", "0999-05-01") == old

@@ -128,7 +128,6 @@ def test_min_similarity_is_true_cosine_similarity(cli, memories):
                    "--min-similarity", str(threshold))
     assert len(strict) == 6 and min(r["similarity"] for r in strict) >= threshold
     assert query(cli, "GPU out of memory", "--min-similarity", "0.99") == []
-    import numpy as np
     from ravana_db.embed import Embedder
 
     e = Embedder()
