@@ -209,10 +209,8 @@ def _log(ctx, kind, model, stdin, fmt, json_flag, options):
     except RecordError as e:
         line = records[e.index][0]
         raise InputError(f"line {line}: {e}" if line is not None else str(e)) from None
-    for (line, _), result in zip(records, results):
-        if result["status"] == "existing":
-            _notice(ctx, f"{'line %s: ' % line if line else ''}already stored as {kind} "
-                    f"{result['id']}")
+    if not stdin and results[0]["status"] == "existing":  # a batch has its counts below
+        _notice(ctx, f"already stored as {kind} {results[0]['id']}")
     if fmt:
         emit(({"kind": kind, "line": line, **r} for (line, _), r in zip(records, results)), fmt)
     else:
