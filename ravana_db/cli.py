@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import re
 import signal
 import sys
 from typing import Annotated, Optional
@@ -413,6 +414,132 @@ def reindex(
     emit([report], fmt, one=True)
 
 
+ingest_app = typer.Typer(no_args_is_help=True, help="Bring data in: news feeds (RSS, Atom, "
+                         "OPML lists) and the events they tell.")
+app.add_typer(ingest_app, name="ingest")
+export_app = typer.Typer(no_args_is_help=True, help="Take data out: the feed list as OPML.")
+app.add_typer(export_app, name="export")
+FEED_COLUMNS = ["feed", "title", "status", "new", "updated", "skipped", "error"]
+
+
+@ingest_app.command("feeds", cls=Command)
+def ingest_feeds(
+    ctx: typer.Context,
+    targets: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[URL|PATH]...", help="feeds to add and fetch now; none: every subscribed "
+        "feed that is due")] = None,
+    opml: Annotated[Optional[str], typer.Option(
+        "--opml", metavar="FILE", help="subscribe to (and fetch) the feeds of an OPML list")
+    ] = None,
+    events: Annotated[bool, typer.Option(
+        "--events/--no-events", help="group new articles into events after the fetch")] = True,
+    concurrency: Annotated[int, typer.Option(
+        min=1, max=32, help="feeds fetched at once")] = 4,
+    timeout: Annotated[float, typer.Option(
+        min=0.1, max=600, help="seconds for one feed's whole fetch")] = 20.0,
+    max_bytes: Annotated[int, typer.Option(
+        "--max-bytes", min=1024, help="largest feed accepted (decompressed)")] = 10 << 20,
+    fmt: FormatOption = None,
+    json_flag: JsonFlag = False,
+):
+    """Fetch news feeds (RSS 0.9x/1.0/2.0, Atom, local files) and store their articles.
+
+    A table per feed goes to stderr (or the rows to stdout with --format). Exit 1 when any
+    feed failed (the others are stored all the same); a failed feed is retried after a
+    growing pause (15 minutes doubling to a day).
+
+    Example: ravana-db ingest feeds https://example.org/rss.xml news.atom --opml subs.opml
+    """
+    from . import feeds as f
+
+    fmt = pick(fmt, json_flag) if fmt or json_flag else None
+    urls = [f.feed_url(t) for t in targets or []] + (f.opml_urls(opml) if opml else [])
+    db, _ = _open(ctx)
+    chosen = f.subscribe(db, urls) if urls else f.due(db)
+    if not chosen:
+        _notice(ctx, "no feed is due (add one: ravana-db ingest feeds URL|PATH)")
+    with Progress("feeds", total=len(chosen), quiet=ctx.obj["quiet"]) as bar:
+        reports = f.ingest(db, chosen, embedder=_embedder(ctx), concurrency=concurrency,
+                           timeout=timeout, max_bytes=max_bytes, progress=bar)
+    if fmt:
+        emit(reports, fmt, columns=FEED_COLUMNS)
+    elif reports and not ctx.obj["quiet"]:
+        emit(({**r, "feed": r["title"] or r["feed"].rsplit("/", 1)[-1]} for r in reports),
+             Format.table, columns=["feed", "status", "new", "updated", "skipped", "error"],
+             out=sys.stderr)
+    if events:
+        _detect_events(ctx, db)
+    if any(r["status"] == "error" for r in reports):
+        raise typer.Exit(1)
+
+
+def _detect_events(ctx, db, **options):
+    from .events import detect
+
+    report = detect(db, embedder=_embedder(ctx), **options)
+    _notice(ctx, "events: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.items()))
+    return report
+
+
+@ingest_app.command("events", cls=Command)
+def ingest_events(
+    ctx: typer.Context,
+    window: Annotated[str, typer.Option(
+        help="how far apart in time two articles of one story may be (e.g. 3d, 36h)")] = "3d",
+    min_articles: Annotated[int, typer.Option(
+        "--min-articles", min=2, help="articles an event needs")] = 2,
+    min_sources: Annotated[int, typer.Option(
+        "--min-sources", min=1, help="distinct sources an event needs")] = 2,
+    fmt: FormatOption = None,
+    json_flag: JsonFlag = False,
+):
+    """Group the articles not yet in a cluster into events (as `ingest feeds` does after a
+    fetch): a new article joins the event of its story or starts a cluster of its own.
+
+    Example: ravana-db ingest events --min-sources 3
+    """
+    fmt = pick(fmt, json_flag)
+    days = _days(window)
+    db, _ = _open(ctx)
+    report = _detect_events(ctx, db, window_days=days, min_articles=min_articles,
+                            min_sources=min_sources)
+    emit([report], fmt, one=True)
+
+
+def _days(age):
+    """An age like 3d, 36h or 1w as days."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([hdw])", age.strip())
+    if not match or float(match[1]) <= 0:
+        raise InputError(f"window: {age!r} is not an age like 3d, 36h or 1w")
+    return float(match[1]) * {"h": 1 / 24, "d": 1, "w": 7}[match[2]]
+
+
+@export_app.command("feeds", cls=Command)
+def export_feeds(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="opml (default), json, jsonl, csv or table")] = "opml",
+):
+    """Write the subscribed feeds: an OPML list other readers import, or rows with their state.
+
+    Example: ravana-db export feeds --format opml > feeds.opml
+    """
+    from .feeds import opml
+
+    db, _ = _open(ctx, create=False, write=False)
+    if fmt == "opml":
+        sys.stdout.write(opml(db))
+        return
+    rows = [dict(r) for r in db.query(
+        "SELECT id, url, title, last_fetched, last_status, last_error, failures, next_attempt "
+        "FROM feed WHERE url != 'unknown:' ORDER BY id")]
+    emit(rows, pick(fmt if fmt in Format.__members__ else _bad_format(fmt)))
+
+
+def _bad_format(fmt):
+    raise InputError(f"--format: {fmt!r} is not one of opml, json, jsonl, csv, table")
+
+
 def _later(name, issue_text):
     def command():
         raise RavanaError(f"`ravana-db {name}` is not built yet ({issue_text})")
@@ -422,9 +549,7 @@ def _later(name, issue_text):
 
 
 for _name, _text in {
-    "ingest": "feed ingest comes in a later release",
     "consolidate": "memory consolidation comes in a later release",
     "compress": "knowledge compression comes in a later release",
-    "export": "export comes in a later release",
 }.items():
     _later(_name, _text)

@@ -108,7 +108,6 @@ def open_db(path, *, create=True, write=True):
         conn.enable_load_extension(False)
         if writable:
             _wal(conn)
-        conn.execute("PRAGMA foreign_keys = on")
         # Reading through a memory map skips a copy per page: vector and FTS scans read much of
         # the file (vec0 KNN at 100k rows: 10.2 ms -> 8.0 ms).
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
@@ -119,6 +118,7 @@ def open_db(path, *, create=True, write=True):
                 raise InputError(f"{path} needs `ravana-db init` by a user who can write it "
                                  "(it is read-only here and its schema is out of date)")
             _migrate(db, path, migrations)
+        conn.execute("PRAGMA foreign_keys = on")
     except sqlite3.DatabaseError as e:
         conn.close()
         if "not a database" in str(e):
@@ -176,9 +176,15 @@ def _migrate(db, path, migrations):
     try:
         # One process migrates; others opening the file at the same moment wait, then
         # find nothing left to do.
+        # Foreign keys are still off (SQLite's way to rebuild a table: a DROP would cascade);
+        # the check at the end refuses a migration that leaves a dangling reference.
         with transaction(db):
             if migrations.pending(db):
                 migrations.apply(db)
+                broken = db.execute("PRAGMA foreign_key_check").fetchone()
+                if broken:
+                    raise RavanaError(f"migrating {path} left a row of {broken[0]} pointing "
+                                      f"at a missing {broken[2]} row")
     except BaseException:
         if saved:  # the file is unchanged: a copy per failed attempt would only fill the disk
             saved.unlink(missing_ok=True)

@@ -283,6 +283,54 @@ class Knowledge(Record):
     last_updated: Time = Field(None, description="ISO-8601 time; default: now")
 
 
+class Feed(Record):
+    """A subscribed feed (an http(s) URL or a local file as file://) and its fetch state."""
+
+    table: ClassVar[str] = "feed"
+    identity: ClassVar[tuple[str, ...]] = ("url",)
+    url: Text
+    title: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_fetched: Time = None
+    last_status: str | None = None
+    last_error: str | None = None
+    failures: Count = 0
+    next_attempt: Time = None
+
+
+class Article(Record):
+    """A feed entry: unique on its guid within its feed."""
+
+    table: ClassVar[str] = "article"
+    identity: ClassVar[tuple[str, ...]] = ("feed_id", "guid")
+    feed_id: Int64
+    guid: Text
+    title: Text
+    link: str = ""
+    published: Time = None
+    source: str | None = None
+    fetched_at: Time = None
+    summary: str | None = None
+    content: str | None = None
+
+    def row(self, *, partial=False):
+        text = "\n".join(x or "" for x in (self.title, self.summary, self.content))
+        return {**super().row(partial=partial), "content_hash": sha256(text)}
+
+
+class Event(Record):
+    """A story told by several articles: one per cluster of articles."""
+
+    table: ClassVar[str] = "event"
+    identity: ClassVar[tuple[str, ...]] = ("cluster_id",)
+    cluster_id: Int64
+    description: Text
+    keywords: str | None = None
+    timestamp: Time = None
+
+
 KINDS = {
     "action": Action, "mood": Mood, "situation": Situation, "decision": Decision,
     "experiment": Experiment, "summary": Summary, "memory": Memory,

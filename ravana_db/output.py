@@ -40,14 +40,15 @@ def _cell(value):
     return "" if value is None else str(value)
 
 
-def emit(rows, fmt, *, columns=None, one=False):
+def emit(rows, fmt, *, columns=None, one=False, out=None):
     """Write rows (an iterable of dicts, streamed) to stdout in format fmt.
 
     Args:
         columns: the keys to show and their order (default: the first row's keys).
         one: rows holds a single record: JSON gets an object, a table gets key/value lines.
+        out: where to write (default stdout; a report for people goes to stderr).
     """
-    out = sys.stdout
+    out = out or sys.stdout
     rows = iter(rows)
     if fmt is Format.json and one:
         out.write(json.dumps(next(rows), ensure_ascii=False, indent=2) + "\n")
@@ -70,7 +71,7 @@ def emit(rows, fmt, *, columns=None, one=False):
                 writer.writeheader()
             writer.writerow({k: _cell(v) for k, v in row.items()})
     else:
-        _table(rows, columns=columns, one=one)
+        _table(rows, columns=columns, one=one, out=out)
     out.flush()
 
 
@@ -78,7 +79,7 @@ def _only(row, columns):
     return row if columns is None else {k: row.get(k) for k in columns}
 
 
-def _table(rows, *, columns, one):
+def _table(rows, *, columns, one, out):
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -100,13 +101,13 @@ def _table(rows, *, columns, one):
         columns = columns or (list(rows[0]) if rows else [])
         for name in columns:
             # Long text takes what width is left; short fields stay on one line.
-            if name == "text":
+            if name in ("text", "error", "feed", "title"):
                 table.add_column(_text(name), overflow="fold", ratio=1, min_width=12)
             else:
                 table.add_column(_text(name), no_wrap=True)
         for row in rows:
             table.add_row(*(_text(row.get(c)) for c in columns))
-    Console().print(table)
+    Console(file=out).print(table)
 
 
 def message(text):

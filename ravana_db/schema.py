@@ -505,3 +505,50 @@ def m003_index_for_every_client(db):
     db.execute("DROP TABLE doc_fts")
     install_index(db)
     db.execute("INSERT INTO doc_fts(doc_fts) VALUES ('rebuild')")
+
+
+FEEDS = f"""
+ALTER TABLE feed ADD COLUMN body_hash TEXT;
+ALTER TABLE feed ADD COLUMN last_status TEXT;
+ALTER TABLE feed ADD COLUMN last_error TEXT;
+ALTER TABLE feed ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE feed ADD COLUMN next_attempt TEXT;
+INSERT OR IGNORE INTO feed(url, title) SELECT 'unknown:', 'articles that had no feed'
+WHERE EXISTS (SELECT 1 FROM article WHERE feed_id IS NULL);
+DROP VIEW IF EXISTS article_search;
+CREATE TABLE article_new (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    link TEXT NOT NULL,
+    published TEXT,
+    source TEXT,
+    fetched_at TEXT NOT NULL DEFAULT {NOW},
+    feed_id INTEGER NOT NULL REFERENCES feed(id) ON DELETE CASCADE,
+    guid TEXT NOT NULL,
+    summary TEXT,
+    content TEXT,
+    content_hash TEXT,
+    cluster_id INTEGER,
+    UNIQUE (feed_id, guid)
+);
+INSERT INTO article_new(id, title, link, published, source, fetched_at, feed_id, guid, summary,
+                        content, content_hash)
+SELECT id, title, link, published, source, fetched_at,
+       coalesce(feed_id, (SELECT id FROM feed WHERE url = 'unknown:')), guid, summary, content,
+       content_hash
+FROM article;
+DROP TABLE article;
+ALTER TABLE article_new RENAME TO article;
+CREATE INDEX idx_article_link ON article(link);
+CREATE INDEX idx_article_published ON article(published);
+CREATE INDEX idx_article_cluster ON article(cluster_id);
+CREATE UNIQUE INDEX idx_event_cluster ON event(cluster_id);
+"""
+
+
+@migrations()
+def m004_feeds(db):
+    """Feed state for conditional GET and backoff; every article belongs to a feed (NULL
+    feed ids would escape the (feed_id, guid) rule); an article's event cluster."""
+    run_script(db.conn, FEEDS)
+    install_index(db)  # the article table's triggers and view went with it

@@ -13,7 +13,7 @@ from .schema import SEARCHABLE
 BY_TABLE = {spec["table"]: (kind, spec) for kind, spec in SEARCHABLE.items()}
 
 
-def write(db, records, *, kind=None, embedder=None, progress=None):
+def write(db, records, *, kind=None, embedder=None, progress=None, statements=()):
     """Store records, all or nothing.
 
     1. Validate them (records given as dicts, when `kind` names their models.KINDS entry).
@@ -26,6 +26,8 @@ def write(db, records, *, kind=None, embedder=None, progress=None):
         embedder: an embed.Embedder; None leaves new text queued (found by words only until
             the next write or `reindex`).
         progress: called with the number of texts embedded after each batch.
+        statements: (sql, params) run in the same transaction after the records, for rows
+            that refer to them by natural keys (an event's links to its articles).
 
     Returns:
         One dict per record: its `id` (and `key` for memories) and `status`: inserted,
@@ -47,6 +49,8 @@ def write(db, records, *, kind=None, embedder=None, progress=None):
                 results.append(_write_one(db, record, index))
             except driver().IntegrityError as e:
                 raise RecordError(index, str(e)) from None
+        for sql, params in statements:
+            db.execute(sql, params)
         if prepared is not None:
             apply(db, prepared, _doc_ids(db, records, results))
     return results

@@ -149,7 +149,7 @@ OUR_ERRORS = [
     (["log", "action", "--action-name", "a", "--id", str(2**63)], 2),
     (["log", "action", "--action-name", "a", "--stdin"], 2),
     (["--model", "no-such-model", "log", "memory", "--text", "x"], 2),
-    (["export"], 1),
+    (["consolidate"], 1),
 ]
 
 

@@ -1,0 +1,397 @@
+"""Feed ingest: subscribe, fetch politely and safely, parse with feedparser, store articles.
+
+Fetching runs in a few threads (network and parsing); storing runs in the calling thread, one
+store.write per feed: the feed's articles and its new fetch state commit together, and their
+text is embedded before the write lock is taken. A feed that fails is recorded with a backoff
+and retried later, never dropped; the other feeds are stored all the same.
+"""
+
+import calendar
+import concurrent.futures
+import email.utils
+import html.parser
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from . import __version__
+from .db import format_time, now, sha256
+from .errors import InputError, RecordError
+
+USER_AGENT = f"ravana-db/{__version__} (feed reader; one fetch per cron run)"
+ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml, "
+          "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1")
+MAX_BYTES = 10 << 20  # a feed bigger than this (after decompression) is refused
+TIMEOUT = 20.0  # seconds for the whole fetch of one feed
+CONCURRENCY = 4
+MAX_REDIRECTS = 5
+BACKOFF_FIRST, BACKOFF_MAX = timedelta(minutes=15), timedelta(hours=24)
+RETRY_AFTER_MAX = timedelta(days=7)
+
+
+@dataclass
+class Fetched:
+    """What one fetch of one feed gave."""
+
+    feed: dict
+    status: str  # "ok" (a body to parse), "not_modified", "unchanged" or "error"
+    body: bytes = b""
+    etag: str | None = None
+    last_modified: str | None = None
+    content_type: str | None = None
+    error: str | None = None
+    retry_after: timedelta | None = None
+    title: str | None = None
+    entries: list = field(default_factory=list)
+
+
+def feed_url(target):
+    """The stored URL of a feed named on the command line: http(s) as given, a local path as
+    an absolute file:// URL. Anything else is an InputError."""
+    scheme = urlparse(target).scheme.lower()
+    if scheme in ("http", "https"):
+        if not urlparse(target).netloc:
+            raise InputError(f"{target!r} is not a feed URL (no host)")
+        return target
+    if scheme == "file":
+        return target
+    if scheme and len(scheme) > 1:  # (a one-letter scheme is a Windows drive)
+        raise InputError(f"{target!r}: only http, https and file feeds can be fetched")
+    return Path(target).absolute().as_uri()
+
+
+def opml_urls(path):
+    """The feed URLs of an OPML subscription list (relative paths taken from its folder)."""
+    import listparser
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror.lower()}") from None
+    parsed = listparser.parse(data)
+    urls = [f.url for f in parsed.feeds if f.url]
+    if not urls:
+        raise InputError(f"{path}: no feeds in it (not an OPML subscription list?)")
+    base = Path(path).absolute().parent
+    return [u if urlparse(u).scheme else (base / u).as_uri() for u in urls]
+
+
+def subscribe(db, urls):
+    """Add feeds (existing ones are kept as they are). Returns their rows, in order."""
+    from .models import Feed
+    from .store import write
+
+    write(db, [Feed(url=u) for u in dict.fromkeys(urls)])
+    return [_feed(db, u) for u in urls]
+
+
+def _feed(db, url):
+    cursor = db.execute("SELECT * FROM feed WHERE url = ?", [url])
+    return dict(zip([d[0] for d in cursor.description], cursor.fetchone()))
+
+
+def due(db):
+    """The subscribed feeds whose backoff has passed (all of them, when none failed)."""
+    cursor = db.execute("SELECT * FROM feed WHERE url != 'unknown:' AND "
+                        "(next_attempt IS NULL OR next_attempt <= ?) ORDER BY id", [now()])
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor]
+
+
+def fetch(feed, *, client, timeout=TIMEOUT, max_bytes=MAX_BYTES):
+    """Fetch one feed and parse it; never raises (an error is a Fetched with status error)."""
+    try:
+        fetched = (_read_file if feed["url"].startswith("file:") else _get)(
+            feed, client=client, timeout=timeout, max_bytes=max_bytes)
+        if fetched.status == "ok":
+            if feed.get("body_hash") == sha256_bytes(fetched.body):
+                fetched.status = "unchanged"  # the server ignored our conditional headers
+            else:
+                fetched.title, fetched.entries = parse(fetched.body, url=feed["url"],
+                                                       content_type=fetched.content_type)
+        return fetched
+    except Exception as e:  # one feed's failure must not stop the others
+        return Fetched(feed, "error", error=_one_line(e))
+
+
+def _one_line(error):
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
+def sha256_bytes(body):
+    import hashlib
+
+    return hashlib.sha256(body).hexdigest()
+
+
+def _read_file(feed, *, client, timeout, max_bytes):
+    path = Path(unquote(urlparse(feed["url"]).path))
+    if not path.is_file():
+        raise FeedError(f"no file at {path}")
+    mtime = email.utils.formatdate(path.stat().st_mtime, usegmt=True)
+    with path.open("rb") as f:
+        body = f.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise FeedError(f"larger than {max_bytes} bytes")
+    return Fetched(feed, "ok", body=body, last_modified=mtime)
+
+
+class FeedError(Exception):
+    """One feed could not be fetched or read; retry_after: what the server asked for."""
+
+    def __init__(self, message, retry_after=None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _get(feed, *, client, timeout, max_bytes):
+    import httpx
+
+    headers = {}
+    if feed.get("etag"):
+        headers["If-None-Match"] = feed["etag"]
+    if feed.get("last_modified"):
+        headers["If-Modified-Since"] = feed["last_modified"]
+    deadline = time.monotonic() + timeout
+    try:
+        with client.stream("GET", feed["url"], headers=headers) as response:
+            if response.status_code == 304:
+                return Fetched(feed, "not_modified", etag=feed.get("etag"),
+                               last_modified=feed.get("last_modified"))
+            if response.status_code >= 400:
+                retry = _retry_after(response.headers.get("retry-after"))
+                raise FeedError(f"HTTP {response.status_code} {response.reason_phrase}", retry)
+            size = response.headers.get("content-length", "")
+            if size.isdigit() and int(size) > max_bytes and \
+                    not response.headers.get("content-encoding"):
+                raise FeedError(f"larger than {max_bytes} bytes ({size})")
+            body = bytearray()
+            # Decoded bytes: a small gzip body that inflates past the cap is caught too.
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise FeedError(f"larger than {max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise FeedError(f"took longer than {timeout:g} s")
+            return Fetched(feed, "ok", body=bytes(body), etag=response.headers.get("etag"),
+                           last_modified=response.headers.get("last-modified"),
+                           content_type=response.headers.get("content-type"))
+    except httpx.TooManyRedirects:
+        raise FeedError(f"more than {MAX_REDIRECTS} redirects (a loop?)") from None
+    except httpx.TimeoutException:
+        raise FeedError(f"no answer within {timeout:g} s") from None
+    except httpx.HTTPError as e:
+        raise FeedError(_one_line(e) or type(e).__name__) from None
+
+
+def _retry_after(value):
+    """Retry-After (seconds or an HTTP date) as a timedelta, or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(timedelta(seconds=int(value)), RETRY_AFTER_MAX)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return min(max(when - datetime.now(timezone.utc), timedelta(0)), RETRY_AFTER_MAX)
+
+
+def client(timeout=TIMEOUT):
+    """The HTTP client every fetch shares: timeouts, redirects, our User-Agent."""
+    import httpx
+
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), follow_redirects=True,
+        max_redirects=MAX_REDIRECTS, headers={"User-Agent": USER_AGENT, "Accept": ACCEPT})
+
+
+def parse(body, *, url, content_type=None):
+    """(feed title, [article fields]) of a feed body; a body with no entries is an error."""
+    import feedparser
+
+    headers = {"content-location": url}
+    if content_type:
+        headers["content-type"] = content_type
+    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=True)
+    if not parsed.entries:
+        why = parsed.get("bozo_exception")
+        raise FeedError("no entries: not a feed" + (f" ({_one_line(why)})" if why else ""))
+    title = plain(parsed.feed.get("title")) or None
+    return title, [_article(e) for e in parsed.entries]
+
+
+def _article(entry):
+    title = plain(entry.get("title"))[:MAX_TITLE]
+    summary = plain(entry.get("summary")) or None
+    content = " ".join(plain(c.get("value")) for c in entry.get("content") or []) or None
+    link = (entry.get("link") or "").strip()
+    published = _utc(entry.get("published_parsed") or entry.get("updated_parsed"))
+    if not title:  # a title is what people read: the summary's start stands in
+        title = (summary or content or link or "(untitled)")[:MAX_TITLE]
+    guid = (entry.get("id") or "").strip() or link or \
+        "sha256:" + sha256(f"{title}\n{published or ''}")
+    return {"guid": guid, "title": title, "link": link, "published": published,
+            "summary": summary, "content": content if content != summary else None}
+
+
+def _utc(struct):
+    """A feedparser time (a UTC struct_time) as the stored form, or None when it has none or
+    cannot be one (year 0, out of range)."""
+    if not struct:
+        return None
+    try:
+        return format_time(datetime.fromtimestamp(calendar.timegm(struct), timezone.utc))
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+class _Text(html.parser.HTMLParser):
+    """The text of an HTML fragment: tags dropped, script and style with their content,
+    entities decoded, a space where a block ends."""
+
+    SKIP = {"script", "style", "template", "noscript", "iframe", "object", "svg", "head"}
+    BLOCK = {"p", "div", "br", "li", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6",
+             "blockquote", "pre", "section", "article", "header", "footer", "ul", "ol"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts, self.skipping = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.SKIP:
+            self.skipping += 1
+        elif tag in self.BLOCK:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag):
+        if tag in self.SKIP:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in self.BLOCK:
+            self.parts.append(" ")
+
+    def handle_data(self, data):
+        if not self.skipping:
+            self.parts.append(data)
+
+
+TAG = re.compile(r"</?[a-zA-Z][^>]*>|&(#?\w+);")
+MAX_TEXT = 20_000
+MAX_TITLE = 500
+
+
+def plain(value):
+    """Plain text of a feed field that may hold HTML (or HTML escaped twice, as some feeds
+    send it): one line, whitespace collapsed."""
+    text = value or ""
+    for _ in range(2):  # once more when the first pass reveals escaped markup
+        parser = _Text()
+        parser.feed(text)
+        parser.close()
+        text = "".join(parser.parts)
+        if not TAG.search(text):
+            break
+    return " ".join(text.split())[:MAX_TEXT]
+
+
+def store(db, fetched, *, embedder=None, progress=None):
+    """Write one fetched feed: its new articles and its fetch state, in one transaction.
+
+    Returns the feed's report row: status, new, updated, skipped, error.
+    """
+    from .models import Article
+    from .store import write
+
+    feed, stamp = fetched.feed, now()
+    report = {"feed": feed["url"], "title": fetched.title or feed.get("title"),
+              "status": fetched.status, "new": 0, "updated": 0, "skipped": 0,
+              "error": fetched.error}
+    state = {"last_fetched": stamp, "last_status": fetched.status}
+    if fetched.status == "error":
+        # Backoff doubles from 15 minutes to a day, and never stops: a feed is retried daily
+        # for as long as it is subscribed. A server's Retry-After is honoured.
+        failures = (feed.get("failures") or 0) + 1
+        wait = min(BACKOFF_FIRST * 2 ** min(failures - 1, 16), BACKOFF_MAX)
+        wait = max(wait, fetched.retry_after or timedelta(0))
+        state.update(failures=failures, last_error=fetched.error,
+                     next_attempt=format_time(datetime.now(timezone.utc) + wait))
+        write(db, [], statements=[_update(feed, state)])
+        return report
+    state.update(failures=0, last_error=None, next_attempt=None, etag=fetched.etag,
+                 last_modified=fetched.last_modified)
+    records = []
+    if fetched.status == "ok":
+        state.update(title=fetched.title or feed.get("title"),
+                     body_hash=sha256_bytes(fetched.body))
+        source = fetched.title or urlparse(feed["url"]).hostname or Path(feed["url"]).name
+        seen = set()
+        for entry in fetched.entries:
+            if entry["guid"] in seen or _elsewhere(db, feed["id"], entry["link"]):
+                report["skipped"] += 1  # twice in this feed, or the same link in another
+                continue
+            seen.add(entry["guid"])
+            records.append(Article(feed_id=feed["id"], source=source, fetched_at=stamp,
+                                   **entry))
+    try:
+        results = write(db, records, embedder=embedder, progress=progress,
+                        statements=[_update(feed, state)])
+    except RecordError as e:  # an entry the database refuses: the feed's error, not ours
+        report.update(status="error", error=f"entry {e.index + 1}: {e}")
+        return report
+    for result in results:
+        key = {"inserted": "new", "updated": "updated"}.get(result["status"], "skipped")
+        report[key] += 1
+    return report
+
+
+def _update(feed, state):
+    """The statement that records a feed's fetch state."""
+    return (f"UPDATE feed SET {', '.join(f'[{k}] = ?' for k in state)} WHERE id = ?",
+            [*state.values(), feed["id"]])
+
+
+def _elsewhere(db, feed_id, link):
+    """Whether another feed already brought an article with this link."""
+    return bool(link) and db.execute(
+        "SELECT 1 FROM article WHERE link = ? AND feed_id != ? LIMIT 1",
+        [link, feed_id]).fetchone() is not None
+
+
+def ingest(db, feeds, *, embedder=None, concurrency=CONCURRENCY, timeout=TIMEOUT,
+           max_bytes=MAX_BYTES, progress=None):
+    """Fetch feeds (rows from subscribe() or due()) a few at a time and store each as it
+    arrives. Returns one report row per feed, in the order given."""
+    reports = {}
+    with client(timeout) as http, concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, min(concurrency, len(feeds) or 1))) as pool:
+        futures = {pool.submit(fetch, feed, client=http, timeout=timeout,
+                               max_bytes=max_bytes): feed["id"] for feed in feeds}
+        for future in concurrent.futures.as_completed(futures):
+            reports[futures[future]] = store(db, future.result(), embedder=embedder)
+            if progress:
+                progress(1)
+    return [reports[feed["id"]] for feed in feeds]
+
+
+def opml(db):
+    """The subscribed feeds as an OPML 2.0 document (text)."""
+    from xml.etree import ElementTree as ET
+
+    root = ET.Element("opml", version="2.0")
+    head = ET.SubElement(root, "head")
+    ET.SubElement(head, "title").text = "ravana-db feeds"
+    ET.SubElement(head, "dateCreated").text = email.utils.formatdate(usegmt=True)
+    body = ET.SubElement(root, "body")
+    for url, title in db.execute("SELECT url, title FROM feed WHERE url != 'unknown:' "
+                                 "ORDER BY id"):
+        ET.SubElement(body, "outline", type="rss", text=title or url, title=title or url,
+                      xmlUrl=url)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
