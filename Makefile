@@ -25,6 +25,10 @@ demo: install
 	$(BIN)/ravana-db --db $(DEMO_DB) log summary --summary-text 'The agent learned to batch its writes.' --category reflection
 	$(BIN)/ravana-db --db $(DEMO_DB) status --format table
 	$(BIN)/ravana-db --db $(DEMO_DB) query "how long should my answers be?" --format table
+	$(BIN)/ravana-db --db $(DEMO_DB) ingest feeds fixtures/feeds/demo/harbourline-news.xml \
+		fixtures/feeds/demo/atlas-business.xml fixtures/feeds/demo/signal-and-noise.atom
+	$(BIN)/ravana-db --db $(DEMO_DB) query "ships stuck after hackers hit the port" \
+		--kind article,event --format table
 
 test: install
 	$(BIN)/pytest -q

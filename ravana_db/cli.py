@@ -453,7 +453,12 @@ def ingest_feeds(
     from . import feeds as f
 
     fmt = pick(fmt, json_flag) if fmt or json_flag else None
-    urls = [f.feed_url(t) for t in targets or []] + (f.opml_urls(opml) if opml else [])
+    urls = [f.feed_url(t) for t in targets or []]
+    if opml:
+        listed, refused = f.opml_urls(opml)
+        urls += listed
+        for why in refused:
+            _notice(ctx, f"{opml}: skipped: {why}")
     db, _ = _open(ctx)
     chosen = f.subscribe(db, urls) if urls else f.due(db)
     if not chosen:
@@ -477,7 +482,9 @@ def _detect_events(ctx, db, **options):
     from .events import detect
 
     report = detect(db, embedder=_embedder(ctx), **options)
-    _notice(ctx, "events: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.items()))
+    if report:
+        _notice(ctx, "events: " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                            for k, v in report.items()))
     return report
 
 
@@ -490,6 +497,9 @@ def ingest_events(
         "--min-articles", min=2, help="articles an event needs")] = 2,
     min_sources: Annotated[int, typer.Option(
         "--min-sources", min=1, help="distinct sources an event needs")] = 2,
+    threshold: Annotated[float, typer.Option(
+        min=0.01, max=1.0, help="least similarity for an article to join a story (lower "
+        "merges more)")] = 0.45,
     fmt: FormatOption = None,
     json_flag: JsonFlag = False,
 ):
@@ -502,7 +512,7 @@ def ingest_events(
     days = _days(window)
     db, _ = _open(ctx)
     report = _detect_events(ctx, db, window_days=days, min_articles=min_articles,
-                            min_sources=min_sources)
+                            min_sources=min_sources, threshold=threshold)
     emit([report], fmt, one=True)
 
 

@@ -6,16 +6,18 @@ text is embedded before the write lock is taken. A feed that fails is recorded w
 and retried later, never dropped; the other feeds are stored all the same.
 """
 
+import asyncio
 import calendar
-import concurrent.futures
 import email.utils
 import html.parser
+import queue
 import re
-import time
+import threading
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urljoin, urlparse
 
 from . import __version__
 from .db import format_time, now, sha256
@@ -51,9 +53,14 @@ class Fetched:
 def feed_url(target):
     """The stored URL of a feed named on the command line: http(s) as given, a local path as
     an absolute file:// URL. Anything else is an InputError."""
-    scheme = urlparse(target).scheme.lower()
+    try:
+        parts = urlparse(target)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as e:
+        raise InputError(f"{target!r} is not a URL ({e})") from None
+    scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
-        if not urlparse(target).netloc:
+        if not parts.hostname:
             raise InputError(f"{target!r} is not a feed URL (no host)")
         return target
     if scheme == "file":
@@ -64,7 +71,8 @@ def feed_url(target):
 
 
 def opml_urls(path):
-    """The feed URLs of an OPML subscription list (relative paths taken from its folder)."""
+    """(urls, refused) of an OPML subscription list: its feeds (relative paths taken from its
+    folder) and the outlines that name no feed we can fetch, with why."""
     import listparser
 
     try:
@@ -75,16 +83,27 @@ def opml_urls(path):
     urls = [f.url for f in parsed.feeds if f.url]
     if not urls:
         raise InputError(f"{path}: no feeds in it (not an OPML subscription list?)")
-    base = Path(path).absolute().parent
-    return [u if urlparse(u).scheme else (base / u).as_uri() for u in urls]
+    base, good, refused = Path(path).absolute().parent, [], []
+    for url in urls:
+        try:
+            good.append(feed_url(url if re.match(r"[a-zA-Z][\w+.-]+:", url) else
+                                 str(base / url)))
+        except InputError as e:
+            refused.append(str(e))
+    if not good:
+        raise InputError(f"{path}: no feed in it that can be fetched"
+                         + (f" ({refused[0]})" if refused else ""))
+    return good, refused
 
 
 def subscribe(db, urls):
-    """Add feeds (existing ones are kept as they are). Returns their rows, in order."""
+    """Add feeds (existing ones are kept as they are). Returns their rows, in order, each
+    once."""
     from .models import Feed
     from .store import write
 
-    write(db, [Feed(url=u) for u in dict.fromkeys(urls)])
+    urls = list(dict.fromkeys(urls))
+    write(db, [Feed(url=u) for u in urls])
     return [_feed(db, u) for u in urls]
 
 
@@ -101,20 +120,58 @@ def due(db):
     return [dict(zip(names, row)) for row in cursor]
 
 
-def fetch(feed, *, client, timeout=TIMEOUT, max_bytes=MAX_BYTES):
-    """Fetch one feed and parse it; never raises (an error is a Fetched with status error)."""
-    try:
-        fetched = (_read_file if feed["url"].startswith("file:") else _get)(
-            feed, client=client, timeout=timeout, max_bytes=max_bytes)
-        if fetched.status == "ok":
-            if feed.get("body_hash") == sha256_bytes(fetched.body):
-                fetched.status = "unchanged"  # the server ignored our conditional headers
-            else:
-                fetched.title, fetched.entries = parse(fetched.body, url=feed["url"],
-                                                       content_type=fetched.content_type)
+def fetch_all(feeds, *, concurrency=CONCURRENCY, timeout=TIMEOUT, max_bytes=MAX_BYTES):
+    """Yield a parsed Fetched for each feed, as each arrives; never raises for one feed.
+
+    Fetching runs on an asyncio loop in a background thread, so the deadline of a fetch cuts
+    it anywhere (a server that drips its headers a byte at a time too); parsing runs here, in
+    the caller's thread, while the other fetches go on.
+    """
+    results = queue.Queue()
+    thread = threading.Thread(daemon=True, target=lambda: asyncio.run(_fetch_all(
+        feeds, results, concurrency=concurrency, timeout=timeout, max_bytes=max_bytes)))
+    thread.start()
+    for _ in feeds:
+        yield _parsed(results.get(), max_bytes)
+
+
+async def _fetch_all(feeds, results, *, concurrency, timeout, max_bytes):
+    import httpx
+
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), follow_redirects=True,
+            max_redirects=MAX_REDIRECTS, headers={"User-Agent": USER_AGENT, "Accept": ACCEPT,
+                                                  "Accept-Encoding": "gzip, deflate"}) as http:
+        async def one(feed):
+            async with limit:
+                try:
+                    fetched = await asyncio.wait_for(_fetch(feed, http, max_bytes), timeout)
+                except asyncio.TimeoutError:
+                    fetched = Fetched(feed, "error", error=f"took longer than {timeout:g} s")
+                except Exception as e:  # one feed's failure must not stop the others
+                    fetched = Fetched(feed, "error", error=_one_line(e),
+                                      retry_after=getattr(e, "retry_after", None))
+                results.put(fetched)
+
+        await asyncio.gather(*(one(feed) for feed in feeds))
+
+
+def _parsed(fetched, max_bytes):
+    """The fetched body inflated if it is a gzip file, skipped when unchanged, else parsed."""
+    if fetched.status != "ok":
         return fetched
-    except Exception as e:  # one feed's failure must not stop the others
-        return Fetched(feed, "error", error=_one_line(e))
+    try:
+        if fetched.body[:2] == b"\x1f\x8b":  # a local .gz, or one served without an encoding
+            fetched.body = _Inflater(["gzip"], max_bytes).all(fetched.body)
+        if fetched.feed.get("body_hash") == sha256_bytes(fetched.body):
+            fetched.status = "unchanged"  # the server ignored our conditional headers
+        else:
+            fetched.title, fetched.entries = parse(fetched.body, url=fetched.feed["url"],
+                                                   content_type=fetched.content_type)
+    except Exception as e:  # a body feedparser or the inflater refuses: this feed's error
+        return Fetched(fetched.feed, "error", error=_one_line(e))
+    return fetched
 
 
 def _one_line(error):
@@ -128,18 +185,6 @@ def sha256_bytes(body):
     return hashlib.sha256(body).hexdigest()
 
 
-def _read_file(feed, *, client, timeout, max_bytes):
-    path = Path(unquote(urlparse(feed["url"]).path))
-    if not path.is_file():
-        raise FeedError(f"no file at {path}")
-    mtime = email.utils.formatdate(path.stat().st_mtime, usegmt=True)
-    with path.open("rb") as f:
-        body = f.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise FeedError(f"larger than {max_bytes} bytes")
-    return Fetched(feed, "ok", body=body, last_modified=mtime)
-
-
 class FeedError(Exception):
     """One feed could not be fetched or read; retry_after: what the server asked for."""
 
@@ -148,7 +193,9 @@ class FeedError(Exception):
         self.retry_after = retry_after
 
 
-def _get(feed, *, client, timeout, max_bytes):
+async def _fetch(feed, http, max_bytes):
+    if feed["url"].startswith("file:"):
+        return _read_file(feed, max_bytes)
     import httpx
 
     headers = {}
@@ -156,36 +203,77 @@ def _get(feed, *, client, timeout, max_bytes):
         headers["If-None-Match"] = feed["etag"]
     if feed.get("last_modified"):
         headers["If-Modified-Since"] = feed["last_modified"]
-    deadline = time.monotonic() + timeout
     try:
-        with client.stream("GET", feed["url"], headers=headers) as response:
+        async with http.stream("GET", feed["url"], headers=headers) as response:
             if response.status_code == 304:
                 return Fetched(feed, "not_modified", etag=feed.get("etag"),
                                last_modified=feed.get("last_modified"))
             if response.status_code >= 400:
                 retry = _retry_after(response.headers.get("retry-after"))
                 raise FeedError(f"HTTP {response.status_code} {response.reason_phrase}", retry)
+            encodings = response.headers.get("content-encoding", "")
             size = response.headers.get("content-length", "")
-            if size.isdigit() and int(size) > max_bytes and \
-                    not response.headers.get("content-encoding"):
+            if size.isdigit() and int(size) > max_bytes and not encodings:
                 raise FeedError(f"larger than {max_bytes} bytes ({size})")
+            inflater = _Inflater(encodings.split(","), max_bytes)
             body = bytearray()
-            # Decoded bytes: a small gzip body that inflates past the cap is caught too.
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > max_bytes:
-                    raise FeedError(f"larger than {max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise FeedError(f"took longer than {timeout:g} s")
+            async for chunk in response.aiter_raw():  # as sent: we inflate it, with a cap
+                body += inflater.feed(chunk)
+            body += inflater.flush()
             return Fetched(feed, "ok", body=bytes(body), etag=response.headers.get("etag"),
                            last_modified=response.headers.get("last-modified"),
                            content_type=response.headers.get("content-type"))
     except httpx.TooManyRedirects:
         raise FeedError(f"more than {MAX_REDIRECTS} redirects (a loop?)") from None
     except httpx.TimeoutException:
-        raise FeedError(f"no answer within {timeout:g} s") from None
+        raise FeedError("no answer in time") from None
     except httpx.HTTPError as e:
         raise FeedError(_one_line(e) or type(e).__name__) from None
+
+
+def _read_file(feed, max_bytes):
+    path = Path(unquote(urlparse(feed["url"]).path))
+    if not path.is_file():
+        raise FeedError(f"no file at {path}")
+    with path.open("rb") as f:
+        body = f.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise FeedError(f"larger than {max_bytes} bytes")
+    return Fetched(feed, "ok", body=body)
+
+
+class _Inflater:
+    """Undo HTTP content encodings (gzip, deflate, in layers) chunk by chunk, never making more
+    than `limit` bytes: a small body that inflates past it is refused before it takes the
+    memory (zlib's max_length bounds every step)."""
+
+    def __init__(self, encodings, limit):
+        names = [e.strip().lower() for e in encodings]
+        names = [name for name in names if name not in ("", "identity")]
+        for name in names:
+            if name not in ("gzip", "x-gzip", "deflate"):
+                raise FeedError(f"unsupported content encoding {name!r}")
+        # Encodings are listed in the order they were applied: undo the last one first.
+        self.layers = [zlib.decompressobj(wbits=zlib.MAX_WBITS | 32) for _ in names]
+        self.limit, self.size = limit, 0
+
+    def feed(self, data, *, final=False):
+        for layer in self.layers:
+            out = layer.decompress(data, self.limit + 1)
+            if layer.unconsumed_tail or len(out) > self.limit:
+                raise FeedError(f"larger than {self.limit} bytes once inflated")
+            data = out + (layer.flush() if final else b"")
+        self.size += len(data)
+        if self.size > self.limit:
+            raise FeedError(f"larger than {self.limit} bytes" +
+                            (" once inflated" if self.layers else ""))
+        return data
+
+    def flush(self):
+        return self.feed(b"", final=True)
+
+    def all(self, data):
+        return self.feed(data) + self.flush()
 
 
 def _retry_after(value):
@@ -194,52 +282,64 @@ def _retry_after(value):
         return None
     value = value.strip()
     if value.isdigit():
-        return min(timedelta(seconds=int(value)), RETRY_AFTER_MAX)
+        return timedelta(seconds=min(int(value), RETRY_AFTER_MAX.total_seconds()))
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return min(max(when - datetime.now(timezone.utc), timedelta(0)), RETRY_AFTER_MAX)
 
 
-def client(timeout=TIMEOUT):
-    """The HTTP client every fetch shares: timeouts, redirects, our User-Agent."""
-    import httpx
-
-    return httpx.Client(
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), follow_redirects=True,
-        max_redirects=MAX_REDIRECTS, headers={"User-Agent": USER_AGENT, "Accept": ACCEPT})
-
-
 def parse(body, *, url, content_type=None):
     """(feed title, [article fields]) of a feed body; a body with no entries is an error."""
     import feedparser
 
-    headers = {"content-location": url}
-    if content_type:
-        headers["content-type"] = content_type
+    # No content-location: feedparser would resolve a short guid ("1") into a made-up link
+    # (and it parses a third slower); relative links are resolved below instead.
+    headers = {"content-type": content_type} if content_type else {}
+    body = CHARREF.sub(_charref, body)
     parsed = feedparser.parse(body, response_headers=headers, sanitize_html=True)
     if not parsed.entries:
         why = parsed.get("bozo_exception")
         raise FeedError("no entries: not a feed" + (f" ({_one_line(why)})" if why else ""))
     title = plain(parsed.feed.get("title")) or None
-    return title, [_article(e) for e in parsed.entries]
+    return title, [_article(e, url) for e in parsed.entries]
 
 
-def _article(entry):
+CHARREF = re.compile(rb"&#([xX][0-9a-fA-F]{1,8}|[0-9]{1,10});")
+
+
+def _charref(match):
+    """A character reference no text can hold (a surrogate, past U+10FFFF) becomes U+FFFD:
+    feedparser's fallback parser would fail the whole feed on it."""
+    digits = match[1]
+    code = int(digits[1:], 16) if digits[:1] in b"xX" else int(digits)
+    return b"&#xFFFD;" if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF else match[0]
+
+
+def _article(entry, url):
     title = plain(entry.get("title"))[:MAX_TITLE]
     summary = plain(entry.get("summary")) or None
     content = " ".join(plain(c.get("value")) for c in entry.get("content") or []) or None
-    link = (entry.get("link") or "").strip()
+    link = _text(entry.get("link") or "").strip()
+    if link and not urlparse(link).scheme:
+        # A relative <link> is resolved against the feed; a guid that feedparser took for
+        # a link ("1", without isPermaLink="false") is no link at all.
+        link = "" if entry.get("guidislink") else urljoin(url, link)
     published = _utc(entry.get("published_parsed") or entry.get("updated_parsed"))
-    if not title:  # a title is what people read: the summary's start stands in
-        title = (summary or content or link or "(untitled)")[:MAX_TITLE]
-    guid = (entry.get("id") or "").strip() or link or \
+    if not title:  # what people read: the summary's start stands in (never the URL)
+        title = (summary or content or "(untitled)")[:MAX_TITLE]
+    guid = _text(entry.get("id") or "").strip() or link or \
         "sha256:" + sha256(f"{title}\n{published or ''}")
     return {"guid": guid, "title": title, "link": link, "published": published,
             "summary": summary, "content": content if content != summary else None}
+
+
+def _text(value):
+    """value with lone surrogates (`&#xD800;` in a feed) replaced: SQLite stores UTF-8."""
+    return SURROGATE.sub("\ufffd", value)
 
 
 def _utc(struct):
@@ -282,6 +382,7 @@ class _Text(html.parser.HTMLParser):
             self.parts.append(data)
 
 
+SURROGATE = re.compile("[\ud800-\udfff]")
 TAG = re.compile(r"</?[a-zA-Z][^>]*>|&(#?\w+);")
 MAX_TEXT = 20_000
 MAX_TITLE = 500
@@ -298,7 +399,7 @@ def plain(value):
         text = "".join(parser.parts)
         if not TAG.search(text):
             break
-    return " ".join(text.split())[:MAX_TEXT]
+    return _text(" ".join(text.split())[:MAX_TEXT])
 
 
 def store(db, fetched, *, embedder=None, progress=None):
@@ -331,14 +432,14 @@ def store(db, fetched, *, embedder=None, progress=None):
         state.update(title=fetched.title or feed.get("title"),
                      body_hash=sha256_bytes(fetched.body))
         source = fetched.title or urlparse(feed["url"]).hostname or Path(feed["url"]).name
-        seen = set()
+        elsewhere, seen = _elsewhere(db, feed["id"], [e["link"] for e in fetched.entries]), set()
         for entry in fetched.entries:
-            if entry["guid"] in seen or _elsewhere(db, feed["id"], entry["link"]):
+            if entry["guid"] in seen or entry["link"] in elsewhere:
                 report["skipped"] += 1  # twice in this feed, or the same link in another
                 continue
             seen.add(entry["guid"])
-            records.append(Article(feed_id=feed["id"], source=source, fetched_at=stamp,
-                                   **entry))
+            # fetched_at is the database's default: the time of the first insert, kept.
+            records.append(Article(feed_id=feed["id"], source=source, **entry))
     try:
         results = write(db, records, embedder=embedder, progress=progress,
                         statements=[_update(feed, state)])
@@ -357,11 +458,15 @@ def _update(feed, state):
             [*state.values(), feed["id"]])
 
 
-def _elsewhere(db, feed_id, link):
-    """Whether another feed already brought an article with this link."""
-    return bool(link) and db.execute(
-        "SELECT 1 FROM article WHERE link = ? AND feed_id != ? LIMIT 1",
-        [link, feed_id]).fetchone() is not None
+def _elsewhere(db, feed_id, links):
+    """The links among these that another feed already brought."""
+    links, found = [link for link in set(links) if link], set()
+    for start in range(0, len(links), 500):
+        chunk = links[start:start + 500]
+        found.update(r[0] for r in db.execute(
+            f"SELECT link FROM article WHERE link IN ({', '.join('?' * len(chunk))}) "
+            f"AND feed_id != ?", [*chunk, feed_id]))
+    return found
 
 
 def ingest(db, feeds, *, embedder=None, concurrency=CONCURRENCY, timeout=TIMEOUT,
@@ -369,14 +474,11 @@ def ingest(db, feeds, *, embedder=None, concurrency=CONCURRENCY, timeout=TIMEOUT
     """Fetch feeds (rows from subscribe() or due()) a few at a time and store each as it
     arrives. Returns one report row per feed, in the order given."""
     reports = {}
-    with client(timeout) as http, concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(1, min(concurrency, len(feeds) or 1))) as pool:
-        futures = {pool.submit(fetch, feed, client=http, timeout=timeout,
-                               max_bytes=max_bytes): feed["id"] for feed in feeds}
-        for future in concurrent.futures.as_completed(futures):
-            reports[futures[future]] = store(db, future.result(), embedder=embedder)
-            if progress:
-                progress(1)
+    for fetched in fetch_all(feeds, concurrency=concurrency, timeout=timeout,
+                             max_bytes=max_bytes):
+        reports[fetched.feed["id"]] = store(db, fetched, embedder=embedder)
+        if progress:
+            progress(1)
     return [reports[feed["id"]] for feed in feeds]
 
 

@@ -13,6 +13,7 @@ from ravana_db.schema import migrations
 @pytest.fixture
 def db(db_path):
     db = open_db(db_path)
+    db.execute("INSERT INTO feed(id, url) VALUES (1, 'https://a/rss')")
     yield db
     db.close()
 
@@ -146,7 +147,7 @@ def test_memories_without_a_key_may_repeat(db):
 
 
 def test_an_article_is_unique_per_feed_and_guid(db):
-    db.execute("INSERT INTO feed(id, url) VALUES (1, 'https://a/rss'), (2, 'https://b/rss')")
+    db.execute("INSERT INTO feed(id, url) VALUES (2, 'https://b/rss')")
     article = dict(title="t", link="https://a/1", feed_id=1, guid="g1")
     insert(db, "article", article)
     with pytest.raises(driver().IntegrityError, match="UNIQUE constraint failed"):
@@ -186,7 +187,7 @@ def test_deleting_a_vltm_row_clears_the_patterns_source(db):
 
 
 def test_deleting_an_event_cascades_to_its_article_links(db):
-    insert(db, "article", dict(id=1, title="t", link="l", guid="g"))
+    insert(db, "article", dict(id=1, title="t", link="l", guid="g", feed_id=1))
     insert(db, "event", dict(id=1, description="storm"))
     insert(db, "event_article", dict(event_id=1, article_id=1))
     db.execute("DELETE FROM event WHERE id = 1")
@@ -218,7 +219,7 @@ INDEXED = {
                                     source="wiki", created_at=T),
                "text", "narwhal", ("7", "walrus tusks", "fact", "wiki", T)),
     "article": ("article", "id", dict(id=3, title="walrus tusks", summary="ivory", link="l",
-                                      guid="g", source="bbc", published=T),
+                                      guid="g", source="bbc", published=T, feed_id=1),
                 "title", "narwhal", ("3", "walrus tusks\nivory", None, "bbc", T)),
     "event": ("event", "id", dict(id=4, description="walrus tusks", keywords="ivory",
                                   timestamp=T),

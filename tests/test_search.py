@@ -66,8 +66,10 @@ def test_every_searchable_kind_is_found(cli):
     cli("log", "knowledge", "--knowledge-id", "k1", "--knowledge-domain", "ops",
         "--knowledge-summary", "Ship small changes early in the week", "--confidence-level", "0.8")
     db = open_db(Path("agent.db"))
-    db.execute("INSERT INTO article(title, link, guid, summary, source) VALUES "
-               "('Storm floods the coast', 'http://x/1', 'g1', 'Heavy rain hit the harbour.', 'bbc')")
+    db.execute("INSERT INTO feed(url) VALUES ('http://x/rss')")
+    db.execute("INSERT INTO article(title, link, guid, summary, source, feed_id) VALUES "
+               "('Storm floods the coast', 'http://x/1', 'g1', 'Heavy rain hit the harbour.', "
+               "'bbc', 1)")
     db.execute("INSERT INTO event(description, keywords) VALUES ('Coastal flooding', 'storm,rain')")
     db.close()
     assert cli("reindex", "--vectors").exit_code == 0
