@@ -4,7 +4,7 @@ the same run.
     .venv/bin/python bench/feeds_bench.py [--runs N] [--items N] [--only NAME ...]
 
 NAME: parse, embed, lock.
-  parse  items/s of feeds.fetch + feeds.store(..., embedder=None) on a 1,000-item RSS 2.0 file
+  parse  items/s of feeds.fetch_all + feeds.store(..., embedder=None) on a 1,000-item RSS 2.0 file
          (fresh database each run), next to feedparser.parse() of the same bytes (goal: >= 0.8x).
   embed  items/s of the same with the real Embedder, next to store.write of as many Memory
          records with the same searchable texts (title and summary), fresh database each run.
@@ -75,7 +75,7 @@ def ingest_once(folder, path, embedder, run):
     db = fresh_db(folder, f"feed-{run}.db")
     (row,) = feeds.subscribe(db, [path.as_uri()])
     start = time.perf_counter()
-    fetched = feeds.fetch(row, client=None)
+    (fetched,) = feeds.fetch_all([row])
     report = feeds.store(db, fetched, embedder=embedder)
     seconds = time.perf_counter() - start
     db.close()

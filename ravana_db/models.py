@@ -58,6 +58,8 @@ def _storable(value, path="$", depth=0):
     NaN and infinities (not JSON), nesting deeper than MAX_DEPTH. Returns value."""
     at = f" at {path}" if path != "$" else ""
     if isinstance(value, str):
+        if value.isascii():
+            return value
         try:
             value.encode()
         except UnicodeEncodeError as e:
@@ -128,7 +130,8 @@ class Record(BaseModel):
     def _storable_field(cls, value, handler):
         # As given (pydantic's own message for a surrogate is obscure), then as parsed
         # (a string of JSON text may hold what the string itself did not).
-        return _storable(handler(_storable(value)))
+        parsed = handler(_storable(value))
+        return parsed if parsed is value else _storable(parsed)
 
 
 class LogRecord(Record):

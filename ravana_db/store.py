@@ -5,6 +5,8 @@ come) calls write(). Embedding takes seconds; the write lock is taken only for t
 so cron jobs, the agent and queries can share the file.
 """
 
+import functools
+
 from .db import driver, transaction
 from .errors import InputError, RecordError
 from .index import apply, prepare
@@ -38,15 +40,18 @@ def write(db, records, *, kind=None, embedder=None, progress=None, statements=()
         RecordError: a record is invalid or conflicts with the stored data; `.index` says which.
     """
     records = [_validated(record, kind, index) for index, record in enumerate(records)]
+    rows = [(record.row(), record.row(partial=True)) for record in records]
     prepared = None
     if embedder is not None:
-        texts = [_search_text(db, record) for record in records]
+        stored = _stored(db, records, rows)
+        texts = [_search_text(db, record, row, stored) for record, row in zip(records, rows)]
         prepared = prepare(db, embedder, [t for t in texts if t is not None], progress=progress)
     results = []
     with transaction(db):
-        for index, record in enumerate(records):
+        stored = _stored(db, records, rows)
+        for index, (record, row) in enumerate(zip(records, rows)):
             try:
-                results.append(_write_one(db, record, index))
+                results.append(_write_one(db, record, row, stored, index))
             except driver().IntegrityError as e:
                 raise RecordError(index, str(e)) from None
         for sql, params in statements:
@@ -69,66 +74,89 @@ def _validated(record, kind, index):
         raise RecordError(index, str(e)) from None
 
 
-def _identity(record):
+def _key(record, row):
+    """(table, identity values) of a record, or None when it has no full identity."""
     ident = record.identity
-    return (ident,) if isinstance(ident, str) else tuple(ident or ())
-
-
-def _find(db, record):
-    """The stored row with the record's identity, or None."""
-    row, ident = record.row(), _identity(record)
     if not ident or any(row.get(c) is None for c in ident):
         return None
-    where = " AND ".join(f"[{c}] = ?" for c in ident)
-    cursor = db.execute(f"SELECT * FROM {record.table} WHERE {where}",
-                        [row[c] for c in ident])
-    found = cursor.fetchone()
-    return None if found is None else dict(zip([d[0] for d in cursor.description], found))
+    return record.table, tuple(row[c] for c in ident)
 
 
-def _search_text(db, record):
+def _stored(db, records, rows):
+    """{_key: stored row} of the records already stored: one query per table and 400 keys
+    (a row-value IN that the identity's unique index serves), not one per record."""
+    wanted = {}
+    for record, (row, _) in zip(records, rows):
+        key = _key(record, row)
+        if key:
+            wanted.setdefault((record.table, record.identity), set()).add(key[1])
+    stored = {}
+    for (table, ident), keys in wanted.items():
+        keys, columns = list(keys), ", ".join(f"[{c}]" for c in ident)
+        group = "(" + ", ".join("?" * len(ident)) + ")"
+        for start in range(0, len(keys), 400):
+            chunk = keys[start:start + 400]
+            cursor = db.execute(
+                f"SELECT * FROM {table} WHERE ({columns}) IN "
+                f"(VALUES {', '.join([group] * len(chunk))})", [v for k in chunk for v in k])
+            names = [d[0] for d in cursor.description]
+            for values in cursor:
+                found = dict(zip(names, values))
+                stored[table, tuple(found[c] for c in ident)] = found
+    return stored
+
+
+def _search_text(db, record, rows, stored):
     """The text the search index will hold for this record once written (None: none, or
     unchanged). It is computed by the same SQL expression the triggers use."""
     if record.table not in BY_TABLE:
         return None
-    row = record.row()
-    found = _find(db, record)
+    row, given = rows
+    found = stored.get(_key(record, row))
     if found is not None:
         if record.keep_existing:
             return None
-        row = {**found, **record.row(partial=True)}
+        row = {**found, **given}
     columns = [r[1] for r in db.execute(f"PRAGMA table_info([{record.table}])")]
     new = ", ".join(f"? AS [{c}]" for c in columns)
     return db.execute(f"SELECT coalesce({BY_TABLE[record.table][1]['text']}, '') FROM "
                       f"(SELECT {new}) AS new", [row.get(c) for c in columns]).fetchone()[0]
 
 
-def _write_one(db, record, index):
-    table, ident, id_column = record.table, _identity(record), record.id_column
-    row = record.row()
+def _write_one(db, record, rows, stored, index):
+    """Insert or update one record; `stored` is kept up to date for the records after it."""
+    table, ident, id_column = record.table, record.identity, record.id_column
+    row, given = rows
     for field, (other, column) in record.references.items():
         value = row.get(field)
         if value is not None and not db.execute(
                 f"SELECT 1 FROM {other} WHERE {column} = ?", [value]).fetchone():
             raise RecordError(index, f"{field}: no {other} row with {column} {value!r}")
     result = {"key": row.get("key")} if "key" in type(record).model_fields else {}
-    found = _find(db, record)
+    key = _key(record, row)
+    found = stored.get(key)
     if found and not record.keep_existing:
-        changes = {k: v for k, v in record.row(partial=True).items()
-                   if k not in ident and found.get(k) != v}
+        changes = {k: v for k, v in given.items() if k not in ident and found.get(k) != v}
         if changes:
             sets = ", ".join(f"[{k}] = ?" for k in changes)
             where = " AND ".join(f"[{c}] = ?" for c in ident)
             db.execute(f"UPDATE {table} SET {sets} WHERE {where}",
-                       [*changes.values(), *(row[c] for c in ident)])
+                       [*changes.values(), *key[1]])
+            found.update(changes)
             return {"id": found[id_column], **result, "status": "updated"}
     if found:  # kept as it is: a summary's text stored before, or nothing new
         return {"id": found[id_column], **result, "status": "existing"}
-    columns = ", ".join(f"[{k}]" for k in row)
-    marks = ", ".join("?" for _ in row)
-    (new_id,) = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING "
-                           f"{id_column}", list(row.values())).fetchone()
+    (new_id,) = db.conn.execute(_insert(table, tuple(row), id_column),
+                                list(row.values())).fetchone()
+    if key:
+        stored[key] = {**row, id_column: new_id}
     return {"id": new_id, **result, "status": "inserted"}
+
+
+@functools.lru_cache(maxsize=256)
+def _insert(table, columns, id_column):
+    return (f"INSERT INTO {table} ({', '.join(f'[{c}]' for c in columns)}) VALUES "
+            f"({', '.join('?' * len(columns))}) RETURNING {id_column}")
 
 
 def _doc_ids(db, records, results):
