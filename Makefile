@@ -35,6 +35,8 @@ test: install
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/feeds_bench.py
+	$(BIN)/python bench/events_eval.py
 
 lint: install
 	$(BIN)/pip install --quiet ruff
