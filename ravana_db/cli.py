@@ -14,6 +14,7 @@ from .db import driver, open_db, resolve_path
 from .errors import InputError, RavanaError, RecordError
 from .output import Format, Progress, emit, message, pick
 
+
 def _errors_to_exit_codes(invoke):
     """Our errors as one line on stderr and an exit code (2 input, 1 runtime, 130 ^C)."""
     try:
