@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 import typer
 import typer.core
 
-from .db import driver, open_db, resolve_path
-from .errors import InputError, RavanaError, RecordError
-from .output import Format, Progress, emit, message, pick
+from ..db import driver, open_db, resolve_path
+from ..errors import InputError, RavanaError, RecordError
+from ..output import Format, Progress, emit, message, pick
 
 
 def _errors_to_exit_codes(invoke):
@@ -23,7 +23,7 @@ def _errors_to_exit_codes(invoke):
         message(f"error: {e}")
         raise typer.Exit(e.exit_code) from None
     except driver().Error as e:
-        from .schema import index_objects
+        from ..schema import index_objects
 
         missing = str(e).removeprefix("no such table: ")
         if missing in index_objects():
@@ -82,7 +82,7 @@ class LogGroup(typer.core.TyperGroup):
         return list(EXAMPLES)
 
     def get_command(self, ctx, name):
-        from .models import KINDS
+        from ..models import KINDS
 
         if name not in KINDS:
             return None
@@ -117,7 +117,7 @@ def common(
 
 
 def _embedder(ctx, model=None):
-    from .embed import Embedder
+    from ..embed import Embedder
 
     return Embedder(model or ctx.obj["model"])
 
@@ -151,7 +151,7 @@ def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = F
 
     Example: ravana-db status --format json
     """
-    from .status import status as describe
+    from ..status import status as describe
 
     fmt = pick(fmt, json_flag)
     db, path = _open(ctx, create=False, write=False)
@@ -181,7 +181,7 @@ def _json_line(number, line):
 
 
 def _read_stdin(model):
-    from .models import validate
+    from ..models import validate
 
     records = [(number, validate(model, _json_line(number, line), line=number))
                for number, line in _stdin_lines()]
@@ -191,8 +191,8 @@ def _read_stdin(model):
 
 
 def _log(ctx, kind, model, stdin, fmt, json_flag, options):
-    from .models import validate
-    from .store import write
+    from ..models import validate
+    from ..store import write
 
     fmt = pick(fmt, json_flag) if fmt or json_flag else None
     given = {k: v for k, v in options.items() if v is not None}
@@ -330,7 +330,7 @@ def query(
 
     Example: ravana-db query "what went wrong with the deploy?" --kind memory --since 30d
     """
-    from .search import Query, search
+    from ..search import Query, search
 
     fmt = pick(fmt, json_flag, default="jsonl" if stdin else "json")
     options = dict(mode=mode, kind=kind, type=type, source=source, since=since, until=until,
@@ -355,7 +355,7 @@ def query(
 
 
 def _notice_waiting(ctx, db):
-    from .index import pending
+    from ..index import pending
 
     waiting = pending(db)
     if waiting:
@@ -364,7 +364,7 @@ def _notice_waiting(ctx, db):
 
 
 def _read_queries(defaults):
-    from .search import Query
+    from ..search import Query
 
     queries = []
     for number, line in _stdin_lines():
@@ -404,7 +404,7 @@ def reindex(
 
     Example: ravana-db reindex --vectors --model BAAI/bge-small-en-v1.5
     """
-    from .index import reindex as rebuild
+    from ..index import reindex as rebuild
 
     fmt = pick(fmt, json_flag)
     both = not (fts or vectors)
@@ -418,8 +418,6 @@ def reindex(
 ingest_app = typer.Typer(no_args_is_help=True, help="Bring data in: news feeds (RSS, Atom, "
                          "OPML lists) and the events they tell.")
 app.add_typer(ingest_app, name="ingest")
-export_app = typer.Typer(no_args_is_help=True, help="Take data out: the feed list as OPML.")
-app.add_typer(export_app, name="export")
 FEED_COLUMNS = ["feed", "title", "status", "new", "updated", "skipped", "error"]
 
 
@@ -451,7 +449,7 @@ def ingest_feeds(
 
     Example: ravana-db ingest feeds https://example.org/rss.xml news.atom --opml subs.opml
     """
-    from . import feeds as f
+    from .. import feeds as f
 
     fmt = pick(fmt, json_flag) if fmt or json_flag else None
     urls = [f.feed_url(t) for t in targets or []]
@@ -480,7 +478,7 @@ def ingest_feeds(
 
 
 def _detect_events(ctx, db, **options):
-    from .events import detect
+    from ..events import detect
 
     report = detect(db, embedder=_embedder(ctx), **options)
     if report:
@@ -525,32 +523,6 @@ def _days(age):
     return float(match[1]) * {"h": 1 / 24, "d": 1, "w": 7}[match[2]]
 
 
-@export_app.command("feeds", cls=Command)
-def export_feeds(
-    ctx: typer.Context,
-    fmt: Annotated[str, typer.Option(
-        "--format", "-f", help="opml (default), json, jsonl, csv or table")] = "opml",
-):
-    """Write the subscribed feeds: an OPML list other readers import, or rows with their state.
-
-    Example: ravana-db export feeds --format opml > feeds.opml
-    """
-    from .feeds import opml
-
-    db, _ = _open(ctx, create=False, write=False)
-    if fmt == "opml":
-        sys.stdout.write(opml(db))
-        return
-    rows = [dict(r) for r in db.query(
-        "SELECT id, url, title, last_fetched, last_status, last_error, failures, next_attempt "
-        "FROM feed WHERE url != 'unknown:' ORDER BY id")]
-    emit(rows, pick(fmt if fmt in Format.__members__ else _bad_format(fmt)))
-
-
-def _bad_format(fmt):
-    raise InputError(f"--format: {fmt!r} is not one of opml, json, jsonl, csv, table")
-
-
 def _later(name, issue_text):
     def command():
         raise RavanaError(f"`ravana-db {name}` is not built yet ({issue_text})")
@@ -564,3 +536,6 @@ for _name, _text in {
     "compress": "knowledge compression comes in a later release",
 }.items():
     _later(_name, _text)
+
+# Command groups with a module of their own register themselves on `app`.
+from . import export  # noqa: E402, F401
