@@ -122,7 +122,9 @@ def _fts(db, q, terms, depth, exclude):
         return []
     where, params = _filters(q, prefix="d.")
     # Without filters the join to `doc` is skipped: it doubles the cost of a broad query.
-    source = "" if where == "1" else "JOIN doc d ON d.id = doc_fts.rowid "
+    # With them, CROSS JOIN keeps the full-text match first (a plain JOIN let the planner
+    # walk every doc of a kind and probe the index per row: 350 ms against 1.6 ms).
+    source = "" if where == "1" else "CROSS JOIN doc d ON d.id = doc_fts.rowid "
     return db.execute(
         f"SELECT doc_fts.rowid, bm25(doc_fts) AS score FROM doc_fts {source}"
         f"WHERE doc_fts MATCH ? AND {where} AND doc_fts.rowid != ? ORDER BY score LIMIT ?",
