@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/feeds_bench.py
 	$(BIN)/python bench/events_eval.py
+	$(BIN)/python bench/export_bench.py
 
 lint: install
 	$(BIN)/pip install --quiet ruff

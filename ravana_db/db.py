@@ -91,7 +91,7 @@ def open_db(path, *, create=True, write=True):
         # which a read-only open of a WAL file would otherwise try to create.
         mode += "&immutable=1"
     try:
-        conn = sqlite3.connect(f"{_uri(real)}?mode={mode}", uri=True, isolation_level=None,
+        conn = sqlite3.connect(f"{uri(real)}?mode={mode}", uri=True, isolation_level=None,
                                check_same_thread=False)
     except sqlite3.Error as e:
         raise RavanaError(f"cannot open {path}: {e}") from None
@@ -154,7 +154,8 @@ def _prepare(path, *, create):
         raise InputError(f"cannot create {path}: {e.strerror.lower()}") from None
 
 
-def _uri(path):
+def uri(path):
+    """A file: URI of path (quoted: a name like ':memory:' stays a file name)."""
     return "file:" + urllib.parse.quote(str(path))
 
 
@@ -225,7 +226,7 @@ def backup(db, path):
     made = os.fstat(fd)
     os.close(fd)
     try:
-        copy = driver().connect(f"{_uri(target.absolute())}?mode=rw", uri=True)
+        copy = driver().connect(f"{uri(target.absolute())}?mode=rw", uri=True)
         with contextlib.closing(copy):
             # No rollback journal: it would be a second file, created with SQLite's own mode.
             copy.execute("PRAGMA journal_mode = off")

@@ -21,7 +21,7 @@ from ravana_db.schema import TABLES
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
        "export"]
-GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events"], "export": ["feeds"]}
+GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events"], "export": ["backup", "feeds"]}
 COMMANDS = [[c] for c in TOP if c not in GROUPS] + [[g, c] for g in GROUPS for c in GROUPS[g]]
 RAVANA = [sys.executable, "-m", "ravana_db"]
 
@@ -216,7 +216,8 @@ def valid_args(command):
     if command[0] == "log":
         return shlex.split(EXAMPLES[command[1]].split("   (or:")[0])[3:]
     return {("query",): ["green tea", "--no-touch"],
-            ("ingest", "feeds"): [FEED, "--no-events"]}.get(tuple(command), [])
+            ("ingest", "feeds"): [FEED, "--no-events"],
+            ("export", "backup"): ["copy.db"]}.get(tuple(command), [])
 
 
 def test_the_walk_finds_every_command():
