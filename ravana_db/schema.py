@@ -287,8 +287,8 @@ SEARCHABLE = {
     "vltm": dict(
         table="very_long_term_memories", ref="memory_id",
         columns="memory_id, compressed_content, memory_type, source_session, created_at",
-        text="(SELECT group_concat(value, ' ') FROM json_tree(new.compressed_content)"
-             " WHERE type = 'text')",
+        text="(SELECT group_concat(value, ' ') FROM json_tree(json_remove("
+             "new.compressed_content, '$._compressed')) WHERE type = 'text')",
         type="new.memory_type", source="new.source_session", ts="new.created_at"),
     "pattern": dict(
         table="memory_patterns", ref="pattern_id",
@@ -552,3 +552,13 @@ def m004_feeds(db):
     feed ids would escape the (feed_id, guid) rule); an article's event cluster."""
     run_script(db.conn, FEEDS)
     install_index(db)  # the article table's triggers and view went with it
+
+
+@migrations()
+def m005_vltm_search_text_skips_compression(db):
+    """A very-long-term memory's search text leaves out its `_compressed` member, where
+    `compress` keeps a memory's packed structure and bookkeeping: the triggers are replaced,
+    and rows that have such a member get their index text again."""
+    install_index(db)
+    db.execute("UPDATE very_long_term_memories SET compressed_content = compressed_content "
+               "WHERE json_type(compressed_content, '$._compressed') IS NOT NULL")

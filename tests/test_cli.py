@@ -42,10 +42,10 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme(cli, comman
 
 
 def test_later_commands_say_so(cli):
-    result = cli("compress")
+    result = cli("consolidate")
     assert result.exit_code == 1
-    assert result.stderr == "error: `ravana-db compress` is not built yet (knowledge " \
-                            "compression comes in a later release)\n"
+    assert result.stderr == "error: `ravana-db consolidate` is not built yet (memory " \
+                            "consolidation comes in a later release)\n"
 
 
 def test_module_entry_point(tmp_path):
@@ -207,7 +207,7 @@ def walk(group, path=()):
 
 
 WALKED = list(walk(typer.main.get_command(app)))
-LATER = {("consolidate",), ("compress",)}
+LATER = {("consolidate",)}
 FEED = str(Path(__file__).parent.parent / "fixtures" / "feeds" / "rss092.xml")
 
 

@@ -533,9 +533,8 @@ def _later(name, issue_text):
 
 for _name, _text in {
     "consolidate": "memory consolidation comes in a later release",
-    "compress": "knowledge compression comes in a later release",
 }.items():
     _later(_name, _text)
 
 # Command groups with a module of their own register themselves on `app`.
-from . import export  # noqa: E402, F401
+from . import compress, export  # noqa: E402, F401
