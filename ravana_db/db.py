@@ -231,16 +231,27 @@ def backup(db, path):
             # No rollback journal: it would be a second file, created with SQLite's own mode.
             copy.execute("PRAGMA journal_mode = off")
             db.conn.backup(copy)
-        now_there = os.lstat(target)
-        if (now_there.st_dev, now_there.st_ino) != (made.st_dev, made.st_ino):
-            raise RavanaError(f"cannot back up {path}: {target} was replaced while being "
-                              "written; check who else writes to that folder")
+        still_ours(target, made, doing=f"back up {path}")
     except BaseException:
-        with contextlib.suppress(OSError):
-            if os.lstat(target).st_ino == made.st_ino:
-                os.unlink(target)
+        remove_ours(target, made)
         raise
     return target
+
+
+def still_ours(path, made, *, doing):
+    """Fail when path is no longer the file we created (made: its os.fstat): someone swapped
+    it while we wrote, and what we wrote must not be trusted or published."""
+    now_there = os.lstat(path)
+    if (now_there.st_dev, now_there.st_ino) != (made.st_dev, made.st_ino):
+        raise RavanaError(f"cannot {doing}: {path} was replaced while being written; check who "
+                          "else writes to that folder")
+
+
+def remove_ours(path, made=None):
+    """Remove a file we created, unless something else has taken its name since (made)."""
+    with contextlib.suppress(OSError):
+        if made is None or os.lstat(path).st_ino == made.st_ino:
+            os.unlink(path)
 
 
 @contextlib.contextmanager

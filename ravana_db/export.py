@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .db import uri, driver, now, parse_time
+from .db import driver, now, parse_time, remove_ours, still_ours, uri
 from .errors import InputError, RavanaError
 from .schema import TABLES, migrations
 
@@ -344,13 +344,13 @@ def backup(db, target, *, force=False):
                 db.execute("VACUUM INTO ?", [os.path.abspath(temp)])
         except driver().Error as e:
             raise RavanaError(f"cannot back up to {target}: {e}") from None
-        _still_ours(temp, made, target)
+        still_ours(temp, made, doing=f"back up to {target}")
         rows = _check_copy(db, temp, target)
         _sync(fd, target)
         _publish(temp, target, force=force)
     except BaseException:
-        _remove(temp, made)
-        _remove(f"{temp}-journal")  # SQLite's, for the copy: left behind by a failed write
+        remove_ours(temp, made)
+        remove_ours(f"{temp}-journal")  # SQLite's, for the copy: left behind by a failed write
         raise
     finally:
         os.close(fd)
@@ -438,19 +438,6 @@ def _why(error):
     return (error.strerror or str(error)).lower()
 
 
-def _still_ours(temp, made, target):
-    now_there = os.lstat(temp)
-    if (now_there.st_dev, now_there.st_ino) != (made.st_dev, made.st_ino):
-        raise RavanaError(f"cannot write {target}: its temporary file {temp} was replaced while "
-                          "being written; check who else writes to that folder")
-
-
-def _remove(temp, made=None):
-    with contextlib.suppress(OSError):
-        if made is None or os.lstat(temp).st_ino == made.st_ino:
-            os.unlink(temp)
-
-
 def _sync(fd, target):
     try:
         os.fsync(fd)
@@ -497,10 +484,10 @@ def _new_file(path, *, force):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        _still_ours(temp, made, path)
+        still_ours(temp, made, doing=f"write {path}")
         _publish(temp, path, force=force)
     except BaseException:
-        _remove(temp, made)
+        remove_ours(temp, made)
         raise
 
 

@@ -43,8 +43,9 @@ def write(db, records, *, kind=None, embedder=None, progress=None, statements=()
     rows = [(record.row(), record.row(partial=True)) for record in records]
     prepared = None
     if embedder is not None:
-        stored = _stored(db, records, rows)
-        texts = [_search_text(db, record, row, stored) for record, row in zip(records, rows)]
+        stored, columns = _stored(db, records, rows), {}
+        texts = [_search_text(db, record, row, stored, columns)
+                 for record, row in zip(records, rows)]
         prepared = prepare(db, embedder, [t for t in texts if t is not None], progress=progress)
     results = []
     with transaction(db):
@@ -106,7 +107,7 @@ def _stored(db, records, rows):
     return stored
 
 
-def _search_text(db, record, rows, stored):
+def _search_text(db, record, rows, stored, columns):
     """The text the search index will hold for this record once written (None: none, or
     unchanged). It is computed by the same SQL expression the triggers use."""
     if record.table not in BY_TABLE:
@@ -117,10 +118,13 @@ def _search_text(db, record, rows, stored):
         if record.keep_existing:
             return None
         row = {**found, **given}
-    columns = [r[1] for r in db.execute(f"PRAGMA table_info([{record.table}])")]
-    new = ", ".join(f"? AS [{c}]" for c in columns)
+    if record.table not in columns:  # read once per table and call, not once per record
+        columns[record.table] = [r[1] for r in db.execute(
+            f"PRAGMA table_info([{record.table}])")]
+    names = columns[record.table]
+    new = ", ".join(f"? AS [{c}]" for c in names)
     return db.execute(f"SELECT coalesce({BY_TABLE[record.table][1]['text']}, '') FROM "
-                      f"(SELECT {new}) AS new", [row.get(c) for c in columns]).fetchone()[0]
+                      f"(SELECT {new}) AS new", [row.get(c) for c in names]).fetchone()[0]
 
 
 def _write_one(db, record, rows, stored, index):

@@ -1,4 +1,8 @@
+import contextlib
 import json
+import os
+import sqlite3
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -49,3 +53,56 @@ def rows(db_path):
 
 def jsonl(*records):
     return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def copy_db(source, target):
+    """A database file copied with SQLite's backup API (WAL and all); returns target."""
+    with contextlib.closing(sqlite3.connect(source)) as a, \
+            contextlib.closing(sqlite3.connect(target)) as b:
+        a.backup(b)
+    return target
+
+
+def contents(path):
+    """Every user table's rows, and the index's rows (through Python's own sqlite3)."""
+    from ravana_db.schema import TABLES
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        return {t: conn.execute(f"SELECT * FROM [{t}] ORDER BY rowid").fetchall()
+                for t in (*TABLES, "doc", "doc_vec", "embed_queue", "bits_queue", "meta")
+                if t in present}
+
+
+def one_line_error(result, code=2):
+    """The result of a CliRunner or subprocess run is one `error:` line on stderr, exit code,
+    nothing on stdout, no traceback. Returns stderr."""
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    stdout = result.stdout if isinstance(result.stdout, str) else result.stdout.decode()
+    exit_code = getattr(result, "exit_code", getattr(result, "returncode", None))
+    assert (exit_code, stdout) == (code, ""), (exit_code, stdout, stderr)
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def cpu_seconds(pid):
+    """CPU seconds a running process has used (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def write_locked(probe):
+    """Whether another process holds the write lock now (asked without waiting)."""
+    from ravana_db.db import BUSY_TIMEOUT_MS, driver
+
+    probe.execute("PRAGMA busy_timeout = 0")
+    try:
+        probe.conn.execute("BEGIN IMMEDIATE")
+    except driver().OperationalError as e:
+        assert "locked" in str(e), e
+        return True
+    finally:
+        probe.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    probe.conn.execute("ROLLBACK")
+    return False

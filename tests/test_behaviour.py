@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import jsonl
+from conftest import cpu_seconds, jsonl
 
 FORMATS = ["json", "jsonl", "csv", "table"]
 RAVANA = [sys.executable, "-m", "ravana_db"]
@@ -266,11 +266,6 @@ def test_garbage_times_exit_2_naming_the_option(cli, args, option):
 
 
 # 5. Interrupts and concurrent writers (real processes) --------------------------------------
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_interrupt_while_embedding_writes_nothing(tmp_path, db_path, rows):

@@ -13,10 +13,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest import jsonl
+from conftest import copy_db, contents, jsonl, one_line_error
 from ravana_db.cli import EXAMPLES, app
 from ravana_db.models import KINDS
-from ravana_db.schema import TABLES
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
@@ -94,30 +93,8 @@ def template(tmp_path_factory):
 
 @pytest.fixture
 def agent(template, db_path):
-    """The template, copied (with SQLite's backup, WAL and all) to the `cli` fixture's file."""
-    with contextlib.closing(sqlite3.connect(template)) as a, \
-            contextlib.closing(sqlite3.connect(db_path)) as b:
-        a.backup(b)
-    return db_path
-
-
-def contents(path):
-    """Every user table's rows, and the index's rows (through Python's own sqlite3)."""
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-        return {t: conn.execute(f"SELECT * FROM [{t}] ORDER BY rowid").fetchall()
-                for t in (*TABLES, "doc", "doc_vec", "embed_queue", "bits_queue", "meta")
-                if t in present}
-
-
-def one_line_error(result, code=2):
-    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
-    stdout = result.stdout if isinstance(result.stdout, str) else result.stdout.decode()
-    exit_code = getattr(result, "exit_code", getattr(result, "returncode", None))
-    assert (exit_code, stdout) == (code, ""), (exit_code, stdout, stderr)
-    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
-    assert "Traceback" not in stderr
-    return stderr
+    """The template, copied to the `cli` fixture's file."""
+    return copy_db(template, db_path)
 
 
 @pytest.mark.parametrize("args,stdin", [

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import jsonl
+from conftest import copy_db, jsonl
 from ravana_db.cli import app
 from ravana_db.db import driver
 from ravana_db.schema import TABLES
@@ -74,17 +74,10 @@ def template(tmp_path_factory):
     return path
 
 
-def copy(source, target):
-    with contextlib.closing(sqlite3.connect(source)) as a, \
-            contextlib.closing(sqlite3.connect(target)) as b:
-        a.backup(b)
-    return target
-
-
 @pytest.fixture
 def agent(template, db_path):
     """The template, copied to the `cli` fixture's file."""
-    return copy(template, db_path)
+    return copy_db(template, db_path)
 
 
 def python_sqlite3(path, sql):
@@ -267,7 +260,7 @@ def test_sqlite_utils_cli_searches_and_counts_every_table(agent):
 def datasette_file(template, tmp_path):
     """The template plus an article, as ravana_agi.db: the database metadata.json names."""
     pytest.importorskip("datasette_sqlite_vec", reason="Datasette needs sqlite-vec")
-    path = copy(template, tmp_path / "ravana_agi.db")
+    path = copy_db(template, tmp_path / "ravana_agi.db")
     python_sqlite3(path, OTHER_TABLES)
     return path
 

@@ -9,13 +9,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
-from conftest import jsonl
+from conftest import contents, copy_db, jsonl
 from ravana_db import compress as c
 from ravana_db.cli import app
 from ravana_db.db import driver, open_db
 from ravana_db.embed import Embedder
 from ravana_db.errors import RavanaError
-from ravana_db.schema import TABLES
 
 SUMMARIES = [
     "Markets fell on fears that rates will stay high. The central bank held its policy rate "
@@ -98,26 +97,12 @@ def template(tmp_path_factory):
 
 @pytest.fixture
 def agent(template, db_path):
-    return copy(template, db_path)
+    return copy_db(template, db_path)
 
 
 @pytest.fixture(scope="module")
 def embedder():
     return Embedder()
-
-
-def copy(source, target):
-    with contextlib.closing(sqlite3.connect(source)) as a, \
-            contextlib.closing(sqlite3.connect(target)) as b:
-        a.backup(b)
-    return target
-
-
-def contents(path):
-    """Every user table's rows and the search index's (through Python's own sqlite3)."""
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return {t: conn.execute(f"SELECT * FROM [{t}] ORDER BY rowid").fetchall()
-                for t in (*TABLES, "doc", "doc_vec", "embed_queue", "bits_queue", "meta")}
 
 
 def compress(cli, *args):
@@ -227,7 +212,7 @@ def test_a_sentence_longer_than_the_budget_is_cut_at_a_word():
 
 def test_the_same_summaries_give_the_same_text_stored_once(cli, agent, rows, tmp_path,
                                                            embedder):
-    other = copy(agent, tmp_path / "other.db")
+    other = copy_db(agent, tmp_path / "other.db")
     first, _ = compress(cli, "--no-vltm")
     again = cli("--db", other, "compress", "--no-vltm", "--format", "json", db=False)
     assert json.loads(again.stdout)["knowledge"]["text"] == first["knowledge"]["text"]
@@ -238,7 +223,7 @@ def test_the_same_summaries_give_the_same_text_stored_once(cli, agent, rows, tmp
     assert len(rows("summary")) == 9
     # Two runs planned on the same summaries before either writes (two cron jobs): the
     # second finds its text stored, and the file holds one compression summary.
-    racing = copy(other, tmp_path / "racing.db")
+    racing = copy_db(other, tmp_path / "racing.db")
     db = open_db(racing)
     try:
         db.execute("DELETE FROM summary WHERE category = 'compression'")
@@ -308,7 +293,7 @@ def test_a_summarizer_writes_the_summary_from_the_summaries_on_its_stdin(cli, ag
 ], ids=["exit-3", "no-output", "not-utf8", "not-found", "timeout"])
 def test_a_failing_summarizer_leaves_the_extractive_summary_and_a_warning(
         cli, agent, rows, tmp_path, command, why):
-    extractive = cli("--db", copy(agent, tmp_path / "plain.db"), "compress", "--no-vltm",
+    extractive = cli("--db", copy_db(agent, tmp_path / "plain.db"), "compress", "--no-vltm",
                      "--format", "json", db=False)
     started = time.monotonic()
     report, stderr = compress(cli, "--no-vltm", "--summarizer", command,

@@ -7,18 +7,16 @@ BEGIN IMMEDIATE transaction; `reindex` commits one batch of index.BATCH texts at
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from conftest import jsonl
+from conftest import cpu_seconds, jsonl, write_locked
 
-from ravana_db.db import BUSY_TIMEOUT_MS, driver, open_db, sha256, transaction
+from ravana_db.db import BUSY_TIMEOUT_MS, open_db, sha256, transaction
 from ravana_db.index import BATCH
 
 RAVANA = [sys.executable, "-m", "ravana_db"]
@@ -44,11 +42,6 @@ def sentence(tag, i):
 def memories(tag, count, sentences=1):
     return [{"key": f"{tag}-{i}", "text": " ".join(
         sentence(tag, i * sentences + j) for j in range(sentences))} for i in range(count)]
-
-
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.fixture
@@ -99,20 +92,6 @@ def ok(result):
     assert result.returncode == 0, result.stderr
     assert "locked" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     return result
-
-
-def write_locked(probe):
-    """Whether another process holds the write lock now (asked without waiting)."""
-    probe.execute("PRAGMA busy_timeout = 0")
-    try:
-        probe.conn.execute("BEGIN IMMEDIATE")
-    except driver().OperationalError as e:
-        assert "locked" in str(e), e
-        return True
-    finally:
-        probe.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    probe.conn.execute("ROLLBACK")
-    return False
 
 
 def kill_when(proc, ready, timeout=120):

@@ -26,12 +26,7 @@ from ravana_db.cli import app
 from ravana_db.db import driver, format_time, open_db, parse_time
 from ravana_db.errors import InputError
 from ravana_db.schema import migrations
-
-
-def one_line_error(result, code=2):
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.stderr
+from conftest import one_line_error
 
 
 def older_file(path):

@@ -20,6 +20,7 @@ import tracemalloc
 import pytest
 from typer.testing import CliRunner
 
+from conftest import one_line_error
 from ravana_db import export
 from ravana_db.cli import app
 from ravana_db.db import driver, open_db
@@ -167,12 +168,6 @@ def invoke(db, *args):
 def ok(result):
     assert result.exit_code == 0, result.stderr
     return result
-
-
-def one_line_error(result, code=2):
-    assert (result.exit_code, result.stdout) == (code, ""), (result.exit_code, result.stderr)
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    return result.stderr
 
 
 def read_back(data, fmt):

@@ -26,8 +26,9 @@ import pytest
 from feedserver import FeedServer, Reply
 from typer.testing import CliRunner
 
+from conftest import cpu_seconds, write_locked
 from ravana_db.cli import app
-from ravana_db.db import driver, open_db, transaction
+from ravana_db.db import open_db, transaction
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = ROOT / "fixtures" / "feeds"
@@ -830,25 +831,6 @@ def test_export_feeds_refuses_an_unknown_format(tmp_path):
 # 6. SIGKILL midway --------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _write_locked(probe):
-    """Whether another process holds the write lock now (asked without waiting)."""
-    probe.execute("PRAGMA busy_timeout = 0")
-    try:
-        probe.conn.execute("BEGIN IMMEDIATE")
-    except driver().OperationalError as e:
-        assert "locked" in str(e), e
-        return True
-    finally:
-        probe.execute("PRAGMA busy_timeout = 10000")
-    probe.conn.execute("ROLLBACK")
-    return False
-
-
 def _kill_when(proc, ready, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
@@ -898,13 +880,13 @@ def test_a_killed_ingest_leaves_a_sound_file_and_the_next_run_completes(tmp_path
         # While it embeds: imports, the model and parsing take about 1.5 s of CPU; the
         # 1,500 articles take several more before their one transaction.
         proc = start()
-        _kill_when(proc, lambda: subscribed() and _cpu_seconds(proc.pid) > 2.5)
+        _kill_when(proc, lambda: subscribed() and cpu_seconds(proc.pid) > 2.5)
         assert _sound(db) == 0
 
         # While it writes: past its start (opening the file, subscribing), the only lock it
         # takes is the feed's one write.
         proc = start()
-        _kill_when(proc, lambda: _cpu_seconds(proc.pid) > 2.5 and _write_locked(probe))
+        _kill_when(proc, lambda: cpu_seconds(proc.pid) > 2.5 and write_locked(probe))
         stored = _sound(db)
         assert stored in (0, 1500)
     finally:

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from conftest import jsonl
+from conftest import copy_db, jsonl, one_line_error
 from ravana_db.cli import app
 from ravana_db.db import open_db
 
@@ -48,11 +48,8 @@ def template(tmp_path_factory):
 
 @pytest.fixture
 def agent(template, db_path):
-    """The template, copied (with SQLite's backup, WAL and all) to the `cli` fixture's file."""
-    with contextlib.closing(sqlite3.connect(template)) as a, \
-            contextlib.closing(sqlite3.connect(db_path)) as b:
-        a.backup(b)
-    return db_path
+    """The template, copied to the `cli` fixture's file."""
+    return copy_db(template, db_path)
 
 
 def plain(path, sql, *params):
@@ -85,12 +82,6 @@ def keys(cli, text, mode, top_n=5):
                  "--no-touch", "--format", "json")
     assert result.exit_code == 0, result.stderr
     return [r["key"] for r in json.loads(result.stdout)]
-
-
-def one_line_error(result, code):
-    assert (result.exit_code, result.stdout) == (code, ""), (result.stdout, result.stderr)
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def assert_searches_work(cli, present, absent=()):
