@@ -37,6 +37,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 
+from . import runs
 from .db import driver, now as utc_now, sha256
 from .errors import InputError, RavanaError
 from .store import write
@@ -100,18 +101,9 @@ WHERE level < target ORDER BY id
 # and the NOT NULL constraint then fails the whole write.
 SWAP = ("UPDATE very_long_term_memories SET compressed_content = "
         "CASE WHEN compressed_content = ? THEN ? END WHERE memory_id = ?")
-RECORD = """
-INSERT INTO memory_consolidations(consolidation_id, consolidation_type, memories_processed,
-    compression_ratio, consolidation_results, processing_time_seconds, success, error_message)
-VALUES (?, 'event_triggered', ?, ?, ?, ?, ?, ?)
-"""
 SUMMARY_ID = ("UPDATE memory_consolidations SET consolidation_results = json_set("
               "consolidation_results, '$.knowledge.summary_id', "
               "(SELECT id FROM summary WHERE content_hash = ?)) WHERE consolidation_id = ?")
-METRIC = """
-INSERT INTO consolidation_metrics(metric_id, consolidation_id, metric_name, metric_value,
-    metric_unit) VALUES (?, ?, ?, ?, ?)
-"""
 
 
 @dataclass
@@ -266,8 +258,9 @@ def _record(plan, done):
                                 if k not in ("text", "status", "summary_id")}
     knowledge, vltm = done["knowledge"] or {}, done["vltm"] or {}
     processed = knowledge.get("summaries", 0) + vltm.get("compressed", 0)
-    statements = [(RECORD, [plan.run_id, processed, done["compression_ratio"],
-                            json.dumps(results, ensure_ascii=False), done["seconds"], 1, None])]
+    statements = [runs.record(plan.run_id, type="event_triggered", results=results,
+                              processed=processed, ratio=done["compression_ratio"],
+                              seconds=done["seconds"])]
     if plan.text is not None:
         statements.append((SUMMARY_ID, [sha256(plan.text), plan.run_id]))
     metrics = [
@@ -280,19 +273,15 @@ def _record(plan, done):
         ("compression_ratio", done["compression_ratio"], "ratio"),
         ("processing_time", done["seconds"], "seconds"),
     ]
-    statements += [(METRIC, [str(uuid.uuid4()), plan.run_id, name, value, unit])
-                   for name, value, unit in metrics]
+    statements += runs.metrics(plan.run_id, metrics)
     return statements
 
 
 def _record_failure(db, plan, error):
     results = {"operation": "compress", "warnings": plan.warnings}
-    try:
-        write(db, [], statements=[(RECORD, [
-            plan.run_id, 0, 1.0, json.dumps(results, ensure_ascii=False),
-            round(time.monotonic() - plan.started, 3), 0, error])])
-    except (RavanaError, driver().Error):
-        pass  # the first error is the one to report
+    runs.record_failure(db, runs.record(plan.run_id, type="event_triggered", results=results,
+                                        seconds=round(time.monotonic() - plan.started, 3),
+                                        error=error))
 
 
 # Knowledge ------------------------------------------------------------------------------

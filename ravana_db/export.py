@@ -53,6 +53,9 @@ TIME = {
     "pattern_strategic_knowledge": None,
     "consolidation_metrics": "timestamp",
     "retention_policies": "updated_at",
+    "memory_link": "created_at",
+    "memory_merge": None,
+    "consolidation_policy": "updated_at",
 }
 assert set(TIME) == set(TABLES)
 

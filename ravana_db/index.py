@@ -233,10 +233,11 @@ def sync_docs(db):
         table, ref = spec["table"], spec["ref"]
         cols = {k: spec[k].replace("new.", "t.") for k in ("text", "type", "source", "ts")}
         cols["text"] = f"coalesce({cols['text']}, '')"
+        shown = spec.get("where", "1").replace("new.", "t.")  # e.g. merged memories: not
         added += db.execute(
             f"INSERT INTO doc(kind, ref, text, type, source, ts) "
             f"SELECT '{kind}', t.{ref}, {cols['text']}, {cols['type']}, "
-            f"{cols['source']}, {cols['ts']} FROM {table} t WHERE NOT EXISTS ("
+            f"{cols['source']}, {cols['ts']} FROM {table} t WHERE {shown} AND NOT EXISTS ("
             f"SELECT 1 FROM doc WHERE kind = '{kind}' AND ref = CAST(t.{ref} AS TEXT))"
         ).rowcount
         updated += db.execute(
@@ -247,7 +248,7 @@ def sync_docs(db):
             f"doc.source IS NOT {cols['source']} OR doc.ts IS NOT {cols['ts']})").rowcount
         removed += db.execute(
             f"DELETE FROM doc WHERE kind = '{kind}' AND ref NOT IN ("
-            f"SELECT CAST({ref} AS TEXT) FROM {table})").rowcount
+            f"SELECT CAST(t.{ref} AS TEXT) FROM {table} t WHERE {shown})").rowcount
     return added, updated, removed
 
 

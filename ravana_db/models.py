@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-    field_validator)
+    create_model, field_validator)
 
 from .db import parse_time, sha256
 from .errors import InputError
@@ -362,3 +362,110 @@ def validate(model, data, *, line=None, options=False):
             message = f"unknown field (fields: {allowed})"
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         raise InputError(f"{where}{field}: {message}{more}") from None
+
+
+# The natural identity of each table's rows: the columns that find a row again in another
+# file, where integer ids differ. A row takes the first whose columns it gives (not null);
+# with none, it is a new row. Log rows have no key of their own: their time and content are
+# their identity.
+NATURAL = {
+    "feed": [("url",)],
+    "article": [("feed_id", "guid")],
+    "event": [("cluster_id",), ("timestamp", "description")],
+    "event_article": [("event_id", "article_id")],
+    "summary": [("content_hash",)],
+    "actionlog": [("timestamp", "action_name", "params", "status")],
+    "moodlog": [("timestamp", "mood_vector")],
+    "situationlog": [("timestamp", "situation_type", "prompt", "context")],
+    # Without a situation, a decision is found by a scan: decisionlog has no time index.
+    "decisionlog": [("situation_id", "timestamp", "raw_response"), ("timestamp", "raw_response")],
+    "experimentlog": [("timestamp", "hypothesis", "results")],
+    "memory": [("key",), ("created_at", "text")],
+    "very_long_term_memories": [("memory_id",)],
+    "memory_patterns": [("pattern_id",)],
+    "memory_consolidations": [("consolidation_id",)],
+    "strategic_knowledge": [("knowledge_id",)],
+    "consolidation_patterns": [("consolidation_id", "pattern_id")],
+    "pattern_strategic_knowledge": [("pattern_id", "knowledge_id")],
+    "consolidation_metrics": [("metric_id",)],
+    "retention_policies": [("memory_type",)],
+}
+# content_hash is SHA-256 of these columns (joined by newlines), as `log` and `ingest feeds`
+# compute it, when a row does not give one.
+HASHED = {"summary": ("summary_text",), "memory": ("text",),
+          "article": ("title", "summary", "content")}
+TIME_COLUMNS = frozenset((
+    "timestamp", "created_at", "last_accessed", "promoted_at", "discovered_at",
+    "last_validated", "consolidation_date", "last_updated", "updated_at", "fetched_at",
+    "published", "last_fetched", "next_attempt"))
+
+
+class Row(Record):
+    """A row of one of the agent's tables, columns as `export` writes them (row_models()
+    makes one class per table and identity). Only the columns given are written: the others
+    take the database's default on insert and stay as they are on update; null is a value."""
+
+    hashed: ClassVar[tuple[str, ...]] = ()
+
+    def row(self, *, partial=False):
+        row = self.model_dump(exclude_unset=True)
+        if self.hashed and "content_hash" not in row:
+            row["content_hash"] = sha256("\n".join(row.get(c) or "" for c in self.hashed))
+        return row
+
+
+def _json_column(kind, value):
+    """A JSON column's value: JSON text is kept as it is (byte for byte), another value is
+    written as JSON; a string that is not JSON is a JSON string where any JSON may go."""
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except RecursionError:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+        except ValueError:
+            if kind is not None:
+                raise ValueError(f"not valid JSON: {value[:40]!r}") from None
+            return json.dumps(value, ensure_ascii=False)
+    else:
+        parsed, value = value, json.dumps(_storable(value), ensure_ascii=False)
+    if kind == "object" and not isinstance(parsed, dict):
+        raise ValueError("must be a JSON object")
+    if kind == "array" and not isinstance(parsed, list):
+        raise ValueError("must be a JSON array")
+    return value
+
+
+def row_models(table, columns, *, json_columns, foreign_keys, id_column, identities=None):
+    """The Row classes of one table: {identity: class}, and {(): class} for rows with none.
+
+    Args:
+        columns: (name, declared type, not null, has default) of each column but the
+            integer id (which a row never carries to another file).
+        json_columns: {name: 'object', 'array' or None (any JSON)}.
+        foreign_keys: {column: (table, column)}, checked by the write path.
+        id_column: the column whose value write() reports (the search index's key).
+        identities: the identities to try, in order (default: NATURAL[table]).
+    """
+    fields = {}
+    for name, declared, not_null, has_default in columns:
+        if name in json_columns:
+            kind = Annotated[str, BeforeValidator(lambda v, k=json_columns[name]:
+                                                  _json_column(k, v))]
+        elif name in TIME_COLUMNS:
+            kind = Annotated[str, BeforeValidator(_time)]
+        else:
+            kind = {"INTEGER": Int64, "REAL": float}.get(declared.upper(), str)
+        if not not_null:
+            kind = kind | None
+        required = not_null and not has_default and not (
+            name == "content_hash" and table in HASHED)  # computed when not given
+        fields[name] = (kind, ... if required else None)
+    base = create_model(f"{table}_row", __base__=Row, **fields)
+    base.table, base.id_column, base.references = table, id_column, dict(foreign_keys)
+    base.hashed = HASHED.get(table, ())
+    base.keep_existing = table == "summary"  # as `log summary`: a text stored once
+    models = {(): base}
+    for identity in NATURAL[table] if identities is None else identities:
+        models[identity] = type(f"{table}_by_{'_'.join(identity)}", (base,),
+                                {"identity": identity})
+    return models

@@ -17,7 +17,7 @@ TABLES = (
     "actionlog", "moodlog", "situationlog", "decisionlog", "experimentlog", "memory",
     "very_long_term_memories", "memory_patterns", "memory_consolidations", "strategic_knowledge",
     "consolidation_patterns", "pattern_strategic_knowledge", "consolidation_metrics",
-    "retention_policies",
+    "retention_policies", "memory_link", "memory_merge", "consolidation_policy",
 )
 
 NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
@@ -272,7 +272,10 @@ VALUES
 SEARCHABLE = {
     "memory": dict(
         table="memory", ref="id", columns="text, memory_type, source, created_at",
-        text="new.text", type="new.memory_type", source="new.source", ts="new.created_at"),
+        text="new.text", type="new.memory_type", source="new.source", ts="new.created_at",
+        # m006: a memory merged into another by `consolidate` leaves the index (and so
+        # `query`); undoing the merge brings it back.
+        where="new.merged_into IS NULL", where_columns="merged_into"),
     "article": dict(
         table="article", ref="id", columns="title, summary, source, published, fetched_at",
         text="new.title || coalesce(char(10) || new.summary, '')", type="NULL",
@@ -360,13 +363,27 @@ CREATE VIRTUAL TABLE doc_bits USING vec0(
 """
 
 
-def _source_triggers(kind, table, ref, columns, text, type, source, ts):
+def _source_triggers(kind, table, ref, columns, text, type, source, ts, where=None,
+                     where_columns=None):
+    """The triggers that keep `doc` in step with a table. `where`: only rows for which it
+    holds are indexed; an update of `where_columns` adds or drops the row's entry."""
     old = lambda expr: expr.replace("new.", "old.")  # noqa: E731
-    return f"""
-CREATE TRIGGER {table}_doc_ai AFTER INSERT ON {table} BEGIN
-    INSERT INTO doc(kind, ref, text, type, source, ts)
-    VALUES ('{kind}', new.{ref}, coalesce({text}, ''), {type}, {source}, {ts});
+    values = f"VALUES ('{kind}', new.{ref}, coalesce({text}, ''), {type}, {source}, {ts});"
+    shown = "" if not where else f"""
+CREATE TRIGGER {table}_doc_hide AFTER UPDATE OF {where_columns} ON {table}
+WHEN NOT ({where}) BEGIN
+    DELETE FROM doc WHERE kind = '{kind}' AND ref = CAST(old.{ref} AS TEXT);
 END;
+CREATE TRIGGER {table}_doc_show AFTER UPDATE OF {where_columns} ON {table}
+WHEN ({where}) AND NOT ({old(where)}) BEGIN
+    INSERT OR IGNORE INTO doc(kind, ref, text, type, source, ts)
+    {values}
+END;"""
+    return f"""
+CREATE TRIGGER {table}_doc_ai AFTER INSERT ON {table}{f" WHEN {where}" if where else ""} BEGIN
+    INSERT INTO doc(kind, ref, text, type, source, ts)
+    {values}
+END;{shown}
 CREATE TRIGGER {table}_doc_au AFTER UPDATE OF {columns} ON {table} BEGIN
     UPDATE doc SET ref = new.{ref}, text = coalesce({text}, ''), type = {type},
         source = {source}, ts = {ts}
@@ -432,14 +449,28 @@ SELECT d.id AS doc_id, t.* FROM doc d JOIN {kind} t ON t.id = CAST(d.ref AS INTE
 WHERE +d.kind = '{kind}'""" for kind in ("memory", "summary", "article")}
 
 
-def index_objects():
-    """{name: CREATE statement} of every piece of the search index, in creation order."""
+def index_objects(db=None):
+    """{name: CREATE statement} of every piece of the search index, in creation order.
+
+    db: the file being migrated; a condition on a column that a later migration adds (m006's
+    `merged_into`) is left out until that column exists.
+    """
     objects = dict(INDEX_TABLES)
+    specs = {kind: _as_built(db, spec) for kind, spec in SEARCHABLE.items()}
     for sql in _statements(DOC_TRIGGERS + "".join(
-            _source_triggers(kind, **spec) for kind, spec in SEARCHABLE.items())):
+            _source_triggers(kind, **spec) for kind, spec in specs.items())):
         objects[sql.split()[2]] = sql
     objects.update({f"{kind}_search": sql for kind, sql in BROWSE.items()})
     return objects
+
+
+def _as_built(db, spec):
+    if db is None or "where_columns" not in spec:
+        return spec
+    columns = {r[1] for r in db.execute(f"PRAGMA table_info([{spec['table']}])")}
+    if spec["where_columns"] in columns:
+        return spec
+    return {k: v for k, v in spec.items() if k not in ("where", "where_columns")}
 
 
 def install_index(db):
@@ -449,12 +480,13 @@ def install_index(db):
     Returns the names of the pieces created or replaced.
     """
     present = dict(db.execute("SELECT name, sql FROM sqlite_master").fetchall())
-    changed = [name for name, sql in index_objects().items()
+    objects = index_objects(db)
+    changed = [name for name, sql in objects.items()
                if name not in present or _outdated(sql, present[name])]
     for name in changed:
         if name in present:
-            db.execute(f"DROP {index_objects()[name].split()[1]} [{name}]")
-        db.execute(index_objects()[name])
+            db.execute(f"DROP {objects[name].split()[1]} [{name}]")
+        db.execute(objects[name])
     return changed
 
 
@@ -494,8 +526,8 @@ def m001_core(db):
 def m002_search(db):
     run_script(db.conn, SEARCH)
     db.conn.execute(BITS)
-    for kind, spec in SEARCHABLE.items():
-        run_script(db.conn, _source_triggers(kind, **spec))
+    for kind, spec in SEARCHABLE.items():  # as they were then: before m006's conditions
+        run_script(db.conn, _source_triggers(kind, **_as_built(db, spec)))
 
 
 @migrations()
@@ -562,3 +594,98 @@ def m005_vltm_search_text_skips_compression(db):
     install_index(db)
     db.execute("UPDATE very_long_term_memories SET compressed_content = compressed_content "
                "WHERE json_type(compressed_content, '$._compressed') IS NOT NULL")
+
+
+# Policy rows `consolidate` reads (editable data, not constants): each value a JSON object.
+CONSOLIDATION_POLICY = {
+    "window.daily": ({"since_hours": 24, "min_age_hours": 12, "min_importance": 0.0},
+                     "daily: memories of the last 24 h, at least 12 h old"),
+    "window.weekly": ({"since_hours": 168, "min_age_hours": 72, "min_importance": 0.0},
+                      "weekly: memories of the last 7 days, at least 3 days old"),
+    "window.monthly": ({"since_hours": None, "min_age_hours": 336, "min_importance": 0.6},
+                       "monthly: memories at least 14 days old, importance 0.6 or more"),
+    "window.quarterly": ({"since_hours": None, "min_age_hours": 1440, "min_importance": 0.5},
+                         "quarterly: memories at least 60 days old, importance 0.5 or more"),
+    "window.event_triggered": ({"since_hours": None, "min_age_hours": 0, "min_importance": 0.0},
+                               "event_triggered: every memory not yet consolidated"),
+    "promote.short_to_long": (
+        {"min_age_days": 1, "min_importance": 0.6, "min_strategic": 0.4, "min_access": 1,
+         "retention_category": "long_term"},
+        "short-term to long-term: 1 day old, importance 0.6, strategic 0.4, accessed once"),
+    "promote.long_to_very_long": (
+        {"min_age_days": 7, "min_importance": 0.7, "min_strategic": 0.6, "min_access": 2,
+         "retention_category": "very_long_term"},
+        "long-term to very-long-term: 7 days old, importance 0.7, strategic 0.6, accessed twice"),
+    "promote.direct": (
+        {"memory_types": ["critical_failure", "strategic_knowledge"], "min_importance": 0.9,
+         "min_strategic": 0.8, "retention_category": "permanent"},
+        "directly: critical failures and strategic knowledge, importance 0.9, strategic 0.8"),
+    "patterns": ({"min_support": 3, "min_confidence": 0.6, "lookback_days": 90,
+                  "max_actions": 50000, "causal_window_minutes": 60,
+                  "structural_similarity": 0.8},
+                 "pattern extraction: support, confidence, how far back, causal window"),
+    "knowledge": ({"min_patterns": 2}, "strategic knowledge: patterns a domain needs"),
+    "duplicates": ({"link_similarity": 0.9},
+                   "similar memories that are not duplicates are linked at this cosine"),
+    "limits": ({"max_memories": 100000, "batch": 2000},
+               "memories one run takes at most (the rest wait for the next), rows per write"),
+}
+CONSOLIDATION = f"""
+ALTER TABLE memory ADD COLUMN merged_into INTEGER REFERENCES memory(id) ON DELETE SET NULL;
+ALTER TABLE memory ADD COLUMN dup_key TEXT;
+ALTER TABLE memory ADD COLUMN consolidated_in TEXT;
+CREATE INDEX idx_memory_merged_into ON memory(merged_into) WHERE merged_into IS NOT NULL;
+CREATE INDEX idx_memory_dup_key ON memory(dup_key);
+CREATE INDEX idx_memory_consolidated_in ON memory(consolidated_in)
+    WHERE consolidated_in IS NOT NULL;
+CREATE INDEX idx_memory_due ON memory(created_at) WHERE dup_key IS NULL;
+CREATE TRIGGER memory_text_reconsolidate AFTER UPDATE OF text ON memory
+WHEN new.text IS NOT old.text AND new.dup_key IS NOT NULL BEGIN
+    UPDATE memory SET dup_key = NULL, consolidated_in = NULL WHERE id = new.id;
+END;
+CREATE TABLE memory_link (
+    memory_id INTEGER NOT NULL REFERENCES memory(id) ON DELETE CASCADE,
+    related_id INTEGER NOT NULL REFERENCES memory(id) ON DELETE CASCADE,
+    similarity REAL,
+    reason TEXT NOT NULL,
+    consolidation_id TEXT,
+    created_at TEXT NOT NULL DEFAULT {NOW},
+    PRIMARY KEY (memory_id, related_id),
+    CHECK (memory_id < related_id)
+);
+CREATE INDEX idx_memory_link_related ON memory_link(related_id);
+CREATE TABLE memory_merge (
+    consolidation_id TEXT NOT NULL
+        REFERENCES memory_consolidations(consolidation_id) ON DELETE CASCADE,
+    memory_id INTEGER NOT NULL REFERENCES memory(id) ON DELETE CASCADE,
+    survivor_id INTEGER NOT NULL,
+    role TEXT NOT NULL {_enum("role", ("merged", "survivor"))},
+    reason TEXT,
+    before TEXT NOT NULL {_json("before", "object")},
+    after TEXT NOT NULL {_json("after", "object")},
+    PRIMARY KEY (consolidation_id, memory_id)
+);
+CREATE INDEX idx_memory_merge_memory ON memory_merge(memory_id);
+CREATE TABLE consolidation_policy (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL {_json("value", "object")},
+    description TEXT,
+    updated_at TEXT NOT NULL DEFAULT {NOW}
+);
+ALTER TABLE retention_policies ADD COLUMN archive_after_days INTEGER
+    {_days("archive_after_days")};
+"""
+
+
+@migrations()
+def m006_consolidation(db):
+    """Merged memories (hidden from search, kept), the duplicate key and the run that took
+    each memory, links between similar memories, what each merge changed (for undo), and
+    consolidation's thresholds as policy rows."""
+    import json
+
+    run_script(db.conn, CONSOLIDATION)
+    db.conn.executemany(
+        "INSERT INTO consolidation_policy(key, value, description) VALUES (?, ?, ?)",
+        [(key, json.dumps(value), text) for key, (value, text) in CONSOLIDATION_POLICY.items()])
+    install_index(db)

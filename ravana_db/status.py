@@ -28,7 +28,26 @@ def status(db, path):
         "index": health(db),
         "last_consolidation": (
             {"date": last[0], "type": last[1], "success": bool(last[2])} if last else None),
+        "consolidation": _consolidation(db),
         "rows": {t: db.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in TABLES},
+    }
+
+
+def _consolidation(db):
+    """What `consolidate` has done: its runs, and what they left in the file."""
+    runs, failed, last = db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE success = 0), max(consolidation_date) "
+        "FROM memory_consolidations "
+        "WHERE json_extract(consolidation_results, '$.operation') = 'consolidate'").fetchone()
+    one = lambda sql: db.execute(sql).fetchone()[0]
+    return {
+        "runs": runs, "failed_runs": failed, "last_run": last,
+        "memories_merged": one("SELECT count(*) FROM memory WHERE merged_into IS NOT NULL"),
+        "memories_waiting": one("SELECT count(*) FROM memory WHERE dup_key IS NULL"),
+        "links": one("SELECT count(*) FROM memory_link"),
+        "very_long_term_memories": one("SELECT count(*) FROM very_long_term_memories"),
+        "patterns": one("SELECT count(*) FROM memory_patterns"),
+        "knowledge": one("SELECT count(*) FROM strategic_knowledge"),
     }
 
 

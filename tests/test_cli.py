@@ -1,12 +1,16 @@
 """The command line as a whole: help for every command, the README names them all."""
 
+import atexit
 import contextlib
+import importlib.util
 import json
+import os
 import re
 import shlex
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,8 @@ from ravana_db.models import KINDS
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
        "export"]
-GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events"], "export": ["backup", "feeds"]}
+GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events", "jsonl", "dir", "ravana"],
+          "export": ["backup", "feeds"]}
 COMMANDS = [[c] for c in TOP if c not in GROUPS] + [[g, c] for g in GROUPS for c in GROUPS[g]]
 RAVANA = [sys.executable, "-m", "ravana_db"]
 
@@ -40,11 +45,11 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme(cli, comman
     assert f"ravana-db {' '.join(command)}" in README
 
 
-def test_later_commands_say_so(cli):
+def test_consolidate_on_a_missing_file_is_one_line(cli, db_path):
     result = cli("consolidate")
-    assert result.exit_code == 1
-    assert result.stderr == "error: `ravana-db consolidate` is not built yet (memory " \
-                            "consolidation comes in a later release)\n"
+    assert result.exit_code == 2 and not db_path.exists()
+    assert result.stderr == f"error: no database at {db_path}: run `ravana-db init` or pass " \
+                            "--db PATH\n"
 
 
 def test_module_entry_point(tmp_path):
@@ -184,8 +189,10 @@ def walk(group, path=()):
 
 
 WALKED = list(walk(typer.main.get_command(app)))
-LATER = {("consolidate",)}
-FEED = str(Path(__file__).parent.parent / "fixtures" / "feeds" / "rss092.xml")
+LATER = set()
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+FEED = str(FIXTURES / "feeds" / "rss092.xml")
+LOAD = FIXTURES / "load" / "export"  # what `export all` wrote from a small file
 
 
 def valid_args(command):
@@ -194,7 +201,23 @@ def valid_args(command):
         return shlex.split(EXAMPLES[command[1]].split("   (or:")[0])[3:]
     return {("query",): ["green tea", "--no-touch"],
             ("ingest", "feeds"): [FEED, "--no-events"],
+            ("ingest", "jsonl"): [LOAD / "memory.jsonl", "--table", "memory"],
+            ("ingest", "dir"): [LOAD],
+            ("ingest", "ravana"): [original_db()],
             ("export", "backup"): ["copy.db"]}.get(tuple(command), [])
+
+
+def original_db():
+    """A database of the original system (fixtures/ravana/make_original.py), made once."""
+    path = Path(tempfile.gettempdir()) / f"ravana-original-{os.getpid()}.db"
+    if not path.exists():
+        spec = importlib.util.spec_from_file_location(
+            "make_original", FIXTURES / "ravana" / "make_original.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.make(path)
+        atexit.register(path.unlink, missing_ok=True)
+    return path
 
 
 def test_the_walk_finds_every_command():

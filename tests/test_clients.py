@@ -42,6 +42,9 @@ INSERT INTO consolidation_patterns(consolidation_id, pattern_id) VALUES ('c-1', 
 INSERT INTO pattern_strategic_knowledge(pattern_id, knowledge_id) VALUES ('pat-1', 'k-1');
 INSERT INTO consolidation_metrics(metric_id, consolidation_id, metric_name, metric_value)
     VALUES ('m-1', 'c-1', 'seconds', 1.5);
+INSERT INTO memory_link(memory_id, related_id, reason) VALUES (1, 2, 'word order differs');
+INSERT INTO memory_merge(consolidation_id, memory_id, survivor_id, role, before, after)
+    VALUES ('c-1', 2, 1, 'merged', '{"merged_into": null}', '{"merged_into": 1}');
 """
 
 

@@ -523,18 +523,5 @@ def _days(age):
     return float(match[1]) * {"h": 1 / 24, "d": 1, "w": 7}[match[2]]
 
 
-def _later(name, issue_text):
-    def command():
-        raise RavanaError(f"`ravana-db {name}` is not built yet ({issue_text})")
-
-    command.__doc__ = f"Not built yet: {issue_text}."
-    app.command(name, cls=Command)(command)
-
-
-for _name, _text in {
-    "consolidate": "memory consolidation comes in a later release",
-}.items():
-    _later(_name, _text)
-
 # Command groups with a module of their own register themselves on `app`.
-from . import compress, export  # noqa: E402, F401
+from . import compress, consolidate, export, load  # noqa: E402, F401
