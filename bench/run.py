@@ -2,8 +2,9 @@
 
     python bench/run.py [--only NAME ...] [--runs N]
 
-NAME: quality, fts_startup, bulk_log, vector, hybrid. Databases and embeddings are built once
-into bench/cache/ (git-ignored); the first run takes a while (embedding ~100k real sentences).
+NAME: lock, quality, fts_startup, bulk_log, bulk_log_sorted, vector, hybrid, filters, stream.
+Databases and embeddings are built once into bench/cache/ (git-ignored); the first run takes a
+while (embedding ~100k real sentences).
 Results are printed and written to bench/results/latest.json.
 
 Texts are real: sentences from the docstrings of the installed Python sources (corpus.py),
@@ -206,6 +207,64 @@ def bench_hybrid(runs, sizes=(10_000, 100_000, 1_000_000), queries=100):
     return report
 
 
+FILTERS = {"none": {}, "kind": {"kind": "memory"}, "type": {"type": "fact"},
+           "source": {"source": "source-3"}, "since": {"since": "2026-07-01"},
+           "all four": {"kind": "memory", "type": "fact", "source": "source-3",
+                        "since": "2026-07-01"}}
+
+
+def bench_filters(runs, n=STORED, queries=100):
+    """Each mode with each filter against no filter, on the same queries in one run."""
+    _, _, qtexts, qvectors = corpus()
+    embedder = CachedEmbedder(qtexts, qvectors)  # the search alone, not the query's embedding
+    db = open_db(build(n), create=False)
+    report = {"what": f"in-process search of {n} memories, top 10, {queries} held-out queries "
+                      "(query vectors precomputed): median ms with each filter, and its ratio "
+                      "to no filter"}
+    for mode in ("fts", "vector", "hybrid"):
+        times = {name: [] for name in FILTERS}
+        for text in qtexts[:queries]:
+            for name, options in FILTERS.items():
+                q = Query(text, mode=mode, top_n=10, **options)
+                times[name].append(timed(search, db, q, embedder=embedder, touch=False)[0])
+        base = median(times["none"])
+        report[mode] = {name: {"median_ms": round(median(t) * 1000, 2),
+                               "ratio": round(median(t) / base, 2)}
+                        for name, t in times.items()}
+    db.close()
+    return report
+
+
+def bench_stream(runs, n=10_000, queries=30):
+    """Per-query latency through one open `query --stdin` process (ask, read the answer, ask
+    again) against one `ravana-db query` process per question."""
+    _, _, qtexts, _ = corpus()
+    db = build(n)
+    cmd = [str(BIN / "ravana-db"), "--db", str(db), "query", "--no-touch", "--top-n", "5"]
+    proc = subprocess.Popen([*cmd, "--stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    open_process = []
+    for text in ["warm up", *qtexts[:queries]]:  # the first answer pays for the model load
+        start = time.perf_counter()
+        proc.stdin.write(json.dumps({"text": text}) + "\n")
+        proc.stdin.flush()
+        proc.stdout.readline()
+        open_process.append(time.perf_counter() - start)
+    proc.stdin.close()
+    proc.wait()
+    per_process = []
+    for text in qtexts[:max(runs, 10)]:
+        start = time.perf_counter()
+        subprocess.run([*cmd, text, "--format", "json"], stdout=subprocess.DEVNULL, check=True)
+        per_process.append(time.perf_counter() - start)
+    return {"what": f"hybrid query of {n} memories: one open `query --stdin` process (after its "
+                    "first answer) against a new `ravana-db query` process per question",
+            "open_process_median_ms": round(median(open_process[1:]) * 1000, 1),
+            "first_answer_ms": round(open_process[0] * 1000, 1),
+            "process_per_query_median_ms": round(median(per_process) * 1000, 1),
+            "ratio_median": round(median(per_process) / median(open_process[1:]), 1)}
+
+
 def bench_lock(runs, n=1000):
     """How long one `write` of n memories holds the write lock, next to its whole time."""
     from ravana_db.models import Memory
@@ -238,7 +297,8 @@ def bench_lock(runs, n=1000):
 
 BENCHES = {"lock": bench_lock, "quality": bench_quality, "fts_startup": bench_fts_startup,
            "bulk_log": bench_bulk_log, "bulk_log_sorted": lambda runs: bench_bulk_log(runs, sort=True),
-           "vector": bench_vector, "hybrid": bench_hybrid}
+           "vector": bench_vector, "hybrid": bench_hybrid, "filters": bench_filters,
+           "stream": bench_stream}
 
 
 def main():

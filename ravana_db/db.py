@@ -306,6 +306,14 @@ def parse_time(value, *, field="time"):
                          "0001-01-01 and 9999-12-31 UTC") from None
 
 
+def parse_days(age, *, field):
+    """A positive span like 3d, 36h or 1w, as days."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([hdw])", str(age).strip())
+    if not match or float(match[1]) <= 0:
+        raise InputError(f"{field}: {str(age)[:40]!r} is not a span like 3d, 36h or 1w")
+    return float(match[1]) * {"h": 1 / 24, "d": 1, "w": 7}[match[2]]
+
+
 def sha256(text):
     """The content hash used for deduplication: SHA-256 of the UTF-8 text, hex."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

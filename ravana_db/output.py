@@ -40,13 +40,15 @@ def _cell(value):
     return "" if value is None else str(value)
 
 
-def emit(rows, fmt, *, columns=None, one=False, out=None):
+def emit(rows, fmt, *, columns=None, one=False, out=None, live=False, title=None):
     """Write rows (an iterable of dicts, streamed) to stdout in format fmt.
 
     Args:
         columns: the keys to show and their order (default: the first row's keys).
         one: rows holds a single record: JSON gets an object, a table gets key/value lines.
         out: where to write (default stdout; a report for people goes to stderr).
+        live: flush after every row, for a reader waiting on each answer.
+        title: a table's caption line.
     """
     out = out or sys.stdout
     rows = iter(rows)
@@ -59,10 +61,14 @@ def emit(rows, fmt, *, columns=None, one=False, out=None):
             out.write(("[\n  " if empty else ",\n  ") + json.dumps(_only(row, columns),
                                                                 ensure_ascii=False))
             empty = False
+            if live:
+                out.flush()
         out.write("[]\n" if empty else "\n]\n")
     elif fmt is Format.jsonl:
         for row in rows:
             out.write(json.dumps(_only(row, columns), ensure_ascii=False) + "\n")
+            if live:
+                out.flush()
     elif fmt is Format.csv:
         writer = None
         for row in rows:
@@ -70,8 +76,10 @@ def emit(rows, fmt, *, columns=None, one=False, out=None):
                 writer = csv.DictWriter(out, columns or list(row), extrasaction="ignore")
                 writer.writeheader()
             writer.writerow({k: _cell(v) for k, v in row.items()})
+            if live:
+                out.flush()
     else:
-        _table(rows, columns=columns, one=one, out=out)
+        _table(rows, columns=columns, one=one, out=out, title=title)
     out.flush()
 
 
@@ -79,13 +87,14 @@ def _only(row, columns):
     return row if columns is None else {k: row.get(k) for k in columns}
 
 
-def _table(rows, *, columns, one, out):
+def _table(rows, *, columns, one, out, title=None):
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     table = Table(show_header=not one, header_style="bold", box=box.SIMPLE_HEAD,
-                  pad_edge=False, collapse_padding=True)
+                  pad_edge=False, collapse_padding=True,
+                  title=None if title is None else _text(title), title_justify="left")
     if one:
         record = next(rows)
         table.add_column(style="bold")

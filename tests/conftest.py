@@ -86,6 +86,15 @@ def one_line_error(result, code=2):
     return stderr
 
 
+def refused_line(result):
+    """A `query --stdin` run whose one line was refused: the error on stderr (returned) and as
+    that line's JSON answer on stdout, exit code 2, no traceback."""
+    answer = json.loads(result.stdout)
+    assert result.exit_code == 2 and sorted(answer) == ["error", "line"], result.stdout
+    assert result.stderr == f"error: {answer['error']}\n"
+    return result.stderr
+
+
 def cpu_seconds(pid):
     """CPU seconds a running process has used (user + system)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

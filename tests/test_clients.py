@@ -135,10 +135,7 @@ def queries(cli, *lines):
     """One `query --stdin` run (the model loads once): the results of each line, in order."""
     result = cli("query", "--stdin", "--no-touch", "--format", "jsonl", input=jsonl(*lines))
     assert result.exit_code == 0, result.stderr
-    found = [[] for _ in lines]
-    for row in map(json.loads, result.stdout.splitlines()):
-        found[row["line"] - 1].append(row)
-    return found
+    return [answer["results"] for answer in map(json.loads, result.stdout.splitlines())]
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -97,9 +97,8 @@ def assert_searches_work(cli, present, absent=()):
     result = cli("-q", "query", "--stdin", "--kind", "memory", "--no-touch", "--format",
                  "jsonl", input=jsonl(*(line for _, _, line in asked)))
     assert result.exit_code == 0, result.stderr
-    found = [[] for _ in asked]
-    for row in map(json.loads, result.stdout.splitlines()):
-        found[row["line"] - 1].append(row["key"])
+    found = [[r["key"] for r in answer["results"]]
+             for answer in map(json.loads, result.stdout.splitlines())]
     for (key, how, line), got in zip(asked, found):
         expected = {"first": key in got[:1], "only": got == [key], "none": key not in got}
         assert expected[how], (key, line, got)

@@ -1,6 +1,8 @@
 """Search by meaning and by words: `ravana-db query`, the index, `reindex`."""
 
 import json
+from datetime import datetime, timezone
+import select
 import shutil
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import jsonl
-from ravana_db.db import open_db
+from ravana_db.db import now, open_db
 from ravana_db.embed import default_model_folder
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -167,13 +169,41 @@ def test_query_stdin_answers_each_line(cli, memories):
              '{"text": "Stockfish", "mode": "fts", "top_n": 1}\n'
              "\n"
              '{"text": "Kyoto", "kind": "memory", "top_n": 2}\n')
-    results = query(cli, "--stdin", "--no-touch", input=lines)
-    assert [r["line"] for r in results].count(2) == 1
-    assert {r["line"] for r in results} == {1, 2, 4}
-    assert [r["line"] for r in results].count(4) == 2
-    assert [r["key"] for r in results if r["line"] == 2] == ["mem-026"]
-    bad = cli("query", "--stdin", input='ok\n{"text": "x", "mode": "psychic"}\n')
+    answers = query(cli, "--stdin", "--no-touch", input=lines)
+    assert [(a["line"], a["text"], len(a["results"])) for a in answers] == [
+        (1, "how long should replies be?", 5), (2, "Stockfish", 1), (4, "Kyoto", 2)]
+    assert [r["key"] for r in answers[1]["results"]] == ["mem-026"]
+    # A bad line is refused on its own: the lines around it are still answered.
+    bad = cli("query", "--stdin", input='Kyoto\n{"text": "x", "mode": "psychic"}\nchess\n')
     assert bad.exit_code == 2 and bad.stderr.startswith("error: line 2: mode")
+    answers = [json.loads(line) for line in bad.stdout.splitlines()]
+    assert [sorted(a) for a in answers] == [["line", "results", "text"], ["error", "line"],
+                                            ["line", "results", "text"]]
+    assert answers[1]["error"] == bad.stderr[len("error: "):].rstrip("\n")
+
+
+def test_one_open_process_answers_each_line_before_the_next_is_sent(memories, db_path):
+    """An agent keeps one `query --stdin` open (one model load): it writes a question, reads
+    its answer, then asks the next. A query with no results still gets its line."""
+    proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(db_path), "query",
+                             "--stdin", "--no-touch", "--top-n", "1"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for text, key in (("Stockfish", "mem-026"), ("autumn leaves at Tofuku-ji", "mem-036"),
+                          ('{"text": "zzqx", "mode": "fts"}', None)):
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()  # the process cannot see the end of input: it must answer now
+            assert select.select([proc.stdout], [], [], 60)[0], f"no answer to {text!r}"
+            answer = json.loads(proc.stdout.readline())
+            assert [r["key"] for r in answer["results"]] == ([key] if key else [])
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        assert proc.stdout.read() == ""
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def test_returned_memories_count_as_accessed_unless_no_touch(cli, rows):
@@ -330,8 +360,9 @@ def test_reindex_resumes_after_an_interrupt(db_path, tmp_path):
 def test_bad_query_lines_are_one_line_errors(cli, line, expected):
     cli("init")
     result = cli("query", "--stdin", input=line + "\n")
-    assert result.exit_code == 2 and result.stdout == ""
-    assert result.stderr.startswith("error: " + expected) and result.stderr.count("\n") == 1
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: " + expected)
+    assert json.loads(result.stdout)["error"].startswith(expected)
 
 
 def test_a_filtered_word_search_is_driven_by_the_full_text_match(cli, memories):
@@ -350,3 +381,91 @@ def test_a_filtered_word_search_is_driven_by_the_full_text_match(cli, memories):
     db.close()
     assert plan[0].startswith("SCAN doc_fts VIRTUAL TABLE"), plan
     assert any(p.startswith("SEARCH d USING INTEGER PRIMARY KEY") for p in plan), plan
+
+
+# Fusion and ranking terms ---------------------------------------------------------------------
+
+
+def test_hybrid_fusion_is_pinned_on_the_labelled_fixture(cli, memories, db_path):
+    """The chosen fusion: (max(similarity, 0) + bm25 / bm25_max) / 2, bm25_max being the
+    highest BM25 the query's terms can reach. Its order on two fixture queries is pinned."""
+    from ravana_db.search import bm25_max, fts_terms
+
+    asked = {"Stockfish chess engine analysis depth":
+             ["mem-026", "mem-028", "mem-027", "mem-029"],
+             "what did the user say about the deploy on Friday and the staging database":
+             ["mem-009", "mem-008", "mem-006", "mem-052"]}
+    answers = query(cli, "--stdin", "--no-touch", "--top-n", "4", input="".join(
+        text + "\n" for text in asked))
+    db = open_db(db_path, write=False)
+    for answer, (text, keys) in zip(answers, asked.items()):
+        assert [r["key"] for r in answer["results"]] == keys
+        top = bm25_max(db, fts_terms(text))
+        for r in answer["results"]:
+            expected = (max(r["similarity"], 0) + (r["bm25"] or 0) / top) / 2
+            assert r["score"] == pytest.approx(expected, abs=2e-6)
+            assert "recency" not in r and "importance" not in r  # off by default
+
+
+def test_an_incidental_word_does_not_outvote_the_meaning(cli):
+    """Rank fusion gives the only word match a full first place; score fusion weighs it by how
+    much of the query's words it holds."""
+    cli("log", "memory", "--stdin", input=jsonl(
+        {"key": "meaning", "text": "Keep answers short: the user wants two or three sentences."},
+        {"key": "word", "text": "The person at the bakery asked for sourdough again."}))
+    result = query(cli, "how long should my replies be for this person?", "--no-touch")
+    assert [r["key"] for r in result] == ["meaning", "word"]
+    assert result[1]["bm25_rank"] == 1 and result[0]["bm25_rank"] is None
+
+
+@pytest.fixture
+def dated(cli):
+    """Three deploy failures: old and unimportant, recent and important, in between."""
+    cli("log", "memory", "--stdin", input=jsonl(
+        {"key": "old", "text": "The deploy failed because the disk was full.",
+         "importance": 0.2, "created_at": "2020-01-01T00:00:00Z"},
+        {"key": "new", "text": "The deploy failed because a certificate expired.",
+         "importance": 0.9, "created_at": now()},
+        {"key": "mid", "text": "The deploy failed: the database migration timed out.",
+         "importance": 0.5, "created_at": "2024-06-01T00:00:00Z"}))
+
+
+def test_recency_ranks_newer_items_first_and_says_by_how_much(cli, dated):
+    plain = query(cli, "why did the deploy fail because of the disk", "--no-touch")
+    assert plain[0]["key"] == "old"
+    recent = query(cli, "why did the deploy fail because of the disk", "--no-touch",
+                   "--recency", "30d")
+    assert [r["key"] for r in recent] == ["new", "old", "mid"]
+    for r in recent:
+        assert r["score"] == pytest.approx(r["relevance"] + r["recency"], abs=2e-6)
+        assert "importance" not in r
+    assert recent[0]["recency"] == pytest.approx(1.0, abs=1e-3)  # age 0: no decay
+    assert recent[1]["recency"] == recent[2]["recency"] == 0  # years old, half-life 30 days
+    age = (datetime.now(timezone.utc) - datetime(2024, 6, 1, tzinfo=timezone.utc)).days
+    halved = query(cli, "why did the deploy fail because of the disk", "--no-touch",
+                   "--recency", f"{age}d")  # a half-life of mid's age halves it
+    assert {r["key"]: r["recency"] for r in halved}["mid"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_importance_ranks_important_items_first(cli, dated):
+    ranked = query(cli, "why did the deploy fail because of the disk", "--no-touch",
+                   "--importance", "2")
+    assert [r["key"] for r in ranked][0] == "new"
+    by_key = {r["key"]: r for r in ranked}
+    assert {k: by_key[k]["importance"] for k in by_key} == {"old": 0.4, "new": 1.8, "mid": 1.0}
+    for r in ranked:
+        assert r["score"] == pytest.approx(r["relevance"] + r["importance"], abs=2e-6)
+    # Weight 0 changes nothing in the order.
+    assert [r["key"] for r in query(cli, "why did the deploy fail because of the disk",
+                                    "--no-touch", "--importance", "0")][0] == "old"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--recency", "soon"], "recency: 'soon' is not a span like 3d, 36h or 1w"),
+    (["--recency", "0d"], "recency: '0d' is not a span"),
+    (["--importance", "-1"], "importance: the weight must be between 0 and 100"),
+])
+def test_bad_ranking_terms_are_one_line_errors(cli, args, expected):
+    cli("init")
+    result = cli("query", "x", *args)
+    assert result.exit_code == 2 and result.stderr.startswith("error: " + expected)

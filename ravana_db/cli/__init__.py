@@ -2,7 +2,6 @@
 
 import inspect
 import json
-import re
 import signal
 import sys
 from typing import Annotated, Optional
@@ -10,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 import typer.core
 
-from ..db import driver, open_db, resolve_path
+from ..db import driver, open_db, parse_days, resolve_path
 from ..errors import InputError, RavanaError, RecordError
 from ..output import Format, Progress, emit, message, pick
 
@@ -158,13 +157,20 @@ def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = F
     emit([describe(db, path)], fmt, one=True)
 
 
-def _stdin_lines():
-    """(line number, line) of each non-blank line on stdin."""
-    for number, raw in enumerate(sys.stdin.buffer, 1):
+def _stdin_lines(*, strict=True):
+    """(line number, line) of each non-blank line on stdin, read as it comes.
+
+    A line that is not UTF-8 raises InputError, or with strict=False comes as the error.
+    """
+    for number, raw in enumerate(iter(sys.stdin.buffer.readline, b""), 1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise InputError(f"line {number}: not valid UTF-8") from None
+            error = InputError(f"line {number}: not valid UTF-8")
+            if strict:
+                raise error from None
+            yield number, error
+            continue
         if line.strip():
             yield number, line
 
@@ -283,6 +289,7 @@ EXAMPLES = {
 
 RESULT_COLUMNS = ["kind", "id", "key", "text", "timestamp", "score", "bm25_rank",
                   "vector_rank", "similarity"]
+RANKING_COLUMNS = ["relevance", "recency", "importance"]  # with --recency or --importance
 
 
 def _for_people(r):
@@ -292,7 +299,8 @@ def _for_people(r):
 
     return {"kind": r["kind"], "id": r["id"], "key": r["key"], "text": r["text"],
             "date": (r["timestamp"] or "")[:10], "score": number(r["score"], 4),
-            "bm25#": r["bm25_rank"], "vec#": r["vector_rank"], "sim": number(r["similarity"], 3)}
+            "bm25#": r["bm25_rank"], "vec#": r["vector_rank"], "sim": number(r["similarity"], 3),
+            **{name[:3]: number(r[name], 3) for name in RANKING_COLUMNS[1:] if name in r}}
 
 
 @app.command(cls=Command)
@@ -317,11 +325,18 @@ def query(
     like: Annotated[Optional[str], typer.Option(
         "--like", metavar="[KIND:]ID", help="more like this stored item (a memory id or key, "
         "or KIND:ID)")] = None,
+    recency: Annotated[Optional[str], typer.Option(
+        "--recency", metavar="HALF_LIFE", help="rank newer items higher: add 0.5^(age / "
+        "half-life), e.g. 30d, 12h, 2w")] = None,
+    importance: Annotated[Optional[float], typer.Option(
+        "--importance", metavar="WEIGHT", help="rank important items higher: add WEIGHT x "
+        "importance (a memory's, or a very-long-term memory's score; 0.5 for other kinds)")
+    ] = None,
     no_touch: Annotated[bool, typer.Option(
         "--no-touch", help="read only: do not count returned memories as accessed")] = False,
     stdin: Annotated[bool, typer.Option(
-        "--stdin", help="many queries, one per line: plain text or JSON with `text` and any "
-        "of these options; JSON lines out, each result with its input `line`")] = False,
+        "--stdin", help="many queries, one per line (plain text, or JSON with `text` and any "
+        "of these options), each answered as soon as it is read: a JSON line per query")] = False,
     model: ModelOption = None,
     fmt: FormatOption = None,
     json_flag: JsonFlag = False,
@@ -330,28 +345,73 @@ def query(
 
     Example: ravana-db query "what went wrong with the deploy?" --kind memory --since 30d
     """
-    from ..search import Query, search
+    from ..search import Query
 
     fmt = pick(fmt, json_flag, default="jsonl" if stdin else "json")
     options = dict(mode=mode, kind=kind, type=type, source=source, since=since, until=until,
-                   top_n=top_n, min_similarity=min_similarity, like=like)
+                   top_n=top_n, min_similarity=min_similarity, like=like, recency=recency,
+                   importance=importance)
     if stdin and (text or like):
         raise InputError("give one query as an argument or many with --stdin, not both")
-    queries = _read_queries(options) if stdin else [(None, Query(text, **options))]
+    first = None if stdin else Query(text, **options)
     db, _ = _open(ctx, create=False, write=not no_touch)
     embedder = _embedder(ctx, model)
-    if any(q.mode != "fts" for _, q in queries):
+    if mode != "fts" or stdin:
         _notice_waiting(ctx, db)
-
-    def results():
-        for line, q in queries:
-            for r in search(db, q, embedder=embedder, touch=not no_touch):
-                yield {"line": line, **r} if stdin else r
-
+    if stdin:
+        return _answer_stdin(db, embedder, options, fmt, touch=not no_touch)
+    results = _search(db, first, embedder, touch=not no_touch)
     if fmt is Format.table:
-        emit(map(_for_people, results()), fmt)
+        emit(map(_for_people, results), fmt)
     else:
-        emit(results(), fmt, columns=RESULT_COLUMNS if fmt is Format.csv else None)
+        ranked = RANKING_COLUMNS if recency or importance is not None else []
+        emit(results, fmt, columns=[*RESULT_COLUMNS, *ranked] if fmt is Format.csv else None)
+
+
+def _search(db, q, embedder, *, touch):
+    from ..search import search
+
+    return search(db, q, embedder=embedder, touch=touch)
+
+
+def _answer_stdin(db, embedder, defaults, fmt, *, touch):
+    """Answer each stdin line as soon as it is read, so an agent can keep one process (and
+    one loaded model) open: ask a line, read its answer, ask the next.
+
+    JSON lines (the default in a pipe) give one line per query, even one without results:
+    {"line", "text", "results"}, or {"line", "error"} for a bad line, which is also said on
+    stderr (one line); the other lines are still answered, and the exit status is 2.
+    A terminal gets a table per query; CSV a row per result with its `line`.
+    """
+    failed = answered = 0
+
+    def answers():
+        nonlocal failed, answered
+        for number, line in _stdin_lines(strict=False):
+            answered += 1
+            try:
+                q = _query_line(number, line, defaults)
+                yield {"line": number, "text": q.text,
+                       "results": _search(db, q, embedder, touch=touch)}
+            except InputError as e:
+                failed += 1
+                message(f"error: {e}")
+                yield {"line": number, "error": str(e)}
+
+    if fmt in (Format.json, Format.jsonl):
+        emit(answers(), fmt, live=True)
+    elif fmt is Format.csv:
+        emit(({"line": a["line"], **r} for a in answers() for r in a.get("results", ())), fmt,
+             columns=["line", *RESULT_COLUMNS, *RANKING_COLUMNS], live=True)
+    else:
+        for a in answers():
+            if "results" in a:
+                emit(map(_for_people, a["results"]), fmt,
+                     title=f"{a['line']}: {a['text'] or ''}".strip())
+    if not answered:
+        raise InputError("no queries on stdin")
+    if failed:
+        raise typer.Exit(2)  # each refused line has said why
 
 
 def _notice_waiting(ctx, db):
@@ -363,28 +423,26 @@ def _notice_waiting(ctx, db):
                 "until the next write or `ravana-db reindex`")
 
 
-def _read_queries(defaults):
+def _query_line(number, line, defaults):
+    """One stdin line as a Query: plain text, or JSON with `text` and any query option."""
     from ..search import Query
 
-    queries = []
-    for number, line in _stdin_lines():
-        options = dict(defaults)
-        if line.lstrip().startswith("{"):
-            given = _json_line(number, line)
-            unknown = set(given) - {"text", *defaults}
-            if unknown:
-                raise InputError(f"line {number}: unknown field {sorted(unknown)[0]!r} "
-                                 f"(fields: text, {', '.join(defaults)})")
-            options.update(given)
-        else:
-            options["text"] = line.rstrip("\n")
-        try:
-            queries.append((number, Query(**options)))
-        except InputError as e:
-            raise InputError(f"line {number}: {e}") from None
-    if not queries:
-        raise InputError("no queries on stdin")
-    return queries
+    options = dict(defaults)
+    if isinstance(line, InputError):
+        raise line
+    if line.lstrip().startswith("{"):
+        given = _json_line(number, line)
+        unknown = set(given) - {"text", *defaults}
+        if unknown:
+            raise InputError(f"line {number}: unknown field {sorted(unknown)[0]!r} "
+                             f"(fields: text, {', '.join(defaults)})")
+        options.update(given)
+    else:
+        options["text"] = line.rstrip("\n")
+    try:
+        return Query(**options)
+    except InputError as e:
+        raise InputError(f"line {number}: {e}") from None
 
 
 @app.command(cls=Command)
@@ -508,19 +566,11 @@ def ingest_events(
     Example: ravana-db ingest events --min-sources 3
     """
     fmt = pick(fmt, json_flag)
-    days = _days(window)
+    days = parse_days(window, field="window")
     db, _ = _open(ctx)
     report = _detect_events(ctx, db, window_days=days, min_articles=min_articles,
                             min_sources=min_sources, threshold=threshold)
     emit([report], fmt, one=True)
-
-
-def _days(age):
-    """An age like 3d, 36h or 1w as days."""
-    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([hdw])", age.strip())
-    if not match or float(match[1]) <= 0:
-        raise InputError(f"window: {age!r} is not an age like 3d, 36h or 1w")
-    return float(match[1]) * {"h": 1 / 24, "d": 1, "w": 7}[match[2]]
 
 
 # Command groups with a module of their own register themselves on `app`.
