@@ -149,7 +149,9 @@ OUR_ERRORS = [
     (["log", "action", "--action-name", "a", "--id", str(2**63)], 2),
     (["log", "action", "--action-name", "a", "--stdin"], 2),
     (["--model", "no-such-model", "log", "memory", "--text", "x"], 2),
-    (["consolidate"], 1),
+    (["consolidate", "--type", "hourly"], 2),
+    (["consolidate", "--undo", "no-such-run"], 2),
+    (["query", "x", "--recency", "soon"], 2),
 ]
 
 

@@ -387,3 +387,37 @@ def test_structural_clusters_and_knowledge_are_plain_functions():
     (k,) = patterns.knowledge([cluster, {**cluster, "pattern_id": "x", "confidence_score": 0.6}],
                               min_patterns=2)
     assert k["knowledge_domain"] == "code_pattern" and sum(k["weights"].values()) == 1.0
+
+
+def test_log_keeps_working_while_a_consolidation_runs(tmp_path):
+    """The run writes in short transactions: `log` from another process is never refused or
+    kept waiting long while it works (20,000 memories, 5 % near-duplicates, take a while)."""
+    import random
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from consolidate_bench import build
+
+    path = tmp_path / "busy.db"
+    build(path, 20_000, random.Random(0))
+    report = (tmp_path / "report.json").open("w+")  # a pipe would fill up and block the run
+    run = subprocess.Popen([*RAVANA, "--db", str(path), "consolidate", "--type",
+                            "event_triggered", "--format", "json"],
+                           stdout=report, stderr=subprocess.PIPE, text=True)
+    during, slowest, logged = 0, 0.0, 0
+    while run.poll() is None:
+        started = time.monotonic()
+        done = subprocess.run([*RAVANA, "--db", str(path), "log", "action", "--action-name",
+                               f"tick-{logged}", "--status", "success"],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        logged += 1
+        slowest = max(slowest, time.monotonic() - started)
+        during += run.poll() is None
+    _, err = run.communicate()
+    assert run.returncode == 0, err
+    report.seek(0)
+    assert json.loads(report.read())["merged"] > 0
+    assert during >= 1, "the run ended before a log was written during it"
+    assert slowest < 4, slowest  # a process start and a short wait for the lock, no more
+    stored = sqlite3.connect(path).execute("SELECT count(*) FROM actionlog").fetchone()[0]
+    assert stored == logged
