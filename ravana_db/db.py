@@ -113,6 +113,7 @@ def open_db(path, *, create=True, write=True):
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         # No sqlite-utils plugins: they cost a scan of the installed packages per command.
         db = sqlite_utils.Database(conn, execute_plugins=False)
+        db.read_uri = f"{uri(real)}?mode={mode.replace('rw', 'ro')}"
         if migrations.pending(db):
             if not writable:
                 raise InputError(f"{path} needs `ravana-db init` by a user who can write it "
@@ -252,6 +253,20 @@ def remove_ours(path, made=None):
     with contextlib.suppress(OSError):
         if made is None or os.lstat(path).st_ino == made.st_ino:
             os.unlink(path)
+
+
+def reader(db):
+    """A second, read-only connection to db's file (made once), for reads that run in another
+    thread while db's own connection works: SQLite lets both proceed at once."""
+    import sqlite_utils
+
+    if getattr(db, "reader", None) is None:
+        conn = driver().connect(db.read_uri, uri=True, isolation_level=None,
+                                check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+        db.reader = sqlite_utils.Database(conn, execute_plugins=False)
+    return db.reader
 
 
 @contextlib.contextmanager
