@@ -29,12 +29,14 @@ demo: install
 		fixtures/feeds/demo/atlas-business.xml fixtures/feeds/demo/signal-and-noise.atom
 	$(BIN)/ravana-db --db $(DEMO_DB) query "ships stuck after hackers hit the port" \
 		--kind article,event --format table
+	$(BIN)/ravana-db --db $(DEMO_DB) consolidate --type event_triggered --format table
 
 test: install
 	$(BIN)/pytest -q
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/quality.py --public
 	$(BIN)/python bench/feeds_bench.py
 	$(BIN)/python bench/events_eval.py
 	$(BIN)/python bench/export_bench.py
