@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm $(DEMO_DB).consolidate.lock
 	$(BIN)/ravana-db --db $(DEMO_DB) init
 	$(BIN)/ravana-db --db $(DEMO_DB) log memory --stdin < fixtures/memories.jsonl
 	$(BIN)/ravana-db --db $(DEMO_DB) log action --action-name fetch_feeds --params '{"feeds": 3}' --result '{"new": 12}'
@@ -47,4 +47,4 @@ lint: install
 	$(BIN)/ruff check ravana_db tests bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	rm -rf $(VENV) *.egg-info .pytest_cache $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm $(DEMO_DB).consolidate.lock
