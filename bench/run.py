@@ -189,7 +189,7 @@ def bench_vector(runs, n=STORED, queries=200):
 
 def bench_hybrid(runs, sizes=(10_000, 100_000, 1_000_000), queries=100):
     _, _, qtexts, _ = corpus()
-    embedder = Embedder()
+    embedder = Embedder(threads=1)  # as `ravana-db query` loads it
     embedder.embed(["warm up"])  # model load excluded
     report = {"what": "in-process hybrid query (embedding the query included, model load "
                       "excluded), top 5; baseline: embedding the query alone"}

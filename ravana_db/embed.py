@@ -79,8 +79,11 @@ def _onnx_file(folder):
 class Embedder:
     """Turns texts into unit-length float32 vectors. The model loads on the first embed()."""
 
-    def __init__(self, name=None):
+    def __init__(self, name=None, *, threads=None):
+        """threads: the model's CPU threads (default: all cores). A query process uses one,
+        so that the word search runs on the other core meanwhile."""
         self.name = model_name(name)
+        self.threads = threads
         self._model = None
         self._dim = 384 if self.name == DEFAULT_MODEL else None
 
@@ -110,9 +113,11 @@ class Embedder:
                         model=custom, pooling=PoolingType.MEAN, normalization=True,
                         sources=ModelSource(hf="local/" + folder.name), dim=self._dim,
                         model_file=_onnx_file(folder))
-                self._model = TextEmbedding(custom, specific_model_path=str(folder))
+                self._model = TextEmbedding(custom, specific_model_path=str(folder),
+                                            threads=self.threads)
             else:
-                self._model = TextEmbedding(self.name, cache_dir=str(cache_dir() / "fastembed"))
+                self._model = TextEmbedding(self.name, cache_dir=str(cache_dir() / "fastembed"),
+                                            threads=self.threads)
                 self._dim = self._model.embedding_size
         except InputError:
             raise

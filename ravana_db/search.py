@@ -32,6 +32,7 @@ MAX_TOP_N = 10_000
 BM25_K1 = 1.2  # FTS5's bm25() constant: a term's score is at most idf * (k1 + 1)
 KNN_CANDIDATES = 60  # signature candidates re-ranked by exact cosine, at least
 BM25_DEPTH = 1000  # hybrid: a candidate below this BM25 rank counts 0 by words
+POSTINGS_BUDGET = 50_000  # postings a query's word side scores in full (see _fts)
 NO_IMPORTANCE = 0.5  # what --importance counts for kinds that have none (a memory's default)
 SNIPPET = 300
 # Common words carry no meaning for BM25 but make an OR query walk huge posting lists.
@@ -138,8 +139,16 @@ def _filters(q, *, prefix="", epoch=False):
     return " AND ".join(where) or "1", params
 
 
-def _fts(db, q, terms, depth, exclude):
-    """[(doc_id, bm25)] best first: the docs holding any of the terms, BM25-ranked."""
+def _fts(db, q, terms, depth, exclude, counts=None):
+    """[(doc_id, bm25)] best first: the docs holding any of the terms, BM25-ranked.
+
+    counts: how many docs hold each term (document_counts), when the caller has them.
+    A query whose terms hold more than POSTINGS_BUDGET postings in all is answered in two
+    steps, after anytime ranking with a postings budget (Lin and Trotman, ICTIR 2015): the
+    rarest terms within the budget choose the candidates, then every term scores them (the
+    cost is in bm25(), about 0.6 us per scored posting; matching alone is cheap). Only docs
+    that hold nothing but the commonest terms are missed, and they score low anyway.
+    """
     if not terms:
         return []
     where, params = _filters(q, prefix="d.")
@@ -147,18 +156,34 @@ def _fts(db, q, terms, depth, exclude):
     # With them, CROSS JOIN keeps the full-text match first (a plain JOIN let the planner
     # walk every doc of a kind and probe the index per row: 350 ms against 1.6 ms).
     source = "" if where == "1" else "CROSS JOIN doc d ON d.id = doc_fts.rowid "
+    sql = (f"SELECT doc_fts.rowid, bm25(doc_fts) AS score FROM doc_fts {source}"
+           f"WHERE doc_fts MATCH ? AND {where} AND doc_fts.rowid != ? ORDER BY score LIMIT ?")
+    counts = counts if counts is not None else document_counts(db, terms)[0]
+    rarest = sorted(range(len(terms)), key=lambda i: counts[i] or 0)
+    kept, postings = [], 0
+    for i in rarest:
+        postings += counts[i] or 0
+        if kept and postings > POSTINGS_BUDGET:
+            break
+        kept.append(terms[i])
+    if len(kept) == len(terms):
+        return db.execute(sql, [" OR ".join(terms), *params, exclude, depth]).fetchall()
+    ids = [doc_id for doc_id, _ in db.execute(
+        sql, [" OR ".join(kept), *params, exclude, max(depth, BM25_DEPTH)])]
+    # `+rowid`: the match runs once and the list filters it (as a constraint, FTS5 would
+    # run the match once per listed row).
     return db.execute(
-        f"SELECT doc_fts.rowid, bm25(doc_fts) AS score FROM doc_fts {source}"
-        f"WHERE doc_fts MATCH ? AND {where} AND doc_fts.rowid != ? ORDER BY score LIMIT ?",
-        [" OR ".join(terms), *params, exclude, depth]).fetchall()
+        f"SELECT rowid, bm25(doc_fts) AS score FROM doc_fts WHERE doc_fts MATCH ? "
+        f"AND +rowid IN ({', '.join('?' * len(ids))}) ORDER BY score LIMIT ?",
+        [" OR ".join(terms), *ids, depth]).fetchall()
 
 
-def bm25_max(db, terms):
-    """The highest BM25 score any document can reach for these FTS terms: (k1 + 1) times the
-    sum of their IDF, each computed as FTS5's bm25() does (from the stemmed term's document
-    count and the table's row count)."""
+def document_counts(db, terms):
+    """How many docs hold each FTS term (None: a term of no token), read from the index's
+    vocabulary, and the row count bm25() divides by. A word of several tokens is a phrase:
+    its rarest token counts."""
     if not terms:
-        return 0.0
+        return [], 0
     _query_vocabulary(db)
     conn = db.conn
     words = [t[1:-1].replace('""', '"') for t in terms]
@@ -168,14 +193,20 @@ def bm25_max(db, terms):
         tokens = conn.execute("SELECT doc, term FROM temp.query_tokens").fetchall()
     finally:
         conn.execute("DELETE FROM temp.query_words")
-    rows = _row_count(db)
-    idf = {}
-    for word, token in tokens:  # a word of several tokens is a phrase: its rarest token
+    counts = [None] * len(terms)
+    for i, token in tokens:
         (count,) = conn.execute("SELECT coalesce(max(doc), 0) FROM temp.doc_terms "
                                 "WHERE term = ?", [token]).fetchone()
-        value = max(math.log((rows - count + 0.5) / (count + 0.5)), 1e-6)
-        idf[word] = max(idf.get(word, 0.0), value)
-    return (BM25_K1 + 1) * sum(idf.values())
+        counts[i] = count if counts[i] is None else min(counts[i], count)
+    return counts, _row_count(db)
+
+
+def bm25_max(db, terms, counts=None):
+    """The highest BM25 score any document can reach for these FTS terms: (k1 + 1) times the
+    sum of their IDF, each computed as FTS5's bm25() does."""
+    counts, rows = counts or document_counts(db, terms)
+    return (BM25_K1 + 1) * sum(max(math.log((rows - n + 0.5) / (n + 0.5)), 1e-6)
+                               for n in counts if n is not None)
 
 
 def _query_vocabulary(db):
@@ -283,9 +314,12 @@ def search(db, q, *, embedder=None, touch=True):
         """[(doc_id, bm25)] and the query's highest reachable BM25 (hybrid only). Hybrid
         reads BM25 deeper than it ranks, to score the vector side's candidates by words too
         (the cost is in matching, not in the LIMIT: 5.4 ms for 1,000 against 4.7 ms for 20)."""
-        if q.mode != "hybrid":
-            return _fts(on, q, terms, depth, exclude) if q.mode == "fts" else [], None
-        return _fts(on, q, terms, BM25_DEPTH, exclude), bm25_max(on, terms)
+        if q.mode == "vector" or not terms:
+            return [], None
+        counts = document_counts(on, terms)
+        if q.mode == "fts":
+            return _fts(on, q, terms, depth, exclude, counts[0]), None
+        return _fts(on, q, terms, BM25_DEPTH, exclude, counts[0]), bm25_max(on, terms, counts)
 
     # Hybrid finds the words on a second connection, in a thread, while this one embeds the
     # query and finds its neighbours (SQLite and the model both release the GIL).
