@@ -469,3 +469,25 @@ def test_bad_ranking_terms_are_one_line_errors(cli, args, expected):
     cli("init")
     result = cli("query", "x", *args)
     assert result.exit_code == 2 and result.stderr.startswith("error: " + expected)
+
+
+def test_a_word_search_over_its_postings_budget_scores_its_candidates_in_full(
+        cli, memories, db_path, monkeypatch):
+    """Past the budget the rarest terms choose the candidates and all terms score them: the
+    scores are BM25's own, and the best matches are the ones the full search finds."""
+    from ravana_db import search as s
+
+    db = open_db(db_path, write=False)
+    text = "the user asked about the deploy, the staging database and the chess engine"
+    q = s.Query(text, mode="fts", top_n=10)
+    terms = s.fts_terms(text)
+    full = s._fts(db, q, terms, 10, -1)
+    counts = s.document_counts(db, terms)[0]
+    # The two commonest words ("user", "asked") leave the choice of candidates.
+    monkeypatch.setattr(s, "POSTINGS_BUDGET", sum(sorted(counts)[:-2]))
+    budgeted = s._fts(db, q, terms, 10, -1)
+    ids = {doc_id for doc_id, _ in budgeted}
+    # What it finds, it scores as the full search does, in the same order; it misses only
+    # docs that hold nothing but the commonest words, which rank low.
+    assert budgeted == [pair for pair in full if pair[0] in ids]
+    assert len(budgeted) == 7 and budgeted[:6] == full[:6]
