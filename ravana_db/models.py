@@ -377,7 +377,7 @@ NATURAL = {
     "actionlog": [("timestamp", "action_name", "params", "status")],
     "moodlog": [("timestamp", "mood_vector")],
     "situationlog": [("timestamp", "situation_type", "prompt", "context")],
-    # Without a situation, a decision is found by a scan: decisionlog has no time index.
+    # Without a situation, a decision is found by its time (m007's index).
     "decisionlog": [("situation_id", "timestamp", "raw_response"), ("timestamp", "raw_response")],
     "experimentlog": [("timestamp", "hypothesis", "results")],
     "memory": [("key",), ("created_at", "text")],

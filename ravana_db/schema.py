@@ -689,3 +689,9 @@ def m006_consolidation(db):
         "INSERT INTO consolidation_policy(key, value, description) VALUES (?, ?, ?)",
         [(key, json.dumps(value), text) for key, (value, text) in CONSOLIDATION_POLICY.items()])
     install_index(db)
+
+
+@migrations()
+def m007_decision_time_index(db):
+    """A decision without a situation is found by its time: an index instead of a scan."""
+    db.execute("CREATE INDEX idx_decisionlog_timestamp ON decisionlog(timestamp)")
