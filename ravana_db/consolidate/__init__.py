@@ -356,9 +356,11 @@ class Run:
                     "last_accessed < ? THEN ? ELSE last_accessed END, metadata = ? WHERE id = ?"),
                     [importance, added, accessed, accessed, json.dumps(meta, ensure_ascii=False),
                      survivor["id"]]))
+        # By primary key: `survivor_id = ?` would walk every row of the run, per merge.
+        ids = [survivor["id"], *(m["id"] for m in taken), *moved]
         out.append(((f"UPDATE memory_merge SET after = (SELECT {BEFORE} FROM memory WHERE id = "
-                    "memory_id) WHERE consolidation_id = ? AND survivor_id = ?"),
-                    [self.id, survivor["id"]]))
+                     f"memory_id) WHERE consolidation_id = ? AND memory_id IN "
+                     f"({', '.join('?' * len(ids))})"), [self.id, *ids]))
         return out
 
     def _add_link(self, a, b, similarity, reason):
