@@ -300,7 +300,8 @@ def search(db, q, *, embedder=None, touch=True):
 
     Each result: kind, id, key (memories), text (a snippet for long text), type, source,
     timestamp, score, and its parts: bm25 and bm25_rank (words), similarity and vector_rank
-    (meaning; similarity is true cosine similarity).
+    (meaning; similarity is true cosine similarity); with --recency or --importance also
+    relevance, recency and importance (see _ranking_terms).
     """
     uses_vectors = q.mode != "fts"
     exclude, text, vector = -1, q.text, None
