@@ -61,7 +61,7 @@ VERBOSE = frozenset(
 LONG_NUMBERS = 32  # a longer array of numbers (a vector, a series) is verbose
 CODE = frozenset("{}[]<>=;#`|\\$_/*")
 
-RUNS = "json_extract(consolidation_results, '$.operation') = 'compress'"
+RUNS = runs.of("compress")
 # Summaries up to this id were compressed: the newest id read by a successful run, or a
 # compression summary that no run of ours wrote (the original's, or logged by hand).
 WATERMARK = f"""

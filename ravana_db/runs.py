@@ -25,6 +25,11 @@ INSERT INTO consolidation_metrics(metric_id, consolidation_id, metric_name, metr
 """
 
 
+def of(operation):
+    """The SQL condition that picks a `memory_consolidations` row of this operation."""
+    return f"json_extract(consolidation_results, '$.operation') = '{operation}'"
+
+
 def record(run_id, *, type, results, processed=0, patterns=0, ratio=1.0, seconds=0.0,
            error=None):
     """The statement that records a run (success unless error)."""

@@ -2,6 +2,7 @@
 
 import os
 
+from . import runs
 from .index import health
 from .schema import TABLES, migrations
 
@@ -35,13 +36,13 @@ def status(db, path):
 
 def _consolidation(db):
     """What `consolidate` has done: its runs, and what they left in the file."""
-    runs, failed, last = db.execute(
+    count, failed, last = db.execute(
         "SELECT count(*), count(*) FILTER (WHERE success = 0), max(consolidation_date) "
         "FROM memory_consolidations "
-        "WHERE json_extract(consolidation_results, '$.operation') = 'consolidate'").fetchone()
+        f"WHERE {runs.of('consolidate')}").fetchone()
     one = lambda sql: db.execute(sql).fetchone()[0]
     return {
-        "runs": runs, "failed_runs": failed, "last_run": last,
+        "runs": count, "failed_runs": failed, "last_run": last,
         "memories_merged": one("SELECT count(*) FROM memory WHERE merged_into IS NOT NULL"),
         "memories_waiting": one("SELECT count(*) FROM memory WHERE dup_key IS NULL"),
         "links": one("SELECT count(*) FROM memory_link"),

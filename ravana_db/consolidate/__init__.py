@@ -16,31 +16,28 @@ A file lock beside the database (flock: the kernel drops it when the process die
 runs apart.
 """
 
-import contextlib
-import errno
-import fcntl
 import json
 import os
-import stat
 import time
 import uuid
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from .. import runs
 from ..db import format_time, parse_time, transaction
 from ..db import now as utc_now
-from ..errors import InputError, RavanaError
+from ..errors import InputError
 from ..schema import CONSOLIDATION_TYPES, MEMORY_TYPES
 from ..store import write
 from . import duplicates
 from . import patterns as found
+from .lock import Busy, run_lock  # noqa: F401 (Busy: for the CLI)
+from .undo import history, undo  # noqa: F401 (the CLI's entry points)
 
 CHUNK = 500
 BAND_BYTES = 3  # 24 SimHash bits a band: 42 bands of the 1024-bit signature
 MAX_BUCKET = 64  # a band bucket this full holds no look-alikes worth a link
 OPERATION = "consolidate"
-RUNS = f"json_extract(consolidation_results, '$.operation') = '{OPERATION}'"
+RUNS = runs.of(OPERATION)
 MEMORY_COLUMNS = "id, text, importance, access_count, metadata, last_accessed, created_at"
 BEFORE = ("json_object('merged_into', merged_into, 'importance', importance, 'access_count', "
           "access_count, 'metadata', json(metadata), 'last_accessed', last_accessed)")
@@ -62,47 +59,6 @@ STRATEGIC = {"strategic_knowledge": 0.9, "meta_learning_rule": 0.8, "critical_fa
              "evolution_pattern": 0.6, "failed_experiment": 0.5, "code_pattern": 0.5,
              "behavioral_pattern": 0.4}
 CATEGORY_RANK = {"long_term": 1, "very_long_term": 2, "permanent": 3}
-
-
-class Busy(RavanaError):
-    """Another consolidation holds the lock: not a failure (exit 0)."""
-
-    exit_code = 0
-
-
-@contextlib.contextmanager
-def run_lock(path, *, wait=False):
-    """Hold `DB.consolidate.lock` (0600, never through a symlink) with flock for the run.
-
-    Raises Busy (unless wait) when another process holds it; its pid and start time are in
-    the file. The kernel releases the lock when the holder exits, however it exits.
-    """
-    target = Path(str(Path(path).resolve()) + ".consolidate.lock")
-    try:
-        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise InputError(f"{target} is a symlink: remove it (the lock is never taken "
-                             "through a link)") from None
-        raise RavanaError(f"cannot open the lock file {target}: {e.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError(f"{target} is not a regular file: remove it")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
-            who = f" (pid {holder[0]}, since {holder[1]})" if len(holder) == 2 else ""
-            raise Busy(f"another consolidation is running{who}: nothing done; "
-                       "use --wait to run after it") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {utc_now()}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def policy(db):
@@ -682,59 +638,3 @@ def classify(text):
         if words & set(cues.split()):
             return kind
     return "behavioral_pattern"
-
-
-def undo(db, *, path, run_id, wait=False):
-    """Undo a consolidation run's merges and links exactly: every memory it merged or changed
-    gets back the values it had (an access counted since stays counted), the memories it took
-    are due again, and their merge is never made again (kept apart).
-
-    Returns a report: run_id, restored (memories), links removed.
-    """
-    found_run = db.execute(
-        f"SELECT json_extract(consolidation_results, '$.undone_at'), success FROM "
-        f"memory_consolidations WHERE consolidation_id = ? AND {RUNS}", [run_id]).fetchone()
-    if found_run is None:
-        raise InputError(f"no consolidation run {run_id!r}: `ravana-db consolidate --list` "
-                         "shows the runs")
-    if found_run[0] is not None:
-        raise InputError(f"run {run_id} was already undone at {found_run[0]}")
-    with run_lock(path, wait=wait):
-        rows = db.execute("SELECT memory_id, role, before, after FROM memory_merge "
-                          "WHERE consolidation_id = ? ORDER BY rowid DESC", [run_id]).fetchall()
-        statements = []
-        for memory_id, role, before, after in rows:
-            before, after = json.loads(before), json.loads(after)
-            if role == "survivor":
-                statements.append((
-                    ("UPDATE memory SET importance = ?, metadata = ?, last_accessed = ?, "
-                    "access_count = max(0, access_count - ?), merged_into = ? WHERE id = ?"),
-                    [before["importance"], json.dumps(before["metadata"], ensure_ascii=False),
-                     before["last_accessed"],
-                     (after.get("access_count") or before["access_count"]) -
-                     before["access_count"], before["merged_into"], memory_id]))
-            else:
-                statements.append(("UPDATE memory SET merged_into = ? WHERE id = ?",
-                                   [before["merged_into"], memory_id]))
-        statements += [
-            (("UPDATE memory SET dup_key = NULL, consolidated_in = NULL "
-             "WHERE consolidated_in = ?"), [run_id]),
-            ("DELETE FROM memory_link WHERE consolidation_id = ?", [run_id]),
-            (("UPDATE memory_consolidations SET consolidation_results = json_set("
-             "consolidation_results, '$.undone_at', ?) WHERE consolidation_id = ?"),
-             [utc_now(), run_id])]
-        links = db.execute("SELECT count(*) FROM memory_link WHERE consolidation_id = ?",
-                           [run_id]).fetchone()[0]
-        write(db, [], statements=statements)
-    return {"run_id": run_id, "restored": len(rows), "links_removed": links}
-
-
-def history(db, *, limit=20):
-    """The latest consolidation runs, newest first."""
-    columns = ("consolidation_id", "consolidation_date", "consolidation_type",
-               "memories_processed", "patterns_extracted", "success", "error_message")
-    return [dict(zip(columns, r)) | {
-        "merged": json.loads(r[-1]).get("merged"), "undone_at": json.loads(r[-1]).get(
-            "undone_at")} for r in db.execute(
-        f"SELECT {', '.join(columns)}, consolidation_results FROM memory_consolidations "
-        f"WHERE {RUNS} ORDER BY consolidation_date DESC, id DESC LIMIT ?", [limit])]
