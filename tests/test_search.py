@@ -491,3 +491,54 @@ def test_a_word_search_over_its_postings_budget_scores_its_candidates_in_full(
     # docs that hold nothing but the commonest words, which rank low.
     assert budgeted == [pair for pair in full if pair[0] in ids]
     assert len(budgeted) == 7 and budgeted[:6] == full[:6]
+
+
+def test_a_filtered_vector_search_bounded_by_distance_finds_what_the_plain_one_finds(
+        tmp_path, monkeypatch):
+    """A filtered KNN first looks without filters, then bounds the filtered query's distance
+    (vec0 selects slowly among few passing rows): its candidates are exactly those of the
+    plain filtered query, for filters passing every row, most rows, a few, or none."""
+    import numpy as np
+
+    from ravana_db import search as s
+    from ravana_db.db import sha256, transaction
+    from ravana_db.embed import Embedder
+    from ravana_db.index import Prepared, _signatures, apply, signature
+
+    rng = np.random.default_rng(7)
+    n, dim = 3000, 384
+    centres = rng.standard_normal((30, dim))  # clustered, like real texts
+    vectors = centres[rng.integers(0, 30, n)] + 0.8 * rng.standard_normal((n, dim))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    db = open_db(tmp_path / "many.db")
+    texts = [f"memory number {i}" for i in range(n)]
+    with transaction(db):
+        db.conn.executemany(
+            "INSERT INTO memory(text, source, memory_type, created_at, content_hash) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(t, f"source-{i % 7}", "fact" if i % 3 else "episodic",
+              f"2026-{1 + i % 12:02d}-01T00:00:00.000Z", sha256(t)) for i, t in enumerate(texts)])
+    blobs = [v.tobytes() for v in vectors]
+    prepared = Prepared(model=(Embedder().name, dim))
+    prepared.vectors = dict(zip(map(sha256, texts), zip(blobs, _signatures(blobs))))
+    with transaction(db):
+        apply(db, prepared, [r[0] for r in db.execute("SELECT doc_id FROM embed_queue")])
+
+    nearest, bounds = s._nearest, []
+
+    def spy(*args, bound=None):
+        bounds.append(bound)
+        return nearest(*args, bound=bound)
+
+    monkeypatch.setattr(s, "_nearest", spy)
+    for filters in ({"kind": "memory"}, {"type": "fact"}, {"source": "source-3"},
+                    {"source": "source-3", "type": "episodic", "since": "2026-06-01"},
+                    {"source": "nowhere"}):
+        for row in rng.integers(0, n, 8):
+            q = s.Query("x", mode="vector", **filters)
+            bits = signature(vectors[row][None])[0].tobytes()
+            where, params = s._filters(q, epoch=True)
+            plain = nearest(db, bits, 60, where, params)
+            bounded = s._nearest_filtered(db, q, bits, 60, where, params)
+            assert sorted(bounded) == sorted(plain), filters
+    assert sum(b is not None for b in bounds) > 10  # the bounded query did the work
