@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from .db import sha256, transaction
 from .errors import InputError, RavanaError
-from .schema import SEARCHABLE, SIGNATURE_BITS, _outdated, index_objects, install_index
+from .schema import (SEARCHABLE, SIGNATURE_BITS, _outdated, index_objects, install_index,
+                     part_of)
 
 BATCH = 1024  # texts per embedding call: sorted by length within it, so larger pads less
 CHUNK = 500  # ids per `IN (...)` list
@@ -214,8 +215,9 @@ def _write_bits(db, rows):
     """(doc_id, signature, kind, type, source, ts) rows into doc_bits, replacing old ones."""
     db.conn.executemany("DELETE FROM doc_bits WHERE doc_id = ?", [(r[0],) for r in rows])
     db.conn.executemany(
-        "INSERT INTO doc_bits(doc_id, embedding, kind, type, source, ts) "
-        "VALUES (?, vec_quantize_binary(?), ?, ?, ?, coalesce(unixepoch(?), 0))",
+        f"INSERT INTO doc_bits(doc_id, embedding, part, kind, type, source, ts) "
+        f"VALUES (?1, vec_quantize_binary(?2), {part_of('?1')}, ?3, ?4, ?5, "
+        f"coalesce(unixepoch(?6), 0))",
         [(doc_id, sig, kind, type or "", source or "", ts)
          for doc_id, sig, kind, type, source, ts in rows])
     db.conn.executemany("DELETE FROM bits_queue WHERE doc_id = ?", [(r[0],) for r in rows])

@@ -354,13 +354,23 @@ END;
 """
 
 # Each vector's SimHash signature (index.signature): the first, fast pass of vector search.
+# `part` (a partition key) spreads the rows over PARTS partitions by a Fibonacci hash of the
+# id (Knuth, TAOCP 6.4): partition 0 is a random sample that search reads first to bound its
+# distances (search._nearest).
 SIGNATURE_BITS = 1024
+PARTS = 8
 BITS = f"""
 CREATE VIRTUAL TABLE doc_bits USING vec0(
-    doc_id INTEGER PRIMARY KEY, embedding bit[{SIGNATURE_BITS}],
+    doc_id INTEGER PRIMARY KEY, embedding bit[{SIGNATURE_BITS}], part INTEGER PARTITION KEY,
     kind TEXT, type TEXT, source TEXT, ts INTEGER, chunk_size=2048
 )
 """
+
+
+def part_of(doc_id):
+    """SQL for the partition of the doc whose id is the SQL expression doc_id: 0 .. PARTS-1,
+    from the low 30 bits of the id times 2^32 / golden ratio (the product fits 64 bits)."""
+    return f"(((({doc_id}) & 1073741823) * 2654435769) & 4294967295) * {PARTS} >> 32"
 
 
 def _source_triggers(kind, table, ref, columns, text, type, source, ts, where=None,
@@ -695,3 +705,20 @@ def m006_consolidation(db):
 def m007_decision_time_index(db):
     """A decision without a situation is found by its time: an index instead of a scan."""
     db.execute("CREATE INDEX idx_decisionlog_timestamp ON decisionlog(timestamp)")
+
+
+@migrations()
+def m008_sampled_signatures(db):
+    """doc_bits gains its partition key (a table's columns change only by a rebuild): the
+    signatures are copied, not recomputed."""
+    if "PARTITION KEY" in db.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'doc_bits'").fetchone()[0]:
+        return  # made by m002 after this change
+    db.execute("CREATE TEMP TABLE old_bits AS "
+               "SELECT doc_id, embedding, kind, type, source, ts FROM doc_bits")
+    db.execute("DROP TABLE doc_bits")
+    db.execute(BITS)
+    db.execute(f"INSERT INTO doc_bits(doc_id, embedding, part, kind, type, source, ts) "
+               f"SELECT doc_id, vec_bit(embedding), {part_of('doc_id')}, kind, type, source, ts "
+               f"FROM temp.old_bits")
+    db.execute("DROP TABLE temp.old_bits")

@@ -274,7 +274,7 @@ def test_interrupt_while_embedding_writes_nothing(tmp_path, db_path, rows):
     words = "river cloud deploy server tea night cache market agent latency".split()
     batch = tmp_path / "batch.jsonl"
     batch.write_text(jsonl(*({"text": f"memory {i}: " + " ".join(
-        words[(i * 7 + j * 3) % len(words)] for j in range(20))} for i in range(3000))))
+        words[(i * 7 + j * 3) % len(words)] for j in range(20))} for i in range(10000))))
     with open(batch) as stdin:
         proc = subprocess.Popen([*RAVANA, "--db", str(db_path), "log", "memory", "--stdin"],
                                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

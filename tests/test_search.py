@@ -493,11 +493,12 @@ def test_a_word_search_over_its_postings_budget_scores_its_candidates_in_full(
     assert len(budgeted) == 7 and budgeted[:6] == full[:6]
 
 
-def test_a_filtered_vector_search_bounded_by_distance_finds_what_the_plain_one_finds(
+def test_a_vector_search_bounded_by_its_sample_finds_what_the_plain_one_finds(
         tmp_path, monkeypatch):
-    """A filtered KNN first looks without filters, then bounds the filtered query's distance
-    (vec0 selects slowly among few passing rows): its candidates are exactly those of the
-    plain filtered query, for filters passing every row, most rows, a few, or none."""
+    """A KNN first asks the sample partition, then bounds the whole query's distance by what
+    it found (vec0 selects slowly without a bound): its candidates are exactly those of the
+    plain query, without filters and with filters passing every row, most rows, a few, or
+    none; and the rows are spread evenly over the partitions."""
     import numpy as np
 
     from ravana_db import search as s
@@ -524,21 +525,52 @@ def test_a_filtered_vector_search_bounded_by_distance_finds_what_the_plain_one_f
     with transaction(db):
         apply(db, prepared, [r[0] for r in db.execute("SELECT doc_id FROM embed_queue")])
 
-    nearest, bounds = s._nearest, []
+    parts = dict(db.execute("SELECT part, count(*) FROM doc_bits GROUP BY part").fetchall())
+    assert sorted(parts) == list(range(s.PARTS))
+    assert max(parts.values()) < 1.2 * n / s.PARTS < 1.2 * 1.2 * min(parts.values())
 
-    def spy(*args, bound=None):
+    query, bounds = s._knn_query, []
+
+    def spy(*args, part=None, bound=None):
         bounds.append(bound)
-        return nearest(*args, bound=bound)
+        return query(*args, part=part, bound=bound)
 
-    monkeypatch.setattr(s, "_nearest", spy)
-    for filters in ({"kind": "memory"}, {"type": "fact"}, {"source": "source-3"},
+    monkeypatch.setattr(s, "_knn_query", spy)
+    for filters in ({}, {"kind": "memory"}, {"type": "fact"}, {"source": "source-3"},
                     {"source": "source-3", "type": "episodic", "since": "2026-06-01"},
                     {"source": "nowhere"}):
         for row in rng.integers(0, n, 8):
             q = s.Query("x", mode="vector", **filters)
             bits = signature(vectors[row][None])[0].tobytes()
             where, params = s._filters(q, epoch=True)
-            plain = nearest(db, bits, 60, where, params)
-            bounded = s._nearest_filtered(db, q, bits, 60, where, params)
+            plain = query(db, bits, 60, where, params)
+            bounded = s._nearest(db, bits, 60, where, params)
             assert sorted(bounded) == sorted(plain), filters
-    assert sum(b is not None for b in bounds) > 10  # the bounded query did the work
+    assert sum(b is not None for b in bounds) > 30  # the bounded query did the work
+
+
+def test_a_file_whose_signatures_have_no_partitions_is_migrated_with_them(cli, memories):
+    """m008 rebuilds an older file's doc_bits with its partition key, copying the signatures
+    (nothing is re-embedded), and vector search answers as before."""
+    from ravana_db.schema import PARTS, part_of
+
+    before = query(cli, "graphics card memory", "--mode", "vector", "--no-touch")
+    db = open_db(Path("agent.db"))
+    old = db.execute("SELECT doc_id, embedding, kind, type, source, ts FROM doc_bits "
+                     "ORDER BY doc_id").fetchall()
+    db.execute("DROP TABLE doc_bits")
+    db.execute("CREATE VIRTUAL TABLE doc_bits USING vec0(doc_id INTEGER PRIMARY KEY, "
+               "embedding bit[1024], kind TEXT, type TEXT, source TEXT, ts INTEGER, "
+               "chunk_size=2048)")
+    db.conn.executemany("INSERT INTO doc_bits VALUES (?, vec_bit(?), ?, ?, ?, ?)", old)
+    db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm008_sampled_signatures'")
+    db.close()
+    assert query(cli, "graphics card memory", "--mode", "vector", "--no-touch") == before
+    db = open_db(Path("agent.db"))
+    assert "PARTITION KEY" in db.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'doc_bits'").fetchone()[0]
+    assert db.execute("SELECT doc_id, embedding, kind, type, source, ts FROM doc_bits "
+                      "ORDER BY doc_id").fetchall() == old
+    assert db.execute(f"SELECT count(*) FROM doc_bits WHERE part != {part_of('doc_id')} "
+                      f"OR part NOT BETWEEN 0 AND {PARTS - 1}").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM bits_queue").fetchone()[0] == 0
