@@ -34,6 +34,8 @@ BM25_K1 = 1.2  # FTS5's bm25() constant: a term's score is at most idf * (k1 + 1
 KNN_CANDIDATES = 60  # signature candidates re-ranked by exact cosine, at least
 BM25_DEPTH = 1000  # hybrid: a candidate below this BM25 rank counts 0 by words
 POSTINGS_BUDGET = 50_000  # postings a query's word side scores in full (see _fts)
+BROAD = 0.6  # a filter passing this share of docs filters ranked matches (_ranked)
+SHARE_SAMPLE = 256  # docs read to estimate that share
 NO_IMPORTANCE = 0.5  # what --importance counts for kinds that have none (a memory's default)
 SNIPPET = 300
 # Common words carry no meaning for BM25 but make an OR query walk huge posting lists.
@@ -152,13 +154,6 @@ def _fts(db, q, terms, depth, exclude, counts=None):
     """
     if not terms:
         return []
-    where, params = _filters(q, prefix="d.")
-    # Without filters the join to `doc` is skipped: it doubles the cost of a broad query.
-    # With them, CROSS JOIN keeps the full-text match first (a plain JOIN let the planner
-    # walk every doc of a kind and probe the index per row: 350 ms against 1.6 ms).
-    source = "" if where == "1" else "CROSS JOIN doc d ON d.id = doc_fts.rowid "
-    sql = (f"SELECT doc_fts.rowid, bm25(doc_fts) AS score FROM doc_fts {source}"
-           f"WHERE doc_fts MATCH ? AND {where} AND doc_fts.rowid != ? ORDER BY score LIMIT ?")
     counts = counts if counts is not None else document_counts(db, terms)[0]
     rarest = sorted(range(len(terms)), key=lambda i: counts[i] or 0)
     kept, postings = [], 0
@@ -168,15 +163,61 @@ def _fts(db, q, terms, depth, exclude, counts=None):
             break
         kept.append(terms[i])
     if len(kept) == len(terms):
-        return db.execute(sql, [" OR ".join(terms), *params, exclude, depth]).fetchall()
-    ids = [doc_id for doc_id, _ in db.execute(
-        sql, [" OR ".join(kept), *params, exclude, max(depth, BM25_DEPTH)])]
+        return _ranked(db, q, " OR ".join(terms), exclude, depth, postings)
+    ids = [doc_id for doc_id, _ in _ranked(db, q, " OR ".join(kept), exclude,
+                                           max(depth, BM25_DEPTH), postings)]
     # `+rowid`: the match runs once and the list filters it (as a constraint, FTS5 would
     # run the match once per listed row).
     return db.execute(
         f"SELECT rowid, bm25(doc_fts) AS score FROM doc_fts WHERE doc_fts MATCH ? "
         f"AND +rowid IN ({', '.join('?' * len(ids))}) ORDER BY score LIMIT ?",
         [" OR ".join(terms), *ids, depth]).fetchall()
+
+
+def _ranked(db, q, match, exclude, limit, postings):
+    """[(doc_id, bm25)]: the `limit` best docs for an FTS5 match that pass q's filters.
+
+    postings: at least the number of docs that match. Without filters the join to `doc` is
+    skipped (it doubles the cost of a broad query). A narrow filter joins each match to its
+    doc, the full-text match first (CROSS JOIN: a plain JOIN let the planner walk every doc
+    of a kind and probe the index per row, 350 ms against 1.6 ms), and ranks what passes. A
+    broad one (passing at least BROAD of the docs, by _share) ranks first, keeping the best
+    limit / share x 1.25 matches with a bounded sort, and filters those: a join per match
+    costs more than it saves when most pass (100k memories, --kind memory: 9.4 ms against
+    14.9 ms). Too few rows passing, with more matches left, and the join answers.
+    """
+    where, params = _filters(q, prefix="d.")
+    rank = "SELECT doc_fts.rowid, bm25(doc_fts) AS score FROM doc_fts"
+    match_where = "doc_fts MATCH ? AND doc_fts.rowid != ?"
+    if where == "1":
+        return db.execute(f"{rank} WHERE {match_where} ORDER BY score LIMIT ?",
+                          [match, exclude, limit]).fetchall()
+    share = _share(db, where, params)
+    if share >= BROAD:
+        best = math.ceil(limit / share * 1.25)
+        found = db.execute(
+            f"SELECT f.rowid, f.score FROM ({rank} WHERE {match_where} ORDER BY score LIMIT ?) f "
+            f"CROSS JOIN doc d ON d.id = f.rowid WHERE {where} ORDER BY f.score LIMIT ?",
+            [match, exclude, best, *params, limit]).fetchall()
+        if len(found) == limit or postings <= best:
+            return found
+    return db.execute(f"{rank} CROSS JOIN doc d ON d.id = doc_fts.rowid WHERE {match_where} "
+                      f"AND {where} ORDER BY score LIMIT ?",
+                      [match, exclude, *params, limit]).fetchall()
+
+
+def _share(db, where, params):
+    """The share of docs that pass `where` (on `d.`), read from SHARE_SAMPLE ids spread
+    evenly over the id range: a lookup each."""
+    low, high = db.execute(  # two subqueries: together, min and max scan the table
+        "SELECT (SELECT min(id) FROM doc), (SELECT max(id) FROM doc)").fetchone()
+    if low is None:
+        return 0.0
+    ids = sorted({low + (high - low) * i // (SHARE_SAMPLE - 1) for i in range(SHARE_SAMPLE)})
+    seen, passed = db.execute(
+        f"SELECT count(*), total({where}) FROM doc d WHERE d.id IN ({', '.join('?' * len(ids))})",
+        [*params, *ids]).fetchone()
+    return passed / seen if seen else 0.0
 
 
 def document_counts(db, terms):

@@ -276,9 +276,12 @@ def test_interrupt_while_embedding_writes_nothing(tmp_path, db_path, rows):
     batch.write_text(jsonl(*({"text": f"memory {i}: " + " ".join(
         words[(i * 7 + j * 3) % len(words)] for j in range(20))} for i in range(10000))))
     with open(batch) as stdin:
+        # Ctrl-C as a terminal sends it: a shell's background job (`make test &`) inherits
+        # SIGINT ignored, and then Python keeps ignoring it.
         proc = subprocess.Popen([*RAVANA, "--db", str(db_path), "log", "memory", "--stdin"],
                                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=lambda: signal.signal(
+                                    signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 30
     # Imports and the model take about a second of CPU; past 3 s it is embedding.
     while cpu_seconds(proc.pid) < 3 and time.monotonic() < deadline:

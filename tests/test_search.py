@@ -367,20 +367,48 @@ def test_bad_query_lines_are_one_line_errors(cli, line, expected):
 
 def test_a_filtered_word_search_is_driven_by_the_full_text_match(cli, memories):
     """A filter must not turn the FTS side into a walk over every doc of a kind, each probing
-    the full-text index (65x slower at 5,000 long documents)."""
+    the full-text index (65x slower at 5,000 long documents): a broad filter (every memory)
+    filters the best matches, a narrow one (one source) joins each match to its doc; both
+    start from the full-text match and find docs by primary key."""
     from ravana_db.search import Query, search
 
     db = open_db(Path("agent.db"))
-    seen = []
-    db.conn.set_trace_callback(seen.append)
-    search(db, Query("graphics card memory", mode="fts", kind="memory", since="2000-01-01"),
-           touch=False)
-    db.conn.set_trace_callback(None)
-    (sql,) = [s for s in seen if "doc_fts MATCH" in s]
-    plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql)]
+    for filters, shape in (({"kind": "memory", "since": "2000-01-01"}, "CO-ROUTINE f"),
+                           ({"source": "nowhere"}, "SCAN doc_fts VIRTUAL TABLE")):
+        seen = []
+        db.conn.set_trace_callback(seen.append)
+        search(db, Query("graphics card memory", mode="fts", **filters), touch=False)
+        db.conn.set_trace_callback(None)
+        (sql,) = [s for s in seen if "doc_fts MATCH" in s]
+        plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql)]
+        assert plan[0] == shape or plan[0].startswith(shape), plan
+        assert [p for p in plan if p.startswith("SCAN") or "doc_fts" in p][0].startswith(
+            "SCAN doc_fts VIRTUAL TABLE"), plan
+        assert any(p.startswith("SEARCH d USING INTEGER PRIMARY KEY") for p in plan), plan
     db.close()
-    assert plan[0].startswith("SCAN doc_fts VIRTUAL TABLE"), plan
-    assert any(p.startswith("SEARCH d USING INTEGER PRIMARY KEY") for p in plan), plan
+
+
+def test_a_filtered_word_search_ranks_as_the_unfiltered_one_restricted(cli, memories):
+    """Broad filters (most docs pass) and narrow ones rank by other plans; both give the
+    unfiltered ranking with the other docs taken out."""
+    cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": f"Note {i}: the GPU memory "
+        f"and the train commute, with chess on the phone ({i})."} for i in range(6))))
+    texts = ["gpu memory", "train commute phone", "chess", "memory of the user"]
+    filters = [{}, {"kind": "memory"}, {"kind": "summary"}, {"kind": "memory", "type": "fact"},
+               {"source": "chat"}, {"since": "2026-03-01"}]
+    lines = "".join(json.dumps({"text": t, "mode": "fts", "top_n": 100, **f}) + "\n"
+                    for t in texts for f in filters)
+    answers = iter(query(cli, "--stdin", "--no-touch", input=lines))
+    for _ in texts:
+        everything = next(answers)["results"]
+        assert {r["kind"] for r in everything} == {"memory", "summary"}
+        for f in filters[1:]:
+            got = next(answers)["results"]
+            keep = [r for r in everything if all(
+                r["kind" if k == "kind" else k] == v for k, v in f.items() if k != "since")
+                and r["timestamp"] >= f.get("since", "")]
+            assert [(r["kind"], r["id"], r["bm25"]) for r in got] == [
+                (r["kind"], r["id"], r["bm25"]) for r in keep], f
 
 
 # Fusion and ranking terms ---------------------------------------------------------------------
