@@ -192,18 +192,28 @@ def bench_hybrid(runs, sizes=(10_000, 100_000, 1_000_000), queries=100):
     embedder = Embedder(threads=1)  # as `ravana-db query` loads it
     embedder.embed(["warm up"])  # model load excluded
     report = {"what": "in-process hybrid query (embedding the query included, model load "
-                      "excluded), top 5; baseline: embedding the query alone"}
+                      "excluded), top 5; baseline: embedding the query alone; and the same "
+                      "query with --kind memory and with all four filters"}
     for n in sizes:
         db = open_db(build(n), create=False)
         search(db, Query("warm up"), embedder=embedder, touch=False)
-        hybrid, embed_only = [], []
+        times = {"hybrid": [], "embed": [], "kind": [], "all four": []}
         for text in qtexts[:queries]:
-            hybrid.append(timed(search, db, Query(text), embedder=embedder, touch=False)[0])
-            embed_only.append(timed(embedder.embed, [text])[0])
+            times["hybrid"].append(timed(search, db, Query(text), embedder=embedder,
+                                         touch=False)[0])
+            times["embed"].append(timed(embedder.embed, [text])[0])
+            for name in ("kind", "all four"):
+                times[name].append(timed(search, db, Query(text, **FILTERS[name]),
+                                         embedder=embedder, touch=False)[0])
         db.close()
-        report[f"{n}"] = {"hybrid_median_ms": round(median(hybrid) * 1000, 2),
-                          "embed_median_ms": round(median(embed_only) * 1000, 2),
-                          "ratio_median": round(median(hybrid) / median(embed_only), 2)}
+        ms = {name: median(t) * 1000 for name, t in times.items()}
+        report[f"{n}"] = {"hybrid_median_ms": round(ms["hybrid"], 2),
+                          "embed_median_ms": round(ms["embed"], 2),
+                          "ratio_median": round(ms["hybrid"] / ms["embed"], 2),
+                          **{f"{name}_median_ms": round(ms[name], 2) for name in FILTERS
+                             if name in ms},
+                          **{f"{name}_ratio_to_unfiltered": round(ms[name] / ms["hybrid"], 2)
+                             for name in FILTERS if name in ms}}
     return report
 
 
