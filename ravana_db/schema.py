@@ -711,9 +711,9 @@ def m007_decision_time_index(db):
 def m008_sampled_signatures(db):
     """doc_bits gains its partition key (a table's columns change only by a rebuild): the
     signatures are copied, not recomputed."""
-    if "PARTITION KEY" in db.execute(
-            "SELECT sql FROM sqlite_master WHERE name = 'doc_bits'").fetchone()[0]:
-        return  # made by m002 after this change
+    row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'doc_bits'").fetchone()
+    if row is None or "PARTITION KEY" in row[0]:
+        return  # made by m002 after this change, or missing: `reindex` makes it anew
     db.execute("CREATE TEMP TABLE old_bits AS "
                "SELECT doc_id, embedding, kind, type, source, ts FROM doc_bits")
     db.execute("DROP TABLE doc_bits")

@@ -333,12 +333,14 @@ def sample_rank(k, miss=0.01):
 
 
 def _knn_query(db, bits, k, where, params, *, part=None, bound=None):
-    extra = ([] if part is None else [("part = ?", part)]) + \
-        ([] if bound is None else [("distance <= ?", bound)])
+    """One vec0 KNN query: the k signatures nearest to bits that pass `where`, in partition
+    `part` and within distance `bound` when they are given."""
+    for condition, value in (("part = ?", part), ("distance <= ?", bound)):
+        if value is not None:
+            where, params = f"{where} AND {condition}", [*params, value]
     return db.execute(
         f"SELECT doc_id, distance FROM doc_bits WHERE embedding MATCH vec_quantize_binary(?) "
-        f"AND k = ? AND {where}{''.join(' AND ' + c for c, _ in extra)}",
-        [bits, k, *params, *(v for _, v in extra)]).fetchall()
+        f"AND k = ? AND {where}", [bits, k, *params]).fetchall()
 
 
 def _similarities(db, doc_ids, vector, q=None):
