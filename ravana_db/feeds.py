@@ -11,6 +11,7 @@ import calendar
 import contextlib
 import email.utils
 import html.parser
+import os
 import queue
 import re
 import threading
@@ -51,9 +52,12 @@ class Fetched:
     entries: list = field(default_factory=list)
 
 
-def feed_url(target):
-    """The stored URL of a feed named on the command line: http(s) as given, a local path as
-    an absolute file:// URL. Anything else is an InputError."""
+def feed_url(target, *, must_exist=True):
+    """The stored URL of a feed named on the command line: http(s) as given, a local path (or
+    a file:// URL) as an absolute file:// URL. Anything else, an empty name, or a local file
+    that is not there (with must_exist) is an InputError: nothing is subscribed."""
+    if not target.strip():
+        raise InputError("an empty feed name: give a URL or the path of a feed file")
     try:
         parts = urlparse(target)
         parts.port  # noqa: B018 - raises for a port that is not a number
@@ -64,37 +68,88 @@ def feed_url(target):
         if not parts.hostname:
             raise InputError(f"{target!r} is not a feed URL (no host)")
         return target
-    if scheme == "file":
-        return target
-    if scheme and len(scheme) > 1:  # (a one-letter scheme is a Windows drive)
+    if scheme and scheme != "file" and len(scheme) > 1:  # (one letter: a Windows drive)
         raise InputError(f"{target!r}: only http, https and file feeds can be fetched")
-    return Path(target).absolute().as_uri()
+    path = Path(unquote(parts.path)) if scheme == "file" else Path(os.path.abspath(target))
+    if must_exist and not path.is_file():
+        raise InputError(f"{target}: no such file (give a feed file or an http(s) URL)")
+    return target if scheme == "file" else path.as_uri()
 
 
-def opml_urls(path):
-    """(urls, refused) of an OPML subscription list: its feeds (relative paths taken from its
-    folder) and the outlines that name no feed we can fetch, with why."""
+def local_path(url):
+    """The path of a file:// feed URL."""
+    return Path(unquote(urlparse(url).path))
+
+
+def opml_urls(path, *, allow_local_files=False):
+    """(urls, refused) of an OPML subscription list: its feeds, and the outlines skipped, with
+    why. An outline may name an http(s) URL, or a feed file inside the OPML file's own folder
+    (a relative path is taken from there); any other local file only with allow_local_files,
+    other schemes never. A list that is not an OPML file, or names no feed, is an InputError."""
     import listparser
 
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror.lower()}") from None
-    parsed = listparser.parse(data)
+        raise InputError(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
+    parsed = listparser.parse(_utf8_xml(data, path))
     urls = [f.url for f in parsed.feeds if f.url]
     if not urls:
         raise InputError(f"{path}: no feeds in it (not an OPML subscription list?)")
     base, good, refused = Path(path).absolute().parent, [], []
     for url in urls:
         try:
-            good.append(feed_url(url if re.match(r"[a-zA-Z][\w+.-]+:", url) else
-                                 str(base / url)))
+            has_scheme = re.match(r"[a-zA-Z][\w+.-]+:", url)
+            url = feed_url(url if has_scheme else str(base / url), must_exist=False)
+            if url.startswith("file:"):
+                _local_outline(url, base, allow_local_files)
+            good.append(url)
         except InputError as e:
             refused.append(str(e))
     if not good:
         raise InputError(f"{path}: no feed in it that can be fetched"
                          + (f" ({refused[0]})" if refused else ""))
     return good, refused
+
+
+def _local_outline(url, base, allowed):
+    """Refuse an OPML outline's local file outside the OPML's folder (unless allowed), or not
+    there: a shared subscription list must not read the reader's other files."""
+    path = local_path(url)
+    inside = path.resolve().is_relative_to(base.resolve())
+    if not (inside or allowed):
+        raise InputError(f"{url}: a local file outside the OPML file's folder "
+                         "(--allow-local-files to subscribe to it)")
+    if not path.is_file():
+        raise InputError(f"{url}: no such file")
+
+
+XML_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+
+
+def _utf8_xml(data, path):
+    """An XML document's bytes as UTF-8, decoded from its BOM or its declared encoding
+    (listparser reads UTF-8 only)."""
+    import codecs
+
+    for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                      (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            encoding = name
+            break
+    else:
+        declared = XML_ENCODING.match(data.lstrip()[:200])
+        encoding = declared[1].decode() if declared else "utf-8"
+    try:
+        text = data.decode(encoding)
+    except LookupError:
+        raise InputError(f"{path}: unknown encoding {encoding!r} in its XML declaration") \
+            from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not {encoding} text (byte {e.start}), as it declares; "
+                         "not an OPML file?") from None
+    text = re.sub(r"""^(\s*<\?xml[^>]*?encoding\s*=\s*["'])[^"']*""", r"\g<1>UTF-8", text)
+    return text.encode()
 
 
 def subscribe(db, urls):
@@ -239,7 +294,7 @@ async def _fetch(feed, http, max_bytes):
 
 
 def _read_file(feed, max_bytes):
-    path = Path(unquote(urlparse(feed["url"]).path))
+    path = local_path(feed["url"])
     if not path.is_file():
         raise FeedError(f"no file at {path}")
     with path.open("rb") as f:

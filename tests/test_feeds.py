@@ -389,12 +389,14 @@ def test_json_rows_on_stdout_and_exit_0_when_every_feed_succeeds(tmp_path):
 def test_without_format_the_table_goes_to_stderr_and_stdout_stays_empty(tmp_path):
     db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
     feed.write_bytes(rss("News", items("news", 3)))
-    result = invoke(db, "ingest", "feeds", "--no-events", feed, tmp_path / "missing.xml")
+    page = tmp_path / "page.html"
+    page.write_bytes((FIXTURES / "not-a-feed.html").read_bytes())
+    result = invoke(db, "ingest", "feeds", "--no-events", feed, page)
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert "News" in result.stderr and "missing.xml" in result.stderr
+    assert "News" in result.stderr and "page.html" in result.stderr
     assert re.search(r"News\s+ok\s+3\s+0\s+0", result.stderr), result.stderr
-    assert "no file at" in result.stderr and "Traceback" not in result.stderr
+    assert "not a feed" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("target", ["ftp://files.example/feed.xml", "http:///feed.xml",
@@ -422,16 +424,33 @@ def test_an_unparseable_url_is_exit_2_with_one_line(tmp_path, where):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_a_missing_local_file_is_that_feeds_error(tmp_path):
+def test_a_subscribed_file_that_went_away_is_that_feeds_error(tmp_path):
     db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
     feed.write_bytes(rss("News", items("news", 2)))
-    missing = tmp_path / "gone.xml"
-    result, reports = ingest(db, feed, missing)
+    gone = tmp_path / "gone.xml"
+    gone.write_bytes(rss("Gone", items("gone", 1)))
+    assert ingest(db, feed, gone)[0].exit_code == 0
+    gone.unlink()
+    result, reports = ingest(db)
     assert result.exit_code == 1
-    assert reports[missing.as_uri()]["status"] == "error"
-    assert "no file at" in reports[missing.as_uri()]["error"]
-    assert reports[feed.as_uri()]["new"] == 2
-    assert one(db, "SELECT failures FROM feed WHERE url = ?", missing.as_uri()) == 1
+    assert reports[gone.as_uri()]["status"] == "error"
+    assert "no file at" in reports[gone.as_uri()]["error"]
+    assert one(db, "SELECT failures FROM feed WHERE url = ?", gone.as_uri()) == 1
+    assert one(db, "SELECT count(*) FROM article") == 3
+
+
+@pytest.mark.parametrize("target", ["", " ", "no/such/typo.xml", "/no/such/typo.xml",
+                                    "file:///no/such/typo.xml", "."])
+def test_a_name_that_is_no_feed_file_is_exit_2_and_subscribes_nothing(tmp_path, target):
+    db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
+    feed.write_bytes(rss("News", items("news", 2)))
+    assert ingest(db, feed)[0].exit_code == 0
+    before = query(db, "SELECT * FROM feed ORDER BY id")
+    result = invoke(db, "ingest", "feeds", "--no-events", feed, target)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert query(db, "SELECT * FROM feed ORDER BY id") == before
+    assert one(db, "SELECT count(*) FROM article") == 2
 
 
 def test_a_feed_named_twice_reports_its_new_articles(tmp_path):
@@ -760,12 +779,12 @@ def test_a_failing_feed_backs_off_is_retried_when_due_and_never_dropped(server, 
 def test_the_fixture_opml_subscribes_relative_paths_from_its_folder(tmp_path):
     db = tmp_path / "agent.db"
     result, reports = ingest(db, "--opml", FIXTURES / "subscriptions.opml")
-    # The http://127.0.0.1:PORT/ placeholders are no URLs: skipped, each with a notice; the
-    # broken outline is a relative path to no file: that feed's error.
-    assert result.exit_code == 1, result.stderr
+    # The http://127.0.0.1:PORT/ placeholders are no URLs, and the broken outline is a
+    # relative path to no file: skipped, each with a line.
+    assert result.exit_code == 0, result.stderr
     assert result.stderr.count("skipped: 'http://127.0.0.1:PORT/") == 4
-    (broken,) = [r for r in reports.values() if r["status"] == "error"]
-    assert broken["error"].startswith("no file at ") and "not%20a%20url" in broken["feed"]
+    assert re.search(r"skipped: file://\S*not%20a%20url\S*: no such file", result.stderr)
+    assert [r for r in reports.values() if r["status"] == "error"] == []
     local = ["rss20-guid-permalink.xml", "atom10.xml", "atom10-xml-base.xml",
              "enc-utf8-bom.xml", "enc-utf16le-bom.xml", "enc-shift-jis.xml",
              "rss20-guid-not-permalink.xml", "rss10-rdf.xml", "rss20-enclosures.xml"]
@@ -819,6 +838,79 @@ def test_opml_out_and_back_in_gives_the_same_feeds(server, tmp_path):
                             "failures", "next_attempt"}
         assert (row["last_status"], row["failures"], row["next_attempt"]) == ("ok", 0, None)
         assert ISO.fullmatch(row["last_fetched"])
+
+
+def test_an_opml_list_names_http_or_files_in_its_own_folder_only(server, tmp_path):
+    """A shared OPML list cannot make us read the reader's other files: file:///etc/...,
+    ../ paths and other schemes are skipped (one line each) unless --allow-local-files."""
+    folder = tmp_path / "lists"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "inside.xml").write_bytes(rss("Inside", items("inside", 2)))
+    outside = tmp_path / "outside.xml"
+    outside.write_bytes(rss("Outside", items("outside", 2)))
+    server.route("/opml/web.xml", Reply(body=rss("Web", items("web", 2))))
+    names = [server.url("/opml/web.xml"), "sub/inside.xml", "../outside.xml",
+             outside.as_uri(), "file:///etc/shadow", "../../../../../../etc/passwd",
+             "ftp://files.example/feed.xml", "javascript:alert(1)"]
+    subs = folder / "subs.opml"
+    subs.write_text('<?xml version="1.0"?><opml version="2.0"><head/><body>' + "".join(
+        f'<outline type="rss" text="{n}" xmlUrl="{html.escape(n)}"/>' for n in names)
+        + "</body></opml>")
+    db = tmp_path / "agent.db"
+    result, reports = ingest(db, "--opml", subs)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(reports) == sorted([server.url("/opml/web.xml"),
+                                      (folder / "sub" / "inside.xml").as_uri()])
+    skipped = [line for line in result.stderr.splitlines() if "skipped:" in line]
+    assert len(skipped) == 6, result.stderr
+    assert sum("outside the OPML file's folder" in line for line in skipped) == 4
+    assert {r["url"] for r in query(db, "SELECT url FROM feed")} == set(reports)
+    assert one(db, "SELECT count(*) FROM article") == 4
+
+    result, reports = ingest(db, "--opml", subs, "--allow-local-files")
+    assert outside.as_uri() in reports and reports[outside.as_uri()]["new"] == 2
+    # What the user allowed is read (and /etc/passwd is no feed); other schemes stay out.
+    assert sum("skipped:" in line for line in result.stderr.splitlines()) == 2
+    assert reports["file:///etc/passwd"]["status"] == "error"
+
+
+def test_an_opml_list_in_its_declared_encoding_is_read(tmp_path):
+    feed = tmp_path / "café.xml"
+    feed.write_bytes(rss("Café", items("cafe", 2)))
+    subs = tmp_path / "latin.opml"
+    subs.write_bytes('<?xml version="1.0" encoding="ISO-8859-1"?>\n<opml version="2.0"><head>'
+                     '<title>Abonnements à café</title></head><body><outline type="rss" '
+                     'text="Café" xmlUrl="café.xml"/></body></opml>\n'.encode("latin-1"))
+    result, reports = ingest(tmp_path / "agent.db", "--opml", subs)
+    assert result.exit_code == 0, result.stderr
+    assert reports[feed.as_uri()]["new"] == 2
+
+
+@pytest.mark.parametrize("body", [
+    b'<?xml version="1.0" encoding="UTF-8"?><opml><body><outline xmlUrl="caf\xe9.xml"/>',
+    b'<?xml version="1.0" encoding="klingon-8"?><opml/>', b"\x00\xff\xfe garbage",
+    b"", b"<html><p>not a list</p></html>"])
+def test_a_bad_opml_list_is_one_line_and_exit_2(tmp_path, body):
+    subs = tmp_path / "bad.opml"
+    subs.write_bytes(body)
+    db = tmp_path / "agent.db"
+    result = invoke(db, "ingest", "feeds", "--no-events", "--opml", subs)
+    assert result.exit_code == 2 and result.stdout == "", result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert not db.exists() or one(db, "SELECT count(*) FROM feed") == 0
+
+
+def test_quiet_ingest_says_nothing_on_success_and_a_line_per_failed_feed(server, tmp_path):
+    db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
+    feed.write_bytes(rss("News", items("news", 2)))
+    server.route("/quiet/down.xml", Reply(500))
+    result = CliRunner().invoke(app, ["--db", str(db), "--quiet", "ingest", "feeds", str(feed)])
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    result = CliRunner().invoke(app, ["--db", str(db), "--quiet", "ingest", "feeds", str(feed),
+                                      server.url("/quiet/down.xml")])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == f"error: {server.url('/quiet/down.xml')}: HTTP 500 " \
+                            "Internal Server Error\n"
 
 
 def test_export_feeds_refuses_an_unknown_format(tmp_path):

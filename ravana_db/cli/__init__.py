@@ -488,8 +488,12 @@ def ingest_feeds(
         metavar="[URL|PATH]...", help="feeds to add and fetch now; none: every subscribed "
         "feed that is due")] = None,
     opml: Annotated[Optional[str], typer.Option(
-        "--opml", metavar="FILE", help="subscribe to (and fetch) the feeds of an OPML list")
+        "--opml", metavar="FILE", help="subscribe to (and fetch) the feeds of an OPML list: "
+        "its http(s) URLs and feed files in its own folder (others are skipped, one line each)")
     ] = None,
+    allow_local_files: Annotated[bool, typer.Option(
+        "--allow-local-files", help="let the OPML list name feed files outside its folder")
+    ] = False,
     events: Annotated[bool, typer.Option(
         "--events/--no-events", help="group new articles into events after the fetch")] = True,
     concurrency: Annotated[int, typer.Option(
@@ -514,10 +518,10 @@ def ingest_feeds(
     fmt = pick(fmt, json_flag) if fmt or json_flag else None
     urls = [f.feed_url(t) for t in targets or []]
     if opml:
-        listed, refused = f.opml_urls(opml)
+        listed, refused = f.opml_urls(opml, allow_local_files=allow_local_files)
         urls += listed
         for why in refused:
-            _notice(ctx, f"{opml}: skipped: {why}")
+            message(f"{opml}: skipped: {why}")
     db, _ = _open(ctx)
     chosen = f.subscribe(db, urls) if urls else f.due(db)
     if not chosen:
@@ -531,6 +535,10 @@ def ingest_feeds(
         emit(({**r, "feed": r["title"] or r["feed"].rsplit("/", 1)[-1]} for r in reports),
              Format.table, columns=["feed", "status", "new", "updated", "skipped", "error"],
              out=sys.stderr)
+    elif ctx.obj["quiet"]:  # cron's mail: nothing when all went well, a line per failure
+        for r in reports:
+            if r["status"] == "error":
+                message(f"error: {r['feed']}: {r['error']}")
     if events:
         _detect_events(ctx, db)
     if any(r["status"] == "error" for r in reports):
