@@ -237,7 +237,7 @@ def _parsed(fetched, max_bytes):
 
 
 def _one_line(error):
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = _text(" ".join(str(error).split())) or type(error).__name__
     return text[:300]
 
 
@@ -388,11 +388,14 @@ def _article(entry, url):
     title = plain(entry.get("title"))[:MAX_TITLE]
     summary = plain(entry.get("summary")) or None
     content = " ".join(plain(c.get("value")) for c in entry.get("content") or []) or None
+    from .models import web_link
+
     link = _text(entry.get("link") or "").strip()
     if link and not urlparse(link).scheme:
         # A relative <link> is resolved against the feed; a guid that feedparser took for
         # a link ("1", without isPermaLink="false") is no link at all.
         link = "" if entry.get("guidislink") else urljoin(url, link)
+    link = web_link(link)  # javascript:, data:, file:... : the article without its link
     published = _utc(entry.get("published_parsed") or entry.get("updated_parsed"))
     if not title:  # what people read: the summary's start stands in (never the URL)
         title = (summary or content or "(untitled)")[:MAX_TITLE]
@@ -403,8 +406,10 @@ def _article(entry, url):
 
 
 def _text(value):
-    """value with lone surrogates (`&#xD800;` in a feed) replaced: SQLite stores UTF-8."""
-    return SURROGATE.sub("\ufffd", value)
+    """value with lone surrogates (`&#xD800;` in a feed) replaced, since SQLite stores UTF-8,
+    and control characters (NUL, C0 but tab and newline, C1) dropped: a feed's text must not
+    hide words from sqlite3 (NUL) or drive the terminal of whoever reads it (escapes)."""
+    return CONTROL.sub("", SURROGATE.sub("\ufffd", value))
 
 
 def _utc(struct):
@@ -448,6 +453,7 @@ class _Text(html.parser.HTMLParser):
 
 
 SURROGATE = re.compile("[\ud800-\udfff]")
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 TAG = re.compile(r"</?[a-zA-Z][^>]*>|&(#?\w+);")
 MAX_TEXT = 20_000
 MAX_TITLE = 500

@@ -80,6 +80,20 @@ def _storable(value, path="$", depth=0):
     return value
 
 
+C0_AND_SPACE = "".join(map(chr, range(33)))
+
+
+def web_link(value):
+    """A link people may follow: kept when its scheme is http or https (read as browsers read
+    it: case aside, tabs and newlines anywhere and controls or spaces around it ignored), or
+    when it has none (relative); else "" (no link): javascript:, data:, vbscript:, file:..."""
+    if not isinstance(value, str):
+        return value
+    bare = re.sub(r"[\t\n\r]", "", value).strip(C0_AND_SPACE)
+    scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*):", bare)
+    return "" if scheme and scheme[1].lower() not in ("http", "https") else value
+
+
 def _not_blank(value):
     if not value.strip():
         raise ValueError("must not be blank")
@@ -311,7 +325,7 @@ class Article(Record):
     feed_id: Int64
     guid: Text
     title: Text
-    link: str = ""
+    link: Annotated[str, AfterValidator(web_link)] = ""
     published: Time = None
     source: str | None = None
     fetched_at: Time = None
@@ -453,6 +467,8 @@ def row_models(table, columns, *, json_columns, foreign_keys, id_column, identit
                                                   _json_column(k, v))]
         elif name in TIME_COLUMNS:
             kind = Annotated[str, BeforeValidator(_time)]
+        elif (table, name) == ("article", "link"):
+            kind = Annotated[str, AfterValidator(web_link)]
         else:
             kind = {"INTEGER": Int64, "REAL": float}.get(declared.upper(), str)
         if not not_null:

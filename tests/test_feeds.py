@@ -913,6 +913,62 @@ def test_quiet_ingest_says_nothing_on_success_and_a_line_per_failed_feed(server,
                             "Internal Server Error\n"
 
 
+LINKS = {"ok": "https://safe.example/news/1", "js": "javascript:alert(document.cookie)",
+         "js-case": "  JaVaScRiPt:alert(1)", "js-tab": "java\tscript:alert(1)",
+         "js-nl": "\njava\nscript:alert(1)", "js-ctl": "\x01javascript:alert(1)",
+         "data": "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+         "vb": "VBScript:MsgBox(1)", "file": "file:///etc/passwd", "other": "tel:+123",
+         "relative": "/news/relative"}
+
+
+def test_links_other_than_http_and_https_are_dropped_and_the_articles_kept(server, tmp_path):
+    body = rss("Links", [{"title": f"Item {name}", "link": link, "guid": f"g-{name}",
+                          "description": f"About {name}"} for name, link in LINKS.items()])
+    server.route("/links.xml", Reply(body=body))
+    db = tmp_path / "agent.db"
+    result, reports = ingest(db, server.url("/links.xml"))
+    assert result.exit_code == 0 and reports[server.url("/links.xml")]["new"] == len(LINKS)
+    stored = {r["title"]: r["link"] for r in query(db, "SELECT title, link FROM article")}
+    assert stored.pop("Item ok") == LINKS["ok"]
+    assert stored.pop("Item relative") == server.url("/news/relative")
+    assert stored == {f"Item {name}": "" for name in LINKS if name not in ("ok", "relative")}
+
+    exported = invoke(db, "export", "article", "--format", "jsonl")
+    again = tmp_path / "again.db"
+    invoke(again, "ingest", "feeds", "--no-events", server.url("/links.xml"))
+    rows = [{**json.loads(line), "link": LINKS["js-tab"]} for line in exported.stdout.splitlines()]
+    lines = tmp_path / "articles.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = invoke(again, "ingest", "jsonl", lines, "--table", "article")
+    assert result.exit_code == 0, result.stderr
+    assert {r["link"] for r in query(again, "SELECT link FROM article")} == {""}
+
+
+def test_control_characters_in_feed_text_are_not_stored(server, tmp_path):
+    """NUL, the C0 controls (but tab and newline) and the C1 controls are dropped from what a
+    feed says, raw or as character references; the article is kept."""
+    body = ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            "<title>&#27;]0;PWNED&#7;&#27;[2J&#27;[31m Wire\u0085\u009b</title>"
+            "<link>https://ctl.example/</link><item><title>Head&#0;line\u009b31m &#x1b;[0m"
+            "</title><link>https://ctl.example/1&#27;</link><guid>ctl-&#1;1</guid>"
+            "<description>visible&#0;hidden \u0090text\u007f</description></item>"
+            "</channel></rss>").encode()
+    server.route("/ctl.xml", Reply(body=body))
+    db = tmp_path / "agent.db"
+    result, reports = ingest(db, server.url("/ctl.xml"))
+    assert result.exit_code == 0, result.stderr
+    (article,) = query(db, "SELECT * FROM article")
+    control = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+    texts = [v for v in article.values() if isinstance(v, str)]
+    texts += [v for v in query(db, "SELECT * FROM feed")[0].values() if isinstance(v, str)]
+    assert not [t for t in texts if control.search(t)], texts
+    # (feedparser reads C1 characters as the windows-1252 ones they usually are: › for 0x9b)
+    assert article["title"] in ("Headline31m [0m", "Headline\u203a31m [0m")
+    assert article["summary"] == "visiblehidden text"
+    assert article["guid"] == "ctl-1"
+    assert reports[server.url("/ctl.xml")]["title"].startswith("]0;PWNED[2J[31m Wire")
+
+
 def test_export_feeds_refuses_an_unknown_format(tmp_path):
     db = tmp_path / "agent.db"
     invoke(db, "init")
