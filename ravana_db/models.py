@@ -16,6 +16,7 @@ from pydantic import (
 
 from .db import parse_time, sha256
 from .errors import InputError
+from .links import web_link
 from .schema import MEMORY_TYPES, PATTERN_TYPES
 
 
@@ -78,20 +79,6 @@ def _storable(value, path="$", depth=0):
                 step = f"[{key}]"
             _storable(item, path + step, depth + 1)
     return value
-
-
-C0_AND_SPACE = "".join(map(chr, range(33)))
-
-
-def web_link(value):
-    """A link people may follow: kept when its scheme is http or https (read as browsers read
-    it: case aside, tabs and newlines anywhere and controls or spaces around it ignored), or
-    when it has none (relative); else "" (no link): javascript:, data:, vbscript:, file:..."""
-    if not isinstance(value, str):
-        return value
-    bare = re.sub(r"[\t\n\r]", "", value).strip(C0_AND_SPACE)
-    scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*):", bare)
-    return "" if scheme and scheme[1].lower() not in ("http", "https") else value
 
 
 def _not_blank(value):

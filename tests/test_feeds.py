@@ -720,6 +720,37 @@ def test_a_slow_loris_is_bounded_by_the_timeout(server, tmp_path):
     assert time.monotonic() - start < 2.5
 
 
+def test_a_feed_whose_parse_outlives_the_timeout_fails_alone_and_is_stopped(server, tmp_path):
+    """feedparser's SAX path is quadratic in the attributes of one element: --timeout bounds
+    the parse too (a child process killed at the deadline), that feed alone fails, and no
+    CPU is spent on it after the deadline."""
+    import resource
+
+    attributes = " ".join(f'a{n}="{n}"' for n in range(60_000))
+    slow = rss("Slow", items("slow", 1)).replace(b"<item>", f"<item {attributes}>".encode())
+    server.route("/slow/attrs.xml", Reply(body=slow))
+    server.route("/slow/fine.xml", Reply(body=rss("Fine", items("fine", 2))))
+    db, timeout = tmp_path / "agent.db", 3
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    proc = subprocess.run([*RAVANA, "--db", db, "ingest", "feeds", "--no-events", "--format",
+                           "json", "--timeout", str(timeout), server.url("/slow/attrs.xml"),
+                           server.url("/slow/fine.xml")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert "Traceback" not in proc.stderr, proc.stderr[-500:]
+    assert proc.returncode == 1
+    rows = {r["feed"]: r for r in json.loads(proc.stdout)}
+    assert rows[server.url("/slow/fine.xml")]["new"] == 2
+    assert rows[server.url("/slow/attrs.xml")]["status"] == "error"
+    assert f"longer than {timeout} s" in rows[server.url("/slow/attrs.xml")]["error"]
+    assert wall < timeout + 10 and cpu < timeout + 10, (wall, cpu)
+    assert one(db, "SELECT last_status FROM feed WHERE url = ?",
+               server.url("/slow/attrs.xml")) == "error"
+
+
 # 4. Backoff ---------------------------------------------------------------------------------
 
 
@@ -1049,3 +1080,138 @@ def test_a_killed_ingest_leaves_a_sound_file_and_the_next_run_completes(tmp_path
     assert _sound(db) == 1500
     assert one(db, "SELECT count(DISTINCT guid) FROM article") == 1500
     assert one(db, "SELECT count(*) FROM embed_queue") == 0
+
+
+# 7. Subscriptions: feeds list, remove, pause, resume; pausing a feed that keeps failing -----
+
+
+def set_feed(db, sql, *params):
+    conn = open_db(db)
+    with transaction(conn):
+        conn.execute(sql, params)
+    conn.close()
+
+
+def status_feeds(db):
+    result = invoke(db, "status", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)["feeds"]
+
+
+def test_a_feed_failing_for_days_is_paused_skipped_and_resumed(server, tmp_path):
+    db, url, state = tmp_path / "agent.db", server.url("/dying.xml"), {"up": True}
+    body = rss("Dying", items("dying", 2))
+    server.route("/dying.xml", lambda r: Reply(body=body) if state["up"] else Reply(500))
+    assert ingest(db, url)[0].exit_code == 0
+    state["up"] = False
+    long_ago = "2000-01-01T00:00:00.000Z"
+
+    # Many failures, but within a day: retried, not paused.
+    set_feed(db, "UPDATE feed SET failures = 30, next_attempt = ?, failing_since = "
+                 "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day')", long_ago)
+    result, reports = ingest(db)
+    assert result.exit_code == 1 and "paused" not in reports[url]["error"]
+    assert status_feeds(db) == {"subscribed": 1, "paused": 0}
+
+    # The tenth failure in a row, the first eight days ago: paused, and said so.
+    set_feed(db, "UPDATE feed SET failures = 9, next_attempt = ?, failing_since = "
+                 "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-8 days')", long_ago)
+    result, reports = ingest(db)
+    assert result.exit_code == 1
+    assert "paused after 10 failures" in reports[url]["error"]
+    assert status_feeds(db) == {"subscribed": 1, "paused": 1}
+    listed = json.loads(invoke(db, "feeds", "list", "--format", "json").stdout)
+    assert [(r["url"], r["status"], r["failures"], r["articles"]) for r in listed] == \
+        [(url, "paused", 10, 2)]
+
+    # `ingest feeds` with no arguments leaves it alone, however long ago it was due.
+    set_feed(db, "UPDATE feed SET next_attempt = ?", long_ago)
+    asked = len(server.received("/dying.xml"))
+    result, reports = ingest(db)
+    assert (result.exit_code, reports) == (0, {})
+    assert len(server.received("/dying.xml")) == asked
+
+    state["up"] = True
+    result = invoke(db, "feeds", "resume", url)
+    assert result.exit_code == 0 and result.stderr == f"resumed: {url}\n"
+    result, reports = ingest(db)
+    assert result.exit_code == 0 and reports[url]["status"] == "unchanged"
+    assert status_feeds(db) == {"subscribed": 1, "paused": 0}
+    assert one(db, "SELECT count(*) FROM article") == 2
+
+
+def test_remove_ends_the_subscription_and_keeps_the_articles(tmp_path):
+    db, feed, other = tmp_path / "agent.db", tmp_path / "news.xml", tmp_path / "other.xml"
+    feed.write_bytes(rss("News", items("news", 3)))
+    other.write_bytes(rss("Other", items("other", 2)))
+    assert ingest(db, feed, other)[0].exit_code == 0
+    articles = query(db, "SELECT * FROM article ORDER BY id")
+
+    result = invoke(db, "feeds", "remove", feed)  # a path names its file:// feed
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == f"removed: {feed.as_uri()} (its 3 article(s) stay)\n"
+    assert query(db, "SELECT * FROM article ORDER BY id") == articles
+    listed = json.loads(invoke(db, "feeds", "list", "--format", "json").stdout)
+    assert [r["url"] for r in listed] == [other.as_uri()]
+    assert feed.as_uri() not in invoke(db, "export", "feeds").stdout
+    assert status_feeds(db) == {"subscribed": 1, "paused": 0}
+    result, reports = ingest(db)
+    assert list(reports) == [other.as_uri()]
+    found = invoke(db, "query", "News harbour", "--mode", "fts", "--kind", "article",
+                   "--format", "json")
+    assert any(r["kind"] == "article" for r in json.loads(found.stdout))
+
+    # Named again, it is subscribed again: the same row, no article twice.
+    result, reports = ingest(db, feed)
+    assert result.exit_code == 0 and reports[feed.as_uri()]["new"] == 0
+    assert one(db, "SELECT count(*) FROM article") == 5
+    assert len(json.loads(invoke(db, "feeds", "list", "--format", "json").stdout)) == 2
+
+
+@pytest.mark.parametrize("action", ["remove", "pause", "resume"])
+def test_an_unknown_feed_is_exit_2_and_changes_nothing(tmp_path, action):
+    db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
+    feed.write_bytes(rss("News", items("news", 1)))
+    assert ingest(db, feed)[0].exit_code == 0
+    before = query(db, "SELECT * FROM feed")
+    result = invoke(db, "feeds", action, feed, "https://nowhere.example/rss")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == ("error: 'https://nowhere.example/rss' is not a subscribed feed "
+                             "(see `ravana-db feeds list`)\n")
+    assert query(db, "SELECT * FROM feed") == before
+
+
+def test_pause_by_hand_and_quiet_says_nothing(tmp_path):
+    db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
+    feed.write_bytes(rss("News", items("news", 1)))
+    assert ingest(db, feed)[0].exit_code == 0
+    result = invoke(db, "--quiet", "feeds", "pause", feed.as_uri())
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    assert ingest(db)[1] == {}
+    table = invoke(db, "feeds", "list", "--format", "csv").stdout.splitlines()
+    assert table[0] == "url,title,status,failures,last_error,last_fetched,articles"
+    assert table[1].startswith(f"{feed.as_uri()},News,paused,0,,")
+
+
+def test_m009_brings_an_older_file_up_with_its_failing_feeds(tmp_path):
+    from ravana_db.schema import migrations
+
+    db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
+    feed.write_bytes(rss("News", items("news", 1)))
+    assert ingest(db, feed, tmp_path / "news.xml")[0].exit_code == 0
+    set_feed(db, "UPDATE feed SET failures = 4, last_fetched = '2026-01-02T03:04:05.000Z'")
+    conn = open_db(db)
+    with transaction(conn):
+        for column in ("paused_at", "paused_reason", "removed_at", "failing_since"):
+            conn.execute(f"ALTER TABLE feed DROP COLUMN {column}")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm009_feed_pause_and_removal'")
+    conn.close()
+    result = invoke(db, "feeds", "list", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)[0]["status"] == "active"
+    assert query(db, "SELECT failures, failing_since, paused_at, removed_at FROM feed") == [
+        {"failures": 4, "failing_since": "2026-01-02T03:04:05.000Z", "paused_at": None,
+         "removed_at": None}]
+    conn = open_db(db)
+    assert migrations.pending(conn) == []
+    conn.close()

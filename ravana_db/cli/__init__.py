@@ -584,4 +584,4 @@ def ingest_events(
 
 
 # Command groups with a module of their own register themselves on `app`.
-from . import compress, consolidate, export, load  # noqa: E402, F401
+from . import compress, consolidate, export, feeds, load  # noqa: E402, F401
