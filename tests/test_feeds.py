@@ -1154,6 +1154,7 @@ def test_remove_ends_the_subscription_and_keeps_the_articles(tmp_path):
     listed = json.loads(invoke(db, "feeds", "list", "--format", "json").stdout)
     assert [r["url"] for r in listed] == [other.as_uri()]
     assert feed.as_uri() not in invoke(db, "export", "feeds").stdout
+    assert feed.as_uri() not in invoke(db, "export", "feeds", "--format", "json").stdout
     assert status_feeds(db) == {"subscribed": 1, "paused": 0}
     result, reports = ingest(db)
     assert list(reports) == [other.as_uri()]

@@ -497,9 +497,9 @@ def ingest_feeds(
     events: Annotated[bool, typer.Option(
         "--events/--no-events", help="group new articles into events after the fetch")] = True,
     concurrency: Annotated[int, typer.Option(
-        min=1, max=32, help="feeds fetched at once")] = 4,
+        min=1, max=32, help="feeds fetched or held at once (each up to --max-bytes)")] = 4,
     timeout: Annotated[float, typer.Option(
-        min=0.1, max=600, help="seconds for one feed's whole fetch")] = 20.0,
+        min=0.1, max=600, help="seconds for one feed's fetch and parse together")] = 20.0,
     max_bytes: Annotated[int, typer.Option(
         "--max-bytes", min=1024, help="largest feed accepted (decompressed)")] = 10 << 20,
     fmt: FormatOption = None,
@@ -507,9 +507,12 @@ def ingest_feeds(
 ):
     """Fetch news feeds (RSS 0.9x/1.0/2.0, Atom, local files) and store their articles.
 
-    A table per feed goes to stderr (or the rows to stdout with --format). Exit 1 when any
-    feed failed (the others are stored all the same); a failed feed is retried after a
-    growing pause (15 minutes doubling to a day).
+    A table per feed goes to stderr (or the rows to stdout with --format; with --quiet,
+    only a line per failed feed). Exit 1 when any feed failed (the others are stored all the
+    same); a failed feed is retried after a growing pause (15 minutes doubling to a day), and
+    paused after 10 failures in a row spanning 7 days. A feed named here is subscribed (again,
+    if it was removed or paused); `ravana-db feeds` lists, removes, pauses and resumes them.
+    --timeout bounds each feed's fetch and parse together.
 
     Example: ravana-db ingest feeds https://example.org/rss.xml news.atom --opml subs.opml
     """
