@@ -346,16 +346,21 @@ class Parser:
     def parse(self, body, *, url, content_type, seconds, timeout):
         if self.process is None:
             self.start()
-        if not self.ready:
-            if not self.pipe.poll(self.STARTUP):
-                self.close()
-                raise FeedError(f"the parser process did not start in {self.STARTUP:g} s")
-            self.ready = self.pipe.recv()
-        self.pipe.send((body, url, content_type))
-        if not self.pipe.poll(seconds):
+        try:
+            if not self.ready:
+                if not self.pipe.poll(self.STARTUP):
+                    raise FeedError(f"the parser process did not start in {self.STARTUP:g} s")
+                self.ready = self.pipe.recv()
+            self.pipe.send((body, url, content_type))
+            if not self.pipe.poll(seconds):
+                raise FeedError(f"took longer than {timeout:g} s (parsing)")
+            ok, value = self.pipe.recv()
+        except (EOFError, OSError):  # it died (out of memory?): the next feed gets another
             self.close()
-            raise FeedError(f"took longer than {timeout:g} s (parsing)")
-        ok, value = self.pipe.recv()
+            raise FeedError("the parser process ended while parsing this feed") from None
+        except FeedError:
+            self.close()
+            raise
         if not ok:
             raise FeedError(value)
         return value
@@ -376,6 +381,10 @@ def _parse_forever(pipe):
     import feedparser  # noqa: F401 - imported before the child says it is ready
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the parent's to handle
+    with contextlib.suppress(Exception):  # Linux: killed with the parent, even mid-parse
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     pipe.send(True)
     while True:
         try:

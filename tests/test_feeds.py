@@ -6,6 +6,7 @@ real sqlite-vec; the CLI in-process (CliRunner) or as `python -m ravana_db` proc
 Events are another engineer's (ravana_db/events.py): every run here passes --no-events.
 """
 
+import contextlib
 import gzip
 import html
 import json
@@ -749,6 +750,47 @@ def test_a_feed_whose_parse_outlives_the_timeout_fails_alone_and_is_stopped(serv
     assert wall < timeout + 10 and cpu < timeout + 10, (wall, cpu)
     assert one(db, "SELECT last_status FROM feed WHERE url = ?",
                server.url("/slow/attrs.xml")) == "error"
+
+
+def children(pid):
+    """The pids of a process's children."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += map(int, (task / "children").read_text().split())
+    return found
+
+
+def test_a_killed_ingest_leaves_no_parser_behind(server, tmp_path):
+    attributes = " ".join(f'a{n}="{n}"' for n in range(60_000))
+    slow = rss("Slow", items("slow", 1)).replace(b"<item>", f"<item {attributes}>".encode())
+    server.route("/orphan/attrs.xml", Reply(body=slow))
+    proc = subprocess.Popen([*RAVANA, "--db", tmp_path / "agent.db", "ingest", "feeds",
+                             "--no-events", "--timeout", "120", server.url("/orphan/attrs.xml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, parsers = time.monotonic() + 60, []
+        while not parsers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            parsers = [p for p in children(proc.pid) if "spawn_main" in
+                       Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        assert parsers, "no parser process started"
+        (parser,) = parsers
+        time.sleep(1)  # it is parsing
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{parser}").exists() and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{parser}/stat").read_text().split(") ")[1][0] == "Z":
+                    break  # ended, waiting for init to reap it
+            time.sleep(0.05)
+        alive = Path(f"/proc/{parser}").exists() and \
+            Path(f"/proc/{parser}/stat").read_text().split(") ")[1][0] != "Z"
+        assert not alive, "the parser outlived its parent"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # 4. Backoff ---------------------------------------------------------------------------------
