@@ -292,6 +292,10 @@ def peak_rss(folder, name, urls):
     return own / 1024, largest and largest / 1024, tree / 1024, seconds, proc.returncode
 
 
+def _mb(value):
+    return value if value is None else round(value, 1)
+
+
 def bench_memory(folder, **_):
     import functools
     import http.server
@@ -323,14 +327,13 @@ def bench_memory(folder, **_):
         httpd.shutdown()
     sizes = [(served / f"big{n}.xml").stat().st_size for n in range(30)]
     assert big[4] == 0 and small[4] == 0, (big, small)
-    mb = lambda value: value if value is None else round(value, 1)  # noqa: E731
     return {"what": "peak RSS of `ravana-db ingest feeds` (events included) of 30 feeds of "
                     f"{median(sizes) / 1e6:.1f} MB ({sum(sizes) / 1e6:.0f} MB in all, 20 items "
                     f"each) and one of 10,000 entries ({len(many) / 1e6:.1f} MB) over HTTP, "
                     "next to the same command on one 20-item feed",
-            "peak_rss_mb": mb(big[0]), "largest_process_mb": mb(big[1]),
-            "sampled_tree_peak_mb": mb(big[2]), "seconds": round(big[3], 1),
-            "baseline_peak_rss_mb": mb(small[0]), "baseline_tree_peak_mb": mb(small[2]),
+            "peak_rss_mb": _mb(big[0]), "largest_process_mb": _mb(big[1]),
+            "sampled_tree_peak_mb": _mb(big[2]), "seconds": round(big[3], 1),
+            "baseline_peak_rss_mb": _mb(small[0]), "baseline_tree_peak_mb": _mb(small[2]),
             "ratio_to_baseline": round(big[2] / small[2], 2), "goal_mb": 500,
             "under_goal": max(big[0], big[2]) < 500}
 

@@ -159,6 +159,10 @@ def _utf8_xml(data, path):
     return text.encode()
 
 
+REVIVE = ("UPDATE feed SET paused_at = NULL, paused_reason = NULL, removed_at = NULL "
+          "WHERE url = ? AND coalesce(paused_at, removed_at) IS NOT NULL")
+
+
 def subscribe(db, urls):
     """Add feeds; a feed already stored keeps its state, and is active again if it was paused
     or removed (naming it is asking for it). Returns their rows, in order, each once."""
@@ -166,9 +170,7 @@ def subscribe(db, urls):
     from .store import write
 
     urls = list(dict.fromkeys(urls))
-    revive = [("UPDATE feed SET paused_at = NULL, paused_reason = NULL, removed_at = NULL "
-               "WHERE url = ? AND coalesce(paused_at, removed_at) IS NOT NULL", [u])
-              for u in urls]
+    revive = [(REVIVE, [u]) for u in urls]
     write(db, [Feed(url=u) for u in urls], statements=revive)
     return [_feed(db, u) for u in urls]
 

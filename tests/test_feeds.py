@@ -752,6 +752,27 @@ def test_a_feed_whose_parse_outlives_the_timeout_fails_alone_and_is_stopped(serv
                server.url("/slow/attrs.xml")) == "error"
 
 
+def test_no_more_feeds_are_fetched_or_held_than_concurrency(server, tmp_path):
+    """A feed's body is fetched only when a slot is free: with --concurrency 1, the second
+    feed is asked for only once the first is stored (bodies never queue while embedding)."""
+    import sqlite3
+
+    db, seen = tmp_path / "agent.db", {}
+    server.route("/held/a.xml", Reply(body=rss("Held A", items("helda", 3))))
+
+    def second(request):
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            seen["stored before"] = conn.execute("SELECT count(*) FROM article").fetchone()[0]
+        return Reply(body=rss("Held B", items("heldb", 2)))
+
+    server.route("/held/b.xml", second)
+    result, reports = ingest(db, "--concurrency", 1, server.url("/held/a.xml"),
+                             server.url("/held/b.xml"))
+    assert result.exit_code == 0, result.stderr
+    assert seen == {"stored before": 3}
+    assert one(db, "SELECT count(*) FROM article") == 5
+
+
 def children(pid):
     """The pids of a process's children."""
     found = []
