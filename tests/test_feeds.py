@@ -793,7 +793,7 @@ def test_a_killed_ingest_leaves_no_parser_behind(server, tmp_path):
         deadline, parsers = time.monotonic() + 60, []
         while not parsers and time.monotonic() < deadline:
             time.sleep(0.1)
-            parsers = [p for p in children(proc.pid) if "spawn_main" in
+            parsers = [p for p in children(proc.pid) if "_parse_forever" in
                        Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
         assert parsers, "no parser process started"
         (parser,) = parsers
