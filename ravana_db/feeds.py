@@ -6,7 +6,6 @@ text is embedded before the write lock is taken. A feed that fails is recorded w
 and retried later, never dropped; the other feeds are stored all the same.
 """
 
-import asyncio
 import calendar
 import contextlib
 import email.utils
@@ -247,6 +246,8 @@ def fetch_all(feeds, *, concurrency=CONCURRENCY, timeout=TIMEOUT, max_bytes=MAX_
     are fetched or held at once: a feed's slot is freed only once the caller has taken the
     next one, so bodies never pile up while the caller embeds and stores.
     """
+    import asyncio  # here: the parse child imports this module and needs none of it
+
     results, started = queue.Queue(), queue.Queue()
     thread = threading.Thread(daemon=True, target=lambda: asyncio.run(_fetch_all(
         feeds, results, started, concurrency=concurrency, timeout=timeout,
@@ -261,6 +262,8 @@ def fetch_all(feeds, *, concurrency=CONCURRENCY, timeout=TIMEOUT, max_bytes=MAX_
 
 
 async def _fetch_all(feeds, results, started, *, concurrency, timeout, max_bytes):
+    import asyncio
+
     limit = asyncio.Semaphore(concurrency)
     started.put((asyncio.get_running_loop(), limit))
     async with contextlib.AsyncExitStack() as stack:
