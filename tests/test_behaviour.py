@@ -330,6 +330,8 @@ def test_first_use_of_a_new_file_by_several_processes_at_once(tmp_path):
                                   text=True) for _ in range(4)]
         outputs = [p.communicate(timeout=60) for p in procs]
         assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
+        said = sorted(err for _, err in outputs)
+        assert said == [f"created new database {path}\n", *[f"up to date: {path}\n"] * 3]
 
 
 # 6. A reader that goes away (`| head -1`) ---------------------------------------------------
