@@ -317,6 +317,14 @@ def test_a_write_command_that_creates_the_file_says_so_once(cli, db_path, comman
     assert db_path.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.parametrize("command, stdin", [
+    (["ingest", "jsonl", "-", "--table", "memory"], '{"text": "x", "importance": 2}\n'),
+    (["log", "memory", "--stdin"], '{"text": "x"}\n{"text": "y", "importance": 2}\n')],
+    ids=["ingest", "log"])
+def test_a_first_write_that_fails_says_only_its_error(cli, db_path, command, stdin):
+    assert one_line_error(cli(*command, input=stdin)).startswith("error: line ")
+
+
 def test_init_says_created_new_database_then_up_to_date(cli, db_path):
     made = cli("init")
     assert (made.exit_code, made.stdout, made.stderr) == (

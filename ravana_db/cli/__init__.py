@@ -14,10 +14,18 @@ from ..errors import InputError, RavanaError, RecordError
 from ..output import Format, Progress, emit, message, pick
 
 
-def _errors_to_exit_codes(invoke):
-    """Our errors as one line on stderr and an exit code (2 input, 1 runtime, 130 ^C)."""
+def _errors_to_exit_codes(ctx, invoke):
+    """Our errors as one line on stderr and an exit code (2 input, 1 runtime, 130 ^C).
+
+    A command that made a new database says so when it ends (even with --quiet: a mistyped
+    --db must not pass unseen), unless it ends in one of these errors: that line stays the
+    only one.
+    """
     try:
-        return invoke()
+        result = invoke()
+    except typer.Exit:
+        _say_created(ctx)  # the command did its work and chose its exit status
+        raise
     except RavanaError as e:
         message(f"error: {e}")
         raise typer.Exit(e.exit_code) from None
@@ -34,13 +42,20 @@ def _errors_to_exit_codes(invoke):
     except KeyboardInterrupt:
         message("interrupted: nothing of the unfinished transaction was written")
         raise typer.Exit(130) from None
+    _say_created(ctx)
+    return result
+
+
+def _say_created(ctx):
+    if ctx.obj and ctx.obj.get("created"):
+        message(ctx.obj["created"])
 
 
 class App(typer.core.TyperGroup):
     """The top group: the one error handler, around every command."""
 
     def invoke(self, ctx):
-        return _errors_to_exit_codes(lambda: super(App, self).invoke(ctx))
+        return _errors_to_exit_codes(ctx, lambda: super(App, self).invoke(ctx))
 
 
 def _db_after_command(ctx, param, value):
@@ -158,14 +173,13 @@ def _embedder(ctx, model=None, *, threads=None):
 
 
 def _open(ctx, *, create=True, write=True):
-    """Open the chosen file; a write command that makes a new database says so (even with
-    --quiet: a mistyped --db must not pass unseen)."""
+    """Open the chosen file; a new database is announced when the command ends."""
     from ..index import recorded_model
 
     path = resolve_path(ctx.obj["db"])
     db = open_db(path, create=create, write=write)
     if db.created:
-        message(_created(db, path))
+        ctx.obj["created"] = _created(db, path)
     try:  # the file's model is the default for its commands
         ctx.obj["recorded_model"] = recorded_model(db)[0]
     except RavanaError:  # a damaged record: the command that needs it says so
