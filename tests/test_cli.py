@@ -417,10 +417,11 @@ def test_a_files_model_folder_that_is_gone_is_one_line_naming_the_fix(cli, agent
 
 
 def help_of(command):
-    """A command's --help as one line of words (the terminal width folds it anywhere)."""
+    """A command's --help as one line of words (the terminal width folds it anywhere, also
+    after a hyphen)."""
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.stderr
-    return " ".join(result.stdout.split())
+    return " ".join(re.sub(r"(?<=\w-)\n\s+", "", result.stdout).split())
 
 
 def is_json(out):
@@ -476,7 +477,7 @@ def test_version_is_the_installed_packages(cli, tmp_path):
 
 # The README's crontab lines, run as cron runs them ------------------------------------------
 
-CRONTAB = re.findall(r"^(?:[0-9*/,-]+\s+){5}(\S*ravana-db .*)$", README, re.M)
+CRONTAB = re.findall(r"^(?:[0-9*/,-]+\s+){5}(\S*ravana-db .*)$", README, re.MULTILINE)
 QUIET_ELSEWHERE = ("consolidate",)  # its --quiet is the maint branch's (issue 16, item 19)
 
 
@@ -495,7 +496,7 @@ def test_a_readme_crontab_line_works_under_crons_path(tmp_path, line):
     subprocess.run([program, "--db", home / "agent.db", "init"], check=True,
                    capture_output=True)
     done = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "sh", "-c", line],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     if not line.endswith(QUIET_ELSEWHERE):
         assert done.stdout == ""
