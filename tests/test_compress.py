@@ -2,7 +2,11 @@
 
 import contextlib
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -123,6 +127,15 @@ def content(rows, memory_id):
     (row,) = rows("SELECT compressed_content FROM very_long_term_memories WHERE memory_id = ?",
                   memory_id)
     return row["compressed_content"]
+
+
+def gone(pid):
+    """Whether a process has ended (absent, or a zombie waiting to be reaped)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def runs(rows):
@@ -318,10 +331,10 @@ def test_a_timed_out_summarizer_is_killed_with_what_it_started(tmp_path):
         "text", timeout=0.5)
     assert (output, why) == (None, "timed out after 0.5 s")
     assert time.monotonic() - started < 5
-    for pid in pids.read_text().split():  # gone, or a zombie waiting for init to reap it
-        with contextlib.suppress(FileNotFoundError):
-            stat = open(f"/proc/{pid}/stat").read()
-            assert stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"), stat
+    deadline = time.monotonic() + 5  # SIGKILL is sent; dying takes a moment
+    while not all(map(gone, pids.read_text().split())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(map(gone, pids.read_text().split()))
 
 
 def test_a_summarizer_need_not_read_all_it_is_given():
@@ -334,6 +347,85 @@ def test_a_summarizer_need_not_read_all_it_is_given():
 def test_a_summarizer_that_prints_without_end_is_stopped():
     output, why = c.run_summarizer(["yes"], "", timeout=20)
     assert (output, why) == (None, f"printed more than {c.MAX_OUTPUT} bytes")
+
+
+# More than a pipe holds (64 kB), in few distinct sentences: a summarizer that reads none of
+# it leaves ravana-db writing into a pipe nobody reads.
+FILLER = ("The harbour crane was inspected and found in good order. Ferries kept their "
+          "timetable through the storm. ") * 15
+LARGE = [f"Week {n} of the harbour log. {FILLER}" for n in range(1, 61)]
+RAVANA = [sys.executable, "-m", "ravana_db"]
+
+
+@pytest.fixture
+def large(cli, db_path):
+    result = cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in LARGE)))
+    assert result.exit_code == 0, result.stderr
+    return db_path
+
+
+@pytest.mark.parametrize("command,method,why", [
+    ("true", "extractive", "no output"),
+    ("sh -c 'echo short'", "summarizer", None),
+    ("sh -c 'echo model gone >&2; exit 3'", "extractive", "exit 3: model gone"),
+], ids=["true", "echo", "exit-3"])
+def test_a_summarizer_that_reads_none_of_its_input_is_not_the_end_of_ravana_db(
+        large, rows, command, method, why):
+    result = subprocess.run([*RAVANA, "--db", str(large), "compress", "--no-vltm",
+                             "--max-summaries", "100", "--summarizer", command, "--format",
+                             "json"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    knowledge = json.loads(result.stdout)["knowledge"]
+    assert (knowledge["method"], knowledge["summarizer_error"]) == (method, why)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    assert warnings == ([f"warning: summarizer failed ({why}): kept the extractive summary"]
+                        if why else [])
+    stored = summaries(rows)
+    assert len(stored) == len(LARGE) + 1  # the sources stay, and the summary is stored
+    assert stored[knowledge["summary_id"]]["summary_text"] == knowledge["text"]
+    (run,) = runs(rows)
+    assert run["success"] == 1 and run["consolidation_results"]["knowledge"]["method"] == method
+
+
+def test_the_timeout_holds_when_a_descendant_keeps_the_output_open(tmp_path):
+    pids = tmp_path / "pids"
+    started = time.monotonic()
+    try:
+        output, why = c.run_summarizer(
+            ["sh", "-c", f"cat >/dev/null; setsid sleep 25 & echo $! > {pids}; sleep 100"],
+            "text", timeout=2)
+        elapsed = time.monotonic() - started
+    finally:
+        for pid in pids.read_text().split():  # out of the group: its own session
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    assert (output, why) == (None, "timed out after 2 s")
+    assert elapsed < 3.5, elapsed
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_ravana_db_leaves_no_summarizer_running(large, tmp_path, how):
+    pids = tmp_path / "pids"
+    run = subprocess.Popen([*RAVANA, "--db", str(large), "compress", "--no-vltm",
+                            "--summarizer", f"sh -c 'sleep 100 & echo $$ $! > {pids}; wait'"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60  # the model loads first
+        while len(pids.read_text().split() if pids.exists() else []) < 2:
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.05)
+        shell, sleeper = map(int, pids.read_text().split())
+        run.send_signal(how)
+        run.wait(10)
+        deadline = time.monotonic() + 5
+        while not (gone(shell) and gone(sleeper)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(shell) and gone(sleeper)
+    finally:
+        run.kill()
+        for pid in pids.read_text().split() if pids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 @pytest.mark.parametrize("command,message", [
