@@ -48,7 +48,7 @@ BUDGET = 1200  # characters of the compression summary's sentences
 MIN_SUMMARIES = 2  # fewer new summaries wait for the next run
 MIN_WORDS = 3  # shorter sentences ("Done.") are chosen only when nothing else is there
 LAMBDA = 0.7  # MMR: weight of relevance against redundancy
-DUPLICATE = 0.9  # a sentence this similar to a chosen one is never chosen too
+DUPLICATE = 0.8  # a sentence this similar to a chosen one is never chosen too (a paraphrase)
 FIELD_BUDGET = 400  # level 3: prose strings longer than this are summarised to this
 TIMEOUT = 30.0
 MAX_OUTPUT = 1 << 20  # a summarizer printing more has gone wrong
@@ -294,27 +294,36 @@ def _plan_knowledge(db, plan, embedder, *, max_summaries, budget, argv, timeout)
     part = {"summaries": len(sources), "skipped_older": waiting - len(sources), "waiting": 0,
             "through_id": sources[-1][0] if sources else mark, "source_ids": [],
             "method": None, "summarizer_error": None, "summary_id": None, "status": None,
-            "sentences": [], "text": None, "bytes_before": 0, "bytes_after": 0}
+            "sentences": [], "text": None, "bytes_before": 0, "bytes_after": 0,
+            "not_smaller": None}
     plan.knowledge = part
     chosen = extract(sources, embedder, budget=budget) if len(sources) >= MIN_SUMMARIES else []
     if not chosen:  # too few new summaries (they wait for the next run), or no sentences
         part.update(summaries=0, skipped_older=0, waiting=waiting, through_id=mark)
         return
+    before = sum(_size(t) for _, t in sources)
     part["source_ids"] = [id for id, _ in sources]
     part["sentences"] = [{"text": s, "sources": ids} for s, ids in chosen]
     part["method"], text = "extractive", "\n".join(cite(s, ids) for s, ids in chosen)
     if argv is not None:
         given = "\n\n".join(t.strip() for _, t in sources) + "\n"
         output, why = run_summarizer(argv, given, timeout=timeout)
+        if output is not None:
+            output = f"{output}\n[sources: {', '.join(map(str, part['source_ids']))}]"
+            if _size(output) >= before:
+                output, why = None, (f"its summary is not smaller than its input "
+                                     f"({_size(output)} >= {before} bytes)")
         if output is None:
             part["summarizer_error"] = why
             plan.warnings.append(f"summarizer failed ({why}): kept the extractive summary")
         else:
-            part["method"] = "summarizer"
-            text = f"{output}\n[sources: {', '.join(map(str, part['source_ids']))}]"
+            part["method"], text = "summarizer", output
+    if _size(text) >= before:  # few, short, unrelated summaries: citing them only adds
+        part.update(summaries=0, skipped_older=0, waiting=waiting, through_id=mark,
+                    source_ids=[], sentences=[], method=None, not_smaller=_size(text))
+        return
     part["text"], plan.text = text, text
-    part["bytes_before"] = sum(len(t.encode()) for _, t in sources)
-    part["bytes_after"] = len(text.encode())
+    part["bytes_before"], part["bytes_after"] = before, _size(text)
 
 
 def cite(sentence, ids):

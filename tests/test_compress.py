@@ -264,11 +264,13 @@ def test_only_summaries_logged_since_the_last_compression(cli, agent, rows):
     assert (knowledge["source_ids"], knowledge["skipped_older"]) == ([11, 12], 1)
     assert {id for s in knowledge["sentences"] for id in s["sources"]} <= {11, 12}
     # One new summary waits for a second; then both are compressed together.
-    cli("log", "summary", "--summary-text", "Week 4 closed the harbour project on time.")
+    cli("log", "summary", "--summary-text", "Week 4 closed the harbour project on time. "
+        "The harbour reopens in spring.")
     report, stderr = compress(cli, "--no-vltm")
     assert (report["knowledge"]["text"], report["knowledge"]["waiting"]) == (None, 1)
     assert "compress: 1 new summary waits for more" in stderr
-    cli("log", "summary", "--summary-text", "Week 5 opened the new harbour to ferries.")
+    cli("log", "summary", "--summary-text", "Week 5 opened the new harbour to ferries. "
+        "The harbour reopens in spring.")
     report, _ = compress(cli, "--no-vltm")
     assert report["knowledge"]["source_ids"] == [14, 15]
     # A compression summary logged by hand (as the original did) marks a compression too.
@@ -279,19 +281,66 @@ def test_only_summaries_logged_since_the_last_compression(cli, agent, rows):
     assert report["knowledge"]["summaries"] == 0
 
 
+OVERLAPPING = [  # five summaries of one week: shared sentences, and a near-duplicate pair
+    "The deploy failed on Friday evening. The rollback took two hours.",
+    "The deploy failed on Friday evening. Rolling back took about two hours.",
+    "The team froze deploys on Fridays. Cache hit rates reached 82 percent.",
+    "Cache hit rates reached 82 percent. The user prefers short answers.",
+    "The user prefers short answers. Reversible migrations are now required.",
+]
+
+
+def test_near_duplicates_are_dropped_and_the_summary_is_smaller_than_its_sources(cli, rows):
+    cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in OVERLAPPING)))
+    report, _ = compress(cli, "--no-vltm")
+    knowledge = report["knowledge"]
+    kept = [s for s, _ in c.cited(knowledge["text"])]
+    assert ("The rollback took two hours." in kept) != (
+        "Rolling back took about two hours." in kept), kept
+    size = sum(len(s.encode()) for s in OVERLAPPING)
+    assert knowledge["bytes_before"] == size
+    assert knowledge["bytes_after"] == len(knowledge["text"].encode()) < size
+    assert summaries(rows)[knowledge["summary_id"]]["summary_text"] == knowledge["text"]
+
+
+def test_a_summary_that_would_not_be_smaller_is_not_stored(cli, rows):
+    distinct = ["Tea is hot.", "Snow is cold."]  # nothing shared: citations only add
+    cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in distinct)))
+    report, stderr = compress(cli, "--no-vltm")
+    knowledge = report["knowledge"]
+    assert (knowledge["text"], knowledge["summary_id"], knowledge["waiting"]) == (None, None, 2)
+    assert knowledge["not_smaller"] >= sum(len(s) for s in distinct)
+    assert "compress: 2 new summaries wait for more: their summary would not be smaller" \
+        in stderr
+    assert [r["summary_text"] for r in rows("summary")] == distinct  # nothing stored
+    (run,) = runs(rows)
+    assert run["success"] == 1
+    # A summarizer's output is held to the same rule: the extractive summary is kept.
+    cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in OVERLAPPING)))
+    report, stderr = compress(cli, "--no-vltm", "--summarizer", "sh -c 'cat; echo more'")
+    knowledge = report["knowledge"]
+    assert knowledge["method"] == "extractive" and knowledge["source_ids"] == [1, 2, 3, 4, 5,
+                                                                              6, 7]
+    assert knowledge["summarizer_error"].startswith("its summary is not smaller than its "
+                                                    "input")
+    assert knowledge["bytes_after"] < knowledge["bytes_before"]
+    assert f"warning: summarizer failed ({knowledge['summarizer_error']})" in stderr
+
+
 # The external summarizer ------------------------------------------------------------------
 
 def test_a_summarizer_writes_the_summary_from_the_summaries_on_its_stdin(cli, agent, rows,
                                                                         tmp_path):
     given = tmp_path / "given.txt"
     report, stderr = compress(cli, "--no-vltm", "--summarizer",
-                              f"sh -c 'tee \"$0\" | tr a-z A-Z' {given}")
+                              f"sh -c 'tee \"$0\" | sed -n 1,3p | tr a-z A-Z' {given}")
     expected = "\n\n".join(SUMMARIES) + "\n"
     assert given.read_text() == expected
     knowledge = report["knowledge"]
     assert (knowledge["method"], knowledge["summarizer_error"]) == ("summarizer", None)
     text = summaries(rows)[knowledge["summary_id"]]["summary_text"]
-    assert text == expected.strip().upper() + "\n[sources: 1, 2, 3, 4, 5, 6, 7, 8]"
+    assert text == "\n".join(expected.splitlines()[:3]).upper() + \
+        "\n[sources: 1, 2, 3, 4, 5, 6, 7, 8]"
     assert "warning" not in stderr
     assert runs(rows)[0]["consolidation_results"]["knowledge"]["method"] == "summarizer"
 

@@ -91,6 +91,9 @@ def _summary_line(report):
             waiting = knowledge["waiting"]
             parts.append(f"{waiting} new {_plural(waiting, 'summary')} {_plural(waiting, 'waits')} "
                          "for more" if waiting else "no new summaries to compress")
+            if knowledge["not_smaller"] is not None:
+                parts[-1] += (f": their summary would not be smaller ({knowledge['not_smaller']}"
+                              " bytes)")
         else:
             what = f"summary {knowledge['summary_id']}" if knowledge["summary_id"] else \
                 "a new summary"
