@@ -752,3 +752,16 @@ def test_a_table_for_people(cli, agent, monkeypatch):
     assert "memories_compressed" in result.stdout and "summary_status" in result.stdout
     assert "memory_id" in result.stdout and "essay" in result.stdout
     assert "{" not in result.stdout.split("memory_id")[0]  # no JSON cells in the report
+
+
+def test_quiet_prints_nothing_on_success_unless_a_format_is_asked_for(cli, agent, rows):
+    result = cli("--quiet", "compress")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    assert len(runs(rows)) == 1 and len(summaries(rows)) == len(SUMMARIES) + 1
+    asked = cli("--quiet", "compress", "--json")
+    assert asked.exit_code == 0 and asked.stderr == "" and json.loads(asked.stdout)["run_id"]
+    # A failure of the summarizer is still one line.
+    cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in OVERLAPPING)))
+    failed = cli("--quiet", "compress", "--summarizer", "sh -c 'exit 4'")
+    assert (failed.exit_code, failed.stdout) == (0, "")
+    assert failed.stderr == "warning: summarizer failed (exit 4): kept the extractive summary\n"

@@ -497,3 +497,15 @@ def test_log_keeps_working_while_a_consolidation_runs(tmp_path):
     assert slowest < 4, slowest  # a process start and a short wait for the lock, no more
     stored = sqlite3.connect(path).execute("SELECT count(*) FROM actionlog").fetchone()[0]
     assert stored == logged
+
+
+def test_quiet_prints_nothing_on_success_unless_a_format_is_asked_for(cli, agent, rows):
+    result = cli("--quiet", "consolidate", "--type", "event_triggered")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    (run,) = rows("memory_consolidations")
+    assert run["success"] == 1 and json.loads(run["consolidation_results"])["merged"] > 0
+    undone = cli("--quiet", "consolidate", "--undo", run["consolidation_id"])
+    assert (undone.exit_code, undone.stdout, undone.stderr) == (0, "", "")
+    asked = cli("--quiet", "consolidate", "--format", "json")
+    assert asked.exit_code == 0 and asked.stderr == "" and json.loads(asked.stdout)["run_id"]
+    assert "abc" in one_line_error(cli("--quiet", "consolidate", "--undo", "abc"))

@@ -55,6 +55,8 @@ def compress_command(
     """
     from ..compress import compress, summarizer_argv
 
+    # --quiet: no report on success, unless a format is asked for (warnings are always said).
+    silent = ctx.obj["quiet"] and fmt is None and not json_flag
     fmt = pick(fmt, json_flag)
     if not (knowledge or vltm):
         raise InputError("--no-knowledge and --no-vltm together leave nothing to do")
@@ -73,6 +75,8 @@ def compress_command(
             report["knowledge"]["text"] is not None:
         _notice(ctx, "dry run: the summarizer was not run; the extractive summary is shown")
     _notice(ctx, _summary_line(report))
+    if silent:
+        return
     if fmt is Format.table:
         emit([_for_people(report)], fmt, one=True)
         rows = (report["vltm"] or {}).get("rows")

@@ -54,6 +54,8 @@ def consolidate_command(
     from ..consolidate import Busy, consolidate, history
     from ..consolidate import undo as undo_run
 
+    # --quiet: no report on success, unless a format is asked for (errors are always said).
+    silent = ctx.obj["quiet"] and fmt is None and not json_flag
     fmt = pick(fmt, json_flag)
     if type not in TYPES:
         raise InputError(f"--type: {type!r} is not one of {', '.join(TYPES)}")
@@ -73,7 +75,8 @@ def consolidate_command(
                         f", {kept} later {'change' if kept == 1 else 'changes'} kept (memory "
                         f"{', '.join(str(k['memory_id']) for k in report['kept'])})"
                         if kept else ""))
-            emit([report], fmt, one=True)
+            if not silent:
+                emit([report], fmt, one=True)
             return
         report = consolidate(db, path=path, embedder=_embedder(ctx), type=type,
                              dry_run=dry_run, max_seconds=max_seconds, limit=limit, wait=wait)
@@ -83,6 +86,8 @@ def consolidate_command(
     _notice(ctx, _summary_line(report))
     if report["stopped"]:
         _notice(ctx, f"consolidate: {report['stopped']} ({report['remaining']} memories wait)")
+    if silent:
+        return
     if fmt is Format.table:
         emit([_counts(report)], fmt, one=True)
         plan = list(_plan_rows(report))
