@@ -590,7 +590,7 @@ def _write(fd, data):
         return None
     finally:
         if signal.SIGPIPE in signal.sigpending():  # raised by this write: never deliver it
-            signal.sigtimedwait({signal.SIGPIPE}, 0)
+            signal.sigwait({signal.SIGPIPE})
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
