@@ -315,10 +315,14 @@ def _plan_knowledge(db, plan, embedder, *, max_summaries, budget, argv, timeout)
                                      f"({_size(output)} >= {before} bytes)")
         if output is None:
             part["summarizer_error"] = why
-            plan.warnings.append(f"summarizer failed ({why}): kept the extractive summary")
         else:
             part["method"], text = "summarizer", output
-    if _size(text) >= before:  # few, short, unrelated summaries: citing them only adds
+    smaller = _size(text) < before  # not: few, short, unrelated summaries (citations add)
+    if part["summarizer_error"]:
+        plan.warnings.append(f"summarizer failed ({part['summarizer_error']}): " + (
+            "kept the extractive summary" if smaller else
+            "the extractive summary would not be smaller either: nothing stored"))
+    if not smaller:
         part.update(summaries=0, skipped_older=0, waiting=waiting, through_id=mark,
                     source_ids=[], sentences=[], method=None, not_smaller=_size(text))
         return

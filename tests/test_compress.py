@@ -307,9 +307,10 @@ def test_near_duplicates_are_dropped_and_the_summary_is_smaller_than_its_sources
 def test_a_summary_that_would_not_be_smaller_is_not_stored(cli, rows):
     distinct = ["Tea is hot.", "Snow is cold."]  # nothing shared: citations only add
     cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in distinct)))
-    report, stderr = compress(cli, "--no-vltm")
+    report, stderr = compress(cli, "--no-vltm", "--summarizer", "cat")
     knowledge = report["knowledge"]
     assert (knowledge["text"], knowledge["summary_id"], knowledge["waiting"]) == (None, None, 2)
+    assert "): the extractive summary would not be smaller either: nothing stored\n" in stderr
     assert knowledge["not_smaller"] >= sum(len(s) for s in distinct)
     assert "compress: 2 new summaries wait for more: their summary would not be smaller" \
         in stderr
