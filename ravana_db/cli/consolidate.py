@@ -102,7 +102,7 @@ def _run_for_people(run):
     state = "undone" if run["undone_at"] else "done" if run["success"] else \
         run["error_message"] if run["error_message"] in ("running", "interrupted") else "failed"
     return {"run_id": run["consolidation_id"],
-            "date": run["consolidation_date"][:16].replace("T", " "),
+            "date": str(run["consolidation_date"])[:16].replace("T", " "),
             "merged": run["merged"], "state": state}
 
 
