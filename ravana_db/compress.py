@@ -556,8 +556,9 @@ def _exchange(proc, data, *, timeout):
             left = deadline - time.monotonic()
             if left <= 0:
                 return out, err, f"timed out after {timeout:g} s"
-            # Poll now and then: it may exit while a process it left holds the pipes.
-            for key, _ in selector.select(min(left, 0.05)):
+            # Poll now and then: it may exit while a process it left holds the pipes; more
+            # often once they are closed, when it is about to exit.
+            for key, _ in selector.select(min(left, 0.05 if selector.get_map() else 0.002)):
                 fd = key.fd
                 if fd not in into:
                     written = _write(fd, data[sent:sent + (1 << 16)])
