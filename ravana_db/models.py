@@ -16,6 +16,7 @@ from pydantic import (
 
 from .db import parse_time, sha256
 from .errors import InputError
+from .lines import MAX_TEXT
 from .schema import MEMORY_TYPES, PATTERN_TYPES
 
 
@@ -346,6 +347,11 @@ def validate(model, data, *, line=None, options=False):
     where = f"line {line}: " if line is not None else ""
     if not isinstance(data, dict):
         raise InputError(f"{where}expected a JSON object, got {type(data).__name__}")
+    for name, value in data.items():
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            field = "--" + name.replace("_", "-") if options else name
+            raise InputError(f"{where}{field}: longer than {MAX_TEXT >> 20} Mi characters, "
+                             "the most a text may hold")
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -336,6 +338,33 @@ def test_unknown_table_and_missing_file_are_refused(cli, tmp_path):
         cli("ingest", "jsonl", tmp_path / "none.jsonl", "--table", "memory"))
     assert "no rows to ingest" in one_line_error(
         cli("ingest", "jsonl", "-", "--table", "memory", input="\n"))
+
+
+def test_a_line_over_the_limit_is_refused_naming_it_without_reading_on(cli, db_path, rows):
+    """/dev/zero is one endless line: refused at the limit, at once (no MemoryError)."""
+    run = subprocess.run([sys.executable, "-m", "ravana_db", "--db", str(db_path), "ingest",
+                          "jsonl", "/dev/zero", "--table", "memory"], capture_output=True,
+                         timeout=120)
+    assert one_line_error(run) == ("error: /dev/zero line 1: longer than 16 MiB, the most a "
+                                   "line may hold\n")
+    cli("log", "memory", "--text", "kept", "--key", "k")
+    big = jsonl({"text": "fine"}) + '{"text": "' + "x" * (16 << 20) + '"}\n'
+    error = one_line_error(cli("ingest", "jsonl", "-", "--table", "memory", input=big))
+    assert error == "error: line 2: longer than 16 MiB, the most a line may hold\n"
+    assert [r["text"] for r in rows("memory")] == ["kept"]
+
+
+def test_many_batches_are_checked_before_any_is_written(cli, db_path):
+    """Lines are checked in a first pass that holds one batch at a time: a bad line after
+    two batches still stores nothing; good ones from stdin are all stored, once."""
+    good = "".join(json.dumps({"text": f"note {i}", "key": f"k{i}"}) + "\n" for i in range(1100))
+    bad = cli("ingest", "jsonl", "-", "--table", "memory", input=good + '{"text": 5}\n')
+    assert "line 1101: text" in one_line_error(bad)
+    assert contents(db_path)["memory"] == []
+    first = ok(cli("ingest", "jsonl", "-", "-t", "memory", "-f", "json", input=good + good))
+    assert report(first)["memory"] == dict(read=2200, new=1100, updated=0, existing=1100,
+                                           refused=0)
+    assert len(contents(db_path)["memory"]) == 1100
 
 
 # 3. ingest ravana: the original system's database ----------------------------------------------

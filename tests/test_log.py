@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import jsonl
+from conftest import jsonl, one_line_error
 
 
 def test_action_from_options(cli, rows):
@@ -194,3 +194,24 @@ def test_an_id_already_taken_is_updated_not_duplicated(cli, rows):
 def test_options_and_stdin_together_is_a_usage_error(cli):
     result = cli("log", "memory", "--stdin", "--text", "x", input='{"text": "y"}\n')
     assert result.exit_code == 2 and "not both" in result.stderr
+
+
+def test_stdin_is_bounded_a_line_a_text_and_the_whole(cli, rows):
+    """Each limit is one line naming it, exit 2, and nothing of the batch written."""
+
+    def refused(result, expected):
+        assert one_line_error(result) == expected
+
+    cli("log", "memory", "--text", "kept")
+    refused(cli("log", "memory", "--stdin", input=jsonl({"text": "a"}) + "x" * (17 << 20) + "\n"),
+            "error: line 2: longer than 16 MiB, the most a line may hold\n")
+    refused(cli("log", "memory", "--stdin", input=jsonl({"text": "y" * (5 << 20)})),
+            "error: line 1: text: longer than 4 Mi characters, the most a text may hold\n")
+    refused(cli("log", "summary", "--summary-text", "z" * (5 << 20)),
+            "error: --summary-text: longer than 4 Mi characters, the most a text may hold\n")
+    lines = "".join(jsonl({"text": f"{i} " + "w" * (3 << 20)}) for i in range(22))
+    refused(cli("log", "memory", "--stdin", input=lines),
+            "error: line 22: more than 64 MiB on stdin, the most one transaction holds: "
+            "split it, or store rows of one table in batches with `ravana-db ingest "
+            "jsonl - --table TABLE`\n")
+    assert [r["text"] for r in rows("memory")] == ["kept"]
