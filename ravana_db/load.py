@@ -551,8 +551,10 @@ def load_original(db, path, *, embedder=None, progress=None):
 
 
 def _open_original(db, path):
-    """A read-only connection to the original's file: never written, not even its -wal or
-    -shm (immutable when no -wal is there, as open_db reads a file it cannot write)."""
+    """A read-only connection to the original's file that touches nothing in its folder: no
+    -shm is made beside a WAL original (SQLite's `unix-none` VFS takes no locks, and in
+    exclusive locking mode it keeps the WAL's index in memory), and its -wal is read, not
+    checkpointed. A text value that is not UTF-8 comes as NotUtf8 (its row is refused)."""
     path = Path(path)
     with _opened(path) as f:
         header = f.read(16)
@@ -562,9 +564,10 @@ def _open_original(db, path):
     main = db.execute("PRAGMA database_list").fetchone()[2]
     if main and real == Path(main).resolve():
         raise InputError(f"{path} is the database being written: give the original's file")
-    mode = "ro" if os.path.exists(f"{real}-wal") else "ro&immutable=1"
     try:
-        conn = driver().connect(f"{uri(real)}?mode={mode}", uri=True)
+        conn = driver().connect(f"{uri(real)}?mode=ro&vfs=unix-none", uri=True)
+        conn.text_factory = _text
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         ours = conn.execute("SELECT 1 FROM sqlite_master WHERE name = '_sqlite_migrations'"
                             ).fetchone()
     except driver().DatabaseError as e:
@@ -575,6 +578,17 @@ def _open_original(db, path):
         raise InputError(f"{path} is a ravana-db file, not the original's: move its rows with "
                          "`ravana-db export all --output DIR` and `ingest dir DIR`")
     return conn
+
+
+class NotUtf8(bytes):
+    """A text value of the original's that is not UTF-8."""
+
+
+def _text(raw):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return NotUtf8(raw)
 
 
 def _original_rows(loader, name, columns, cursor):
@@ -592,6 +606,8 @@ def _original_rows(loader, name, columns, cursor):
         row = {"id": data["id"]} if table.surrogate and "id" in data else {}
         try:
             for column, raw in data.items():
+                if isinstance(raw, NotUtf8):
+                    raise ValueError(f"{column}: not valid UTF-8 text")
                 if column in fields:
                     value = _original_value(table, column, raw)
                     if value is not _OMIT:

@@ -444,6 +444,33 @@ def test_the_originals_quirks_are_mapped(ravana, cli, rows):
     assert hits[0]["id"] == original.VLTM
 
 
+def test_a_wal_original_is_read_with_its_wal_and_its_folder_untouched(tmp_path, cli, rows):
+    """The original left as a running system leaves it: WAL mode, rows still in its -wal,
+    one summary whose text is not UTF-8. Its folder holds the same files, byte for byte and
+    mtime, after the import; the WAL's rows are read; the bad row alone is refused, counted."""
+    made = original.make(tmp_path / "ravana_agi.db")
+    folder = tmp_path / "original"
+    folder.mkdir()
+    with contextlib.closing(sqlite3.connect(made)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("INSERT INTO summary (id, timestamp, summary_text) VALUES "
+                     "(10, '2024-05-08T10:00:00', 'Only in the WAL: ports reopened.'), "
+                     "(11, '2024-05-08T11:00:00', CAST(X'6e6f74207574662d3820ff' AS TEXT))")
+        conn.commit()
+        for name in os.listdir(tmp_path):
+            if name.startswith("ravana_agi.db") and not name.endswith("-shm"):
+                shutil.copy2(tmp_path / name, folder / name)
+    path = folder / "ravana_agi.db"
+    before = {name: fingerprint(folder / name) for name in os.listdir(folder)}
+    assert sorted(before) == ["ravana_agi.db", "ravana_agi.db-wal"]
+    result = ok(cli("ingest", "ravana", path, "--format", "json"))
+    assert report(result)["summary"] == dict(read=5, new=3, updated=0, existing=1, refused=1)
+    assert "summary id 11: summary_text: not valid UTF-8 text" in result.stderr
+    assert "Only in the WAL: ports reopened." in [r["summary_text"] for r in rows("summary")]
+    assert {name: fingerprint(folder / name) for name in os.listdir(folder)} == before
+
+
 def test_an_original_without_the_very_long_term_tables(tmp_path, cli, rows):
     path = original.make(tmp_path / "core.db", vltm=False)
     counts = report(ok(cli("ingest", "ravana", path, "--format", "json")))
