@@ -16,7 +16,6 @@ cluster) is mapped to the id that the referenced row has in the target. TEXT key
 (memory_id, pattern_id, ...) are identities and travel as they are.
 """
 
-import ast
 import contextlib
 import difflib
 import email.utils
@@ -711,13 +710,13 @@ def _is_json(text):
 
 
 def _python_literal(value):
-    """(value, JSON text) of a Python literal's text, or (_OMIT, None)."""
-    if len(value) > 100_000 or value.lstrip()[:1] not in "{[('\"":
-        return _OMIT, None
+    """(value, JSON text) of a Python literal's text (models.python_literal, which `log` uses
+    too), or (_OMIT, None)."""
+    from .models import python_literal
+
     try:
-        parsed = ast.literal_eval(value)
-        return parsed, json.dumps(parsed, ensure_ascii=False, allow_nan=False)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return python_literal(value)
+    except ValueError:
         return _OMIT, None
 
 
