@@ -351,6 +351,10 @@ def test_a_line_over_the_limit_is_refused_naming_it_without_reading_on(cli, db_p
     big = jsonl({"text": "fine"}) + '{"text": "' + "x" * (16 << 20) + '"}\n'
     error = one_line_error(cli("ingest", "jsonl", "-", "--table", "memory", input=big))
     assert error == "error: line 2: longer than 16 MiB, the most a line may hold\n"
+    ok(cli("export", "all", "--output", "dump"))
+    Path("dump/memory.jsonl").write_text(big)
+    error = one_line_error(cli("ingest", "dir", "dump"))
+    assert error == "error: memory.jsonl line 2: longer than 16 MiB, the most a line may hold\n"
     assert [r["text"] for r in rows("memory")] == ["kept"]
 
 
