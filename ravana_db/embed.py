@@ -18,6 +18,10 @@ from .errors import InputError, RavanaError
 DEFAULT_MODEL = "ravana-db/all-MiniLM-L6-v2-int8"
 MAX_TOKENS = 256  # the model's sentence-transformers max_seq_length; fastembed would cut at 512
 BATCH_SIZE = 32
+# The characters of a text the model is given. The tokenizer reads a whole text before it cuts
+# at the model's length (some 100 bytes of memory per character): a prefix this long holds far
+# more than 256 tokens of any ordinary text, so the vector is the same, and the memory bounded.
+MAX_CHARS = 16_384
 TOKENIZER_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json",
                    "tokenizer_config.json")
 
@@ -136,6 +140,7 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         # A batch is padded to its longest text: batching texts of similar length wastes
         # far less work than batching them in input order.
+        texts = [t[:MAX_CHARS] for t in texts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         vectors[order] = np.asarray(list(self._load().embed(

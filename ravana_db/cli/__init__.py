@@ -157,21 +157,29 @@ def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = F
     emit([describe(db, path)], fmt, one=True)
 
 
-def _stdin_lines(*, strict=True):
-    """(line number, line) of each non-blank line on stdin, read as it comes.
+def _stdin_lines(*, strict=True, blank=False):
+    """(line number, line) of each line on stdin, read as it comes: blank lines only with
+    blank=True (a question expects an answer, even an empty one).
 
-    A line that is not UTF-8 raises InputError, or with strict=False comes as the error.
+    A line that is not UTF-8 or longer than lines.MAX_LINE raises InputError, or with
+    strict=False comes as the error (the rest of a line too long is skipped, never held).
     """
-    for number, raw in enumerate(iter(sys.stdin.buffer.readline, b""), 1):
+    from ..lines import read_lines, too_long
+
+    for number, raw in read_lines(sys.stdin.buffer):
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            error = InputError(f"line {number}: not valid UTF-8")
+            if raw is None:
+                raise too_long(f"line {number}")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"line {number}: not valid UTF-8") from None
+        except InputError as error:
             if strict:
-                raise error from None
+                raise
             yield number, error
             continue
-        if line.strip():
+        if blank or line.strip():
             yield number, line
 
 
@@ -189,8 +197,16 @@ def _json_line(number, line):
 def _read_stdin(model):
     from ..models import validate
 
-    records = [(number, validate(model, _json_line(number, line), line=number))
-               for number, line in _stdin_lines()]
+    from ..lines import MAX_BATCH
+
+    records, size = [], 0
+    for number, line in _stdin_lines():
+        size += len(line)
+        if size > MAX_BATCH:
+            raise InputError(f"line {number}: more than {MAX_BATCH >> 20} MiB on stdin, the "
+                             "most one transaction holds: split it, or store rows of one "
+                             "table in batches with `ravana-db ingest jsonl - --table TABLE`")
+        records.append((number, validate(model, _json_line(number, line), line=number)))
     if not records:
         raise InputError("no records on stdin (expected one JSON object per line)")
     return records
@@ -389,7 +405,7 @@ def _answer_stdin(db, embedder, defaults, fmt, *, touch):
 
     def answers():
         nonlocal failed, answered
-        for number, line in _stdin_lines(strict=False):
+        for number, line in _stdin_lines(strict=False, blank=True):
             answered += 1
             try:
                 q = _query_line(number, line, defaults)
