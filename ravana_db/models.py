@@ -18,6 +18,7 @@ from pydantic import (
 from .db import parse_time, sha256
 from .errors import InputError
 from .lines import MAX_TEXT
+from .links import web_link
 from .schema import MEMORY_TYPES, PATTERN_TYPES
 
 
@@ -331,7 +332,7 @@ class Article(Record):
     feed_id: Int64
     guid: Text
     title: Text
-    link: str = ""
+    link: Annotated[str, AfterValidator(web_link)] = ""
     published: Time = None
     source: str | None = None
     fetched_at: Time = None
@@ -478,6 +479,8 @@ def row_models(table, columns, *, json_columns, foreign_keys, id_column, identit
                                                   _json_column(k, v))]
         elif name in TIME_COLUMNS:
             kind = Annotated[str, BeforeValidator(_time)]
+        elif (table, name) == ("article", "link"):
+            kind = Annotated[str, AfterValidator(web_link)]
         else:
             kind = {"INTEGER": Int64, "REAL": float}.get(declared.upper(), str)
         if not not_null:

@@ -23,9 +23,9 @@ from ravana_db.models import KINDS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
-       "export"]
+       "export", "feeds"]
 GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events", "jsonl", "dir", "ravana"],
-          "export": ["backup", "feeds"]}
+          "export": ["backup", "feeds"], "feeds": ["list", "remove", "pause", "resume"]}
 COMMANDS = [[c] for c in TOP if c not in GROUPS] + [[g, c] for g in GROUPS for c in GROUPS[g]]
 RAVANA = [sys.executable, "-m", "ravana_db"]
 
@@ -89,7 +89,8 @@ def template(tmp_path_factory):
                     {"key": "tea", "text": "The user prefers green tea."},
                     {"key": "deploy", "text": "The Friday deploy broke the build."})),
                 (["log", "situation", "--situation-type", "curiosity", "--prompt", "Why?"],
-                 None)):
+                 None),
+                (["ingest", "feeds", "--no-events", FEED], None)):  # for `feeds pause` etc.
             result = CliRunner().invoke(app, ["--db", str(path), *args], input=stdin,
                                         catch_exceptions=False)
             assert result.exit_code == 0, result.stderr
@@ -206,7 +207,8 @@ def valid_args(command):
             ("ingest", "jsonl"): [LOAD / "memory.jsonl", "--table", "memory"],
             ("ingest", "dir"): [LOAD],
             ("ingest", "ravana"): [original_db()],
-            ("export", "backup"): ["copy.db"]}.get(tuple(command), [])
+            ("export", "backup"): ["copy.db"], ("feeds", "remove"): [FEED],
+            ("feeds", "pause"): [FEED], ("feeds", "resume"): [FEED]}.get(tuple(command), [])
 
 
 def original_db():

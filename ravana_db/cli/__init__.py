@@ -504,14 +504,18 @@ def ingest_feeds(
         metavar="[URL|PATH]...", help="feeds to add and fetch now; none: every subscribed "
         "feed that is due")] = None,
     opml: Annotated[Optional[str], typer.Option(
-        "--opml", metavar="FILE", help="subscribe to (and fetch) the feeds of an OPML list")
+        "--opml", metavar="FILE", help="subscribe to (and fetch) the feeds of an OPML list: "
+        "its http(s) URLs and feed files in its own folder (others are skipped, one line each)")
     ] = None,
+    allow_local_files: Annotated[bool, typer.Option(
+        "--allow-local-files", help="let the OPML list name feed files outside its folder")
+    ] = False,
     events: Annotated[bool, typer.Option(
         "--events/--no-events", help="group new articles into events after the fetch")] = True,
     concurrency: Annotated[int, typer.Option(
-        min=1, max=32, help="feeds fetched at once")] = 4,
+        min=1, max=32, help="feeds fetched or held at once (each up to --max-bytes)")] = 4,
     timeout: Annotated[float, typer.Option(
-        min=0.1, max=600, help="seconds for one feed's whole fetch")] = 20.0,
+        min=0.1, max=600, help="seconds for one feed's fetch and parse together")] = 20.0,
     max_bytes: Annotated[int, typer.Option(
         "--max-bytes", min=1024, help="largest feed accepted (decompressed)")] = 10 << 20,
     fmt: FormatOption = None,
@@ -519,9 +523,12 @@ def ingest_feeds(
 ):
     """Fetch news feeds (RSS 0.9x/1.0/2.0, Atom, local files) and store their articles.
 
-    A table per feed goes to stderr (or the rows to stdout with --format). Exit 1 when any
-    feed failed (the others are stored all the same); a failed feed is retried after a
-    growing pause (15 minutes doubling to a day).
+    A table per feed goes to stderr (or the rows to stdout with --format; with --quiet,
+    only a line per failed feed). Exit 1 when any feed failed (the others are stored all the
+    same); a failed feed is retried after a growing pause (15 minutes doubling to a day), and
+    paused after 10 failures in a row spanning 7 days. A feed named here is subscribed (again,
+    if it was removed or paused); `ravana-db feeds` lists, removes, pauses and resumes them.
+    --timeout bounds each feed's fetch and parse together.
 
     Example: ravana-db ingest feeds https://example.org/rss.xml news.atom --opml subs.opml
     """
@@ -530,10 +537,10 @@ def ingest_feeds(
     fmt = pick(fmt, json_flag) if fmt or json_flag else None
     urls = [f.feed_url(t) for t in targets or []]
     if opml:
-        listed, refused = f.opml_urls(opml)
+        listed, refused = f.opml_urls(opml, allow_local_files=allow_local_files)
         urls += listed
         for why in refused:
-            _notice(ctx, f"{opml}: skipped: {why}")
+            message(f"{opml}: skipped: {why}")
     db, _ = _open(ctx)
     chosen = f.subscribe(db, urls) if urls else f.due(db)
     if not chosen:
@@ -547,6 +554,10 @@ def ingest_feeds(
         emit(({**r, "feed": r["title"] or r["feed"].rsplit("/", 1)[-1]} for r in reports),
              Format.table, columns=["feed", "status", "new", "updated", "skipped", "error"],
              out=sys.stderr)
+    elif ctx.obj["quiet"]:  # cron's mail: nothing when all went well, a line per failure
+        for r in reports:
+            if r["status"] == "error":
+                message(f"error: {r['feed']}: {r['error']}")
     if events:
         _detect_events(ctx, db)
     if any(r["status"] == "error" for r in reports):
@@ -592,4 +603,4 @@ def ingest_events(
 
 
 # Command groups with a module of their own register themselves on `app`.
-from . import compress, consolidate, export, load  # noqa: E402, F401
+from . import compress, consolidate, export, feeds, load  # noqa: E402, F401

@@ -162,7 +162,7 @@ def export_feeds(
 
     Example: ravana-db export feeds --format opml > feeds.opml
     """
-    from ..feeds import opml
+    from ..feeds import SUBSCRIBED, opml
 
     db, _ = _open(ctx, create=False, write=False)
     if fmt == "opml":
@@ -170,7 +170,7 @@ def export_feeds(
         return
     rows = [dict(r) for r in db.query(
         "SELECT id, url, title, last_fetched, last_status, last_error, failures, next_attempt "
-        "FROM feed WHERE url != 'unknown:' ORDER BY id")]
+        f"FROM feed WHERE {SUBSCRIBED} ORDER BY id")]
     emit(rows, pick(fmt if fmt in Format.__members__ else _bad_format(fmt)))
 
 
