@@ -36,9 +36,19 @@ def cache_dir():
     return Path(base)
 
 
-def model_name(name=None):
-    """The model asked for: --model, else RAVANA_DB_MODEL, else the default."""
-    return name or os.environ.get("RAVANA_DB_MODEL") or DEFAULT_MODEL
+def model_name(name=None, *, recorded=None):
+    """The model to use: --model (name), else the one the file's vectors were made with
+    (recorded), else RAVANA_DB_MODEL (the model for files without vectors), else the default.
+
+    A local folder is named by its full path, so that the name recorded in a file finds the
+    folder from any working directory.
+    """
+    if not name and recorded:
+        return recorded  # as recorded, so that it compares equal
+    name = name or os.environ.get("RAVANA_DB_MODEL") or DEFAULT_MODEL
+    if name != DEFAULT_MODEL and Path(name).is_dir():
+        return str(Path(name).resolve())
+    return name
 
 
 def default_model_folder():
@@ -87,10 +97,12 @@ def _onnx_file(folder):
 class Embedder:
     """Turns texts into unit-length float32 vectors. The model loads on the first embed()."""
 
-    def __init__(self, name=None, *, threads=None):
-        """threads: the model's CPU threads (default: all cores). A query process uses one,
+    def __init__(self, name=None, *, recorded=None, threads=None):
+        """name: the model asked for (see model_name), recorded: the file's model.
+        threads: the model's CPU threads (default: all cores). A query process uses one,
         so that the word search runs on the other core meanwhile."""
-        self.name = model_name(name)
+        self.name = model_name(name, recorded=recorded)
+        self.recorded = recorded  # to name the fix when the file's own model is gone
         self.threads = threads
         self._model = None
         self._dim = 384 if self.name == DEFAULT_MODEL else None
@@ -133,6 +145,12 @@ class Embedder:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if "is not supported" in first:  # fastembed's words point at its Python API
                 first = "no model folder by that name here, nor a model fastembed knows"
+                if self.name == self.recorded:
+                    raise InputError(
+                        f"this database's vectors were made with model {self.name!r}, which is "
+                        "not here (a folder moved or deleted?): put it back, or re-embed "
+                        "everything with another: ravana-db reindex --vectors --model "
+                        "NAME|FOLDER") from None
             raise InputError(f"cannot load embedding model {self.name!r}: {first}") from None
         return self._model
 
