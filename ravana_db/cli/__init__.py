@@ -12,12 +12,15 @@ import typer.core
 from ..db import driver, open_db, parse_days, resolve_path
 from ..errors import InputError, RavanaError, RecordError
 from ..output import Format, Progress, emit, message, pick
+from ..text import replaced
 
 
-def _errors_to_exit_codes(invoke):
-    """Our errors as one line on stderr and an exit code (2 input, 1 runtime, 130 ^C)."""
+def _errors_to_exit_codes(invoke, ctx):
+    """Our errors as one line on stderr and an exit code (2 input, 1 runtime, 130 ^C).
+    A command that had to replace stored text it could not decode or encode says so once."""
+    replaced()  # count from zero for this command
     try:
-        return invoke()
+        result = invoke()
     except RavanaError as e:
         message(f"error: {e}")
         raise typer.Exit(e.exit_code) from None
@@ -34,13 +37,21 @@ def _errors_to_exit_codes(invoke):
     except KeyboardInterrupt:
         message("interrupted: nothing of the unfinished transaction was written")
         raise typer.Exit(130) from None
+    if replaced() and not (ctx.obj or {}).get("quiet"):
+        message(REPLACED)
+    return result
+
+
+REPLACED = ("note: stored text that is not valid UTF-8 (written by another client) was read "
+            "with U+FFFD in place of what could not be decoded; `ravana-db reindex` repairs "
+            "the search index's copy")
 
 
 class App(typer.core.TyperGroup):
     """The top group: the one error handler, around every command."""
 
     def invoke(self, ctx):
-        return _errors_to_exit_codes(lambda: super(App, self).invoke(ctx))
+        return _errors_to_exit_codes(lambda: super(App, self).invoke(ctx), ctx)
 
 
 def _db_after_command(ctx, param, value):

@@ -6,6 +6,7 @@ from .. import runs
 from ..db import now as utc_now
 from ..errors import InputError
 from ..store import write
+from ..text import loads
 from .lock import run_lock
 
 RUNS = runs.of("consolidate")
@@ -31,7 +32,7 @@ def undo(db, *, path, run_id, wait=False):
                           "WHERE consolidation_id = ? ORDER BY rowid DESC", [run_id]).fetchall()
         statements = []
         for memory_id, role, before, after in rows:
-            before, after = json.loads(before), json.loads(after)
+            before, after = loads(before), loads(after)
             if role == "survivor":
                 statements.append((
                     ("UPDATE memory SET importance = ?, metadata = ?, last_accessed = ?, "
@@ -61,7 +62,7 @@ def history(db, *, limit=20):
     columns = ("consolidation_id", "consolidation_date", "consolidation_type",
                "memories_processed", "patterns_extracted", "success", "error_message")
     return [dict(zip(columns, r)) | {
-        "merged": json.loads(r[-1]).get("merged"), "undone_at": json.loads(r[-1]).get(
+        "merged": loads(r[-1]).get("merged"), "undone_at": loads(r[-1]).get(
             "undone_at")} for r in db.execute(
         f"SELECT {', '.join(columns)}, consolidation_results FROM memory_consolidations "
         f"WHERE {RUNS} ORDER BY consolidation_date DESC, id DESC LIMIT ?", [limit])]

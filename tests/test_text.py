@@ -1,0 +1,176 @@
+"""Stored text on its way out (ravana_db/text.py): text other clients wrote that is not valid
+UTF-8 or holds lone surrogates, control characters on a terminal, formulas in CSV; and the
+text `log` and `ingest jsonl` refuse (NUL, lone surrogates)."""
+
+import contextlib
+import csv
+import io
+import json
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import copy_db, jsonl, one_line_error
+from ravana_db.cli import app
+from ravana_db.schema import TABLES
+
+NOTICE = "note: stored text that is not valid UTF-8"
+VLTM_ID = "aaaaaaaa-2222-3333-4444-555555555555"
+MEMORIES = [
+    {"key": "deploy-1", "text": "Deploys on Friday broke the build.", "importance": 0.9,
+     "created_at": "2024-01-01T10:00:00Z"},
+    {"key": "deploy-2", "text": "Deploys on Friday broke the build.", "importance": 0.8,
+     "created_at": "2024-01-02T10:00:00Z"},
+    {"key": "tea", "text": "The user prefers green tea and dislikes coffee.",
+     "created_at": "2024-01-03T10:00:00Z"},
+]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """Memories, summaries and a very-long-term memory logged and embedded by the CLI."""
+    path = tmp_path_factory.mktemp("text-template") / "agent.db"
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("RAVANA_DB_MODEL", raising=False)
+        for args, records in (
+                (["log", "memory", "--stdin"], MEMORIES),
+                (["log", "summary", "--stdin"], [
+                    {"summary_text": f"Markets fell on rate fears, day {i}.",
+                     "timestamp": f"2024-01-0{i}T00:00:00Z"} for i in range(1, 4)]),
+                (["log", "vltm", "--stdin"], [
+                    {"memory_id": "bbbbbbbb-2222-3333-4444-555555555555",
+                     "memory_type": "code_pattern", "created_at": "2020-01-01T00:00:00Z",
+                     "compressed_content": {"text": "Retry the flaky deploy step twice."}}])):
+            result = CliRunner().invoke(app, ["--db", str(path), *args], input=jsonl(*records),
+                                        catch_exceptions=False)
+            assert result.exit_code == 0, result.stderr
+    return path
+
+
+@pytest.fixture
+def agent(template, db_path):
+    return copy_db(template, db_path)
+
+
+def plain(path, *statements):
+    """Run statements through Python's own sqlite3, as another client would."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for sql in statements:
+            conn.execute(sql)
+        conn.commit()
+
+
+def stored(path):
+    """Every user table's rows and the index's texts, read as bytes (another client's view)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.text_factory = bytes
+        return {t: conn.execute(f"SELECT * FROM [{t}] ORDER BY rowid").fetchall()
+                for t in (*TABLES, "doc")}
+
+
+def doc_texts(path):
+    """The search index's texts, as bytes."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return [t for (t,) in conn.execute("SELECT CAST(text AS BLOB) FROM doc")]
+
+
+def ok(result):
+    assert result.exit_code == 0, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def notices(result):
+    return [line for line in result.stderr.splitlines() if line.startswith(NOTICE)]
+
+
+# Item 1: lone surrogates and invalid UTF-8 stored by other clients ---------------------------
+
+SURROGATE_VLTM = (
+    "INSERT INTO very_long_term_memories(memory_id, memory_type, compressed_content, created_at) "
+    f"VALUES ('{VLTM_ID}', 'code_pattern', '{{\"s\": \"deploy \\ud800\", \"log\": "
+    f"\"{'The deploy step failed and was retried. ' * 20}\"}}', '2020-01-01T00:00:00Z')")
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "fts", "vector"])
+def test_a_json_surrogate_written_by_sqlite3_breaks_no_query(cli, agent, mode):
+    plain(agent, SURROGATE_VLTM)
+    ok(cli("log", "memory", "--text", "A write embeds what waits"))
+    result = ok(cli("query", "deploy", "--mode", mode, "--kind", "vltm", "--format", "json"))
+    found = {r["id"]: r["text"] for r in json.loads(result.stdout)}
+    assert found[VLTM_ID].startswith("deploy \ufffd\ufffd\ufffd The deploy step")
+    assert len(notices(result)) == 1
+
+
+def test_every_command_reads_a_json_surrogate_and_reindex_heals_the_index(cli, agent, rows):
+    plain(agent, SURROGATE_VLTM)
+    before = stored(agent)
+    for args in (["log", "memory", "--text", "Another memory about deploys"],
+                 ["query", "deploy", "--format", "jsonl"],
+                 ["export", "all", "--output", "exported"],
+                 ["consolidate", "--type", "event_triggered", "--format", "json"],
+                 ["compress", "--format", "json"]):
+        result = ok(cli(*args))
+        assert len(notices(result)) <= 1, result.stderr
+    assert all(r["success"] for r in rows("memory_consolidations"))
+    # nothing of what was stored before is lost
+    after = stored(agent)
+    assert len(after["memory"]) == len(before["memory"]) + 1
+    assert {r[0] for r in after["very_long_term_memories"]} >= {
+        r[0] for r in before["very_long_term_memories"]}
+
+
+
+def test_reindex_heals_the_index_of_a_json_surrogate(cli, agent):
+    plain(agent, SURROGATE_VLTM)
+    assert len(notices(ok(cli("reindex")))) == 1
+    for text in doc_texts(agent):
+        text.decode("utf-8")  # the index holds only valid UTF-8 now
+    result = ok(cli("query", "deploy", "--mode", "fts", "--format", "json"))
+    assert notices(result) == [] and result.stderr == ""
+    second = ok(cli("reindex", "--format", "json"))
+    assert json.loads(second.stdout)["docs_updated"] == 0  # healed once, not every run
+
+
+def test_compress_of_a_memory_holding_a_json_surrogate_stores_what_it_can(cli, agent, rows):
+    plain(agent, SURROGATE_VLTM)
+    result = ok(cli("compress", "--format", "json"))
+    assert len(notices(result)) == 1
+    (stored,) = rows("SELECT compressed_content FROM very_long_term_memories "
+                     "WHERE memory_id = ?", VLTM_ID)
+    assert "deploy \ufffd" in json.dumps(json.loads(stored["compressed_content"]),
+                                         ensure_ascii=False)
+
+
+def test_text_that_is_not_utf8_in_a_user_table_is_read_with_replacement(cli, agent):
+    plain(agent, "UPDATE memory SET text = CAST(x'6465706c6f7920eda080' AS TEXT) "
+                 "WHERE key = 'tea'")
+    for args in (["query", "deploy", "--mode", "fts", "--format", "json"],
+                 ["export", "memory", "--format", "csv"],
+                 ["reindex"],
+                 ["consolidate", "--type", "event_triggered", "--format", "json"]):
+        result = ok(cli(*args))
+        assert len(notices(result)) == 1, (args, result.stderr)
+    assert "deploy \ufffd" in ok(cli("export", "memory", "--format", "jsonl")).stdout
+
+
+def test_consolidate_merges_memories_whose_metadata_holds_a_json_surrogate(cli, agent, rows):
+    plain(agent, """UPDATE memory SET metadata = '{"n": "\\ud800"}'""")
+    result = ok(cli("consolidate", "--type", "event_triggered", "--format", "json"))
+    assert len(notices(result)) == 1
+    assert json.loads(result.stdout)["merged"] == 1
+    assert all(r["success"] for r in rows("memory_consolidations"))
+    merged = rows("SELECT key FROM memory WHERE merged_into IS NOT NULL")
+    assert [m["key"] for m in merged] == ["deploy-2"]
+
+
+@pytest.mark.parametrize("metadata", [{"n": "\ud800"}, '{"n": "\\ud800"}'])
+@pytest.mark.parametrize("command", [["log", "memory", "--stdin"],
+                                     ["ingest", "jsonl", "-", "--table", "memory"]])
+def test_log_and_ingest_jsonl_both_refuse_a_lone_surrogate(cli, agent, command, metadata):
+    before = stored(agent)
+    line = json.dumps({"text": "A memory with odd metadata", "metadata": metadata})
+    error = one_line_error(cli(*command, input=line + "\n"))
+    assert "line 1: metadata: not valid Unicode" in error and "surrogate" in error
+    assert stored(agent) == before
