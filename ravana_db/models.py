@@ -55,9 +55,14 @@ def _json_or_text(value):
 
 def _storable(value, path="$", depth=0, *, max_depth=MAX_DEPTH):
     """Refuse what SQLite cannot store as text or JSON: lone surrogates (no UTF-8 for them),
-    NaN and infinities (not JSON), nesting deeper than max_depth (None: any). Returns value."""
+    NUL (other tools read text only up to it, while search finds what follows), NaN and
+    infinities (not JSON), nesting deeper than max_depth (None: any). Returns value."""
     at = f" at {path}" if path != "$" else ""
     if isinstance(value, str):
+        nul = value.find("\x00")
+        if nul >= 0:
+            raise ValueError(f"holds a NUL character{at}, which text may not hold "
+                             f"(in {value[max(0, nul - 20):nul + 20]!r})")
         if value.isascii():
             return value
         try:

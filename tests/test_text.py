@@ -174,3 +174,37 @@ def test_log_and_ingest_jsonl_both_refuse_a_lone_surrogate(cli, agent, command, 
     error = one_line_error(cli(*command, input=line + "\n"))
     assert "line 1: metadata: not valid Unicode" in error and "surrogate" in error
     assert stored(agent) == before
+
+
+# Item 11: NUL in a record's text is refused ------------------------------------------------
+
+@pytest.mark.parametrize("command, record", [
+    (["log", "memory", "--stdin"], {"text": "visible\u0000hidden"}),
+    (["log", "memory", "--stdin"], {"text": "fine", "metadata": {"note": "a\u0000b"}}),
+    (["log", "memory", "--stdin"], {"text": "fine", "metadata": '{"note": "a\\u0000b"}'}),
+    (["log", "vltm", "--stdin"], {"memory_type": "code_pattern",
+                                  "compressed_content": "visible\u0000hidden"}),
+    (["log", "action", "--stdin"], {"action_name": "search\u0000", "params": {}}),
+    (["ingest", "jsonl", "-", "--table", "memory"], {"text": "visible\u0000hidden"}),
+    (["ingest", "jsonl", "-", "--table", "actionlog"],
+     {"action_name": "search", "params": '{"q": "a\\u0000b"}', "status": "success",
+      "timestamp": "2024-01-01T00:00:00Z"}),
+    (["ingest", "jsonl", "-", "--table", "summary"], {"summary_text": "a\u0000b"}),
+])
+def test_nul_in_a_record_is_refused_and_nothing_is_written(cli, agent, command, record):
+    before = stored(agent)
+    error = one_line_error(cli(*command, input=jsonl(record)))
+    assert error.startswith("error: line 1: ") and "NUL" in error, error
+    assert stored(agent) == before
+
+
+@pytest.mark.parametrize("args", [
+    ["log", "memory", "--text", "visible\u0000hidden"],
+    ["log", "memory", "--text", "fine", "--key", "k\u0000"],
+    ["log", "situation", "--situation-type", "t", "--prompt", "p\u0000"],
+])
+def test_nul_in_an_option_is_refused(cli, agent, args):
+    before = stored(agent)
+    error = one_line_error(cli(*args))
+    assert "NUL" in error and error.startswith("error: --"), error
+    assert stored(agent) == before
