@@ -6,6 +6,7 @@ import sys
 from enum import Enum
 
 from .errors import InputError
+from .text import csv_cell
 
 
 class Format(str, Enum):
@@ -75,7 +76,7 @@ def emit(rows, fmt, *, columns=None, one=False, out=None, live=False, title=None
             if writer is None:
                 writer = csv.DictWriter(out, columns or list(row), extrasaction="ignore")
                 writer.writeheader()
-            writer.writerow({k: _cell(v) for k, v in row.items()})
+            writer.writerow({k: _cell(csv_cell(v)) for k, v in row.items()})
             if live:
                 out.flush()
     else:

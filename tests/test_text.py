@@ -208,3 +208,55 @@ def test_nul_in_an_option_is_refused(cli, agent, args):
     error = one_line_error(cli(*args))
     assert "NUL" in error and error.startswith("error: --"), error
     assert stored(agent) == before
+
+
+# Item 8: CSV cells that a spreadsheet would run as formulas --------------------------------
+
+FORMULAS = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+1", "-2+3", "@SUM(A1)", "\tTab first",
+            "\rCR first"]
+
+
+def csv_rows(text):
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+@pytest.fixture
+def formulas(cli, agent):
+    """Memories whose text starts like a formula, and negative numbers that must stay numbers."""
+    ok(cli("log", "memory", "--stdin", input=jsonl(*(
+        {"key": f"f{i}", "text": f"{t} deploy"} for i, t in enumerate(FORMULAS)))))
+    plain(agent, "INSERT INTO memory_consolidations(consolidation_id, consolidation_type, "
+                 "compression_ratio) VALUES ('c-1', 'daily', -1.5)",
+          "INSERT INTO consolidation_metrics(metric_id, consolidation_id, metric_name, "
+          "metric_value, metric_unit) VALUES ('m-1', 'c-1', '-delta', -2, '=A1')")
+    return agent
+
+
+def test_export_csv_neutralises_formulas_and_keeps_numbers(cli, formulas, tmp_path):
+    texts = {r["key"]: r["text"] for r in csv_rows(ok(cli("export", "memory", "-f", "csv")).stdout)}
+    for i, t in enumerate(FORMULAS):
+        assert texts[f"f{i}"] == f"'{t} deploy"
+    assert texts["tea"] == MEMORIES[2]["text"]
+    (metric,) = csv_rows(ok(cli("export", "consolidation_metrics", "-f", "csv")).stdout)
+    assert (metric["metric_name"], metric["metric_value"], metric["metric_unit"]) == (
+        "'-delta", "-2.0", "'=A1")
+    ok(cli("export", "all", "--output", tmp_path / "all", "--format", "csv"))
+    (run,) = csv_rows((tmp_path / "all" / "memory_consolidations.csv").read_text())
+    assert run["compression_ratio"] == "-1.5"
+    (metric,) = csv_rows((tmp_path / "all" / "consolidation_metrics.csv").read_text())
+    assert metric["metric_unit"] == "'=A1"
+    # JSON stays exact
+    exported = [json.loads(line) for line in ok(cli("export", "memory")).stdout.splitlines()]
+    assert {r["key"]: r["text"] for r in exported}["f0"] == f"{FORMULAS[0]} deploy"
+
+
+def test_query_csv_neutralises_formulas(cli, formulas):
+    found = csv_rows(ok(cli("query", "deploy", "--mode", "fts", "-n", "20", "-f", "csv")).stdout)
+    texts = {r["key"]: r["text"] for r in found}
+    assert {texts[f"f{i}"] for i in range(len(FORMULAS))} == {f"'{t} deploy" for t in FORMULAS}
+    assert all(not r["score"].startswith("'") for r in found)
+    lines = csv_rows(ok(cli("query", "--stdin", "--mode", "fts", "-n", "20", "-f", "csv",
+                            input="deploy\n")).stdout)
+    assert {r["text"] for r in lines if r["key"] == "f1"} == {"'+1+1 deploy"}
+    exact = json.loads(ok(cli("query", "deploy", "--mode", "fts", "-n", "20", "-f", "json")).stdout)
+    assert {r["key"]: r["text"] for r in exact}["f1"] == "+1+1 deploy"
