@@ -6,7 +6,7 @@ import sys
 from enum import Enum
 
 from .errors import InputError
-from .text import csv_cell
+from .text import csv_cell, printable
 
 
 class Format(str, Enum):
@@ -29,10 +29,11 @@ def pick(fmt, json_flag=False, *, default=None):
 
 
 def _text(value):
-    """A cell printed literally: stored text may hold rich markup like `[/]` or `[link=...]`."""
+    """A cell printed literally: stored text may hold rich markup like `[/]` or `[link=...]`,
+    and control characters (escape sequences), which are shown escaped (`\x1b`)."""
     from rich.text import Text
 
-    return Text(_cell(value))
+    return Text(printable(_cell(value)))
 
 
 def _cell(value):
@@ -121,8 +122,9 @@ def _table(rows, *, columns, one, out, title=None):
 
 
 def message(text):
-    """A line for people: counts, notices. Always stderr, never mixed into the data."""
-    sys.stderr.write(text + "\n")
+    """A line for people: counts, notices. Always stderr, never mixed into the data. It may
+    quote stored or given text: control characters in it are shown escaped."""
+    sys.stderr.write(printable(text) + "\n")
 
 
 class Progress:

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import sqlite3
 
 import pytest
@@ -260,3 +261,46 @@ def test_query_csv_neutralises_formulas(cli, formulas):
     assert {r["text"] for r in lines if r["key"] == "f1"} == {"'+1+1 deploy"}
     exact = json.loads(ok(cli("query", "deploy", "--mode", "fts", "-n", "20", "-f", "json")).stdout)
     assert {r["key"]: r["text"] for r in exact}["f1"] == "+1+1 deploy"
+
+
+# Item 9: control characters are shown escaped on a terminal ---------------------------------
+
+HOSTILE = "\x1b]0;PWNED\x07\x1b[2J\x1b[31mred\x9b1m\x7f\rover\x00"
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def test_query_table_shows_control_characters_escaped(cli, agent, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    plain(agent, f"UPDATE memory SET text = 'deploy {HOSTILE}' || char(0) || 'tail' "
+                 "WHERE key = 'tea'".replace(HOSTILE, HOSTILE.replace("\x00", "")))
+    table = ok(cli("query", "deploy", "--mode", "fts", "--format", "table"))
+    assert not CONTROL.search(table.stdout), repr(table.stdout)
+    assert "deploy \\x1b]0;PWNED\\x07\\x1b[2J\\x1b[31mred\\x9b1m\\x7f\\x0dover\\x00tail" in table.stdout
+    stdin = ok(cli("query", "--stdin", "--mode", "fts", "--format", "table",
+                   input="deploy \x1b[2J\n"))
+    assert not CONTROL.search(stdin.stdout) and "1: deploy \\x1b[2J" in stdin.stdout
+    # data formats stay exact
+    exact = json.loads(ok(cli("query", "deploy", "--mode", "fts", "--format", "json")).stdout)
+    assert {r["key"]: r["text"] for r in exact}["tea"] == f"deploy {HOSTILE}tail"
+
+
+def test_the_feeds_report_shows_a_hostile_title_escaped(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    feed = tmp_path / "hostile.xml"
+    feed.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        "<title>&#27;]0;PWNED&#7;&#27;[2J&#27;[31mNews</title><link>http://x.example/</link>"
+        "<item><title>One</title><guid>1</guid><link>http://x.example/1</link></item>"
+        "</channel></rss>")
+    result = ok(cli("ingest", "feeds", str(feed), "--no-events"))
+    assert not CONTROL.search(result.stderr), repr(result.stderr)
+    assert "PWNED" in result.stderr
+
+
+def test_messages_quoting_stored_text_show_control_characters_escaped(cli, agent):
+    plain(agent, "INSERT INTO very_long_term_memories(memory_id, memory_type, compressed_content,"
+                 " created_at) VALUES ('odd' || char(27) || ']0;PWNED' || char(7), 'code_pattern',"
+                 " '{\"_compressed\": 5}', '2020-01-01T00:00:00Z')")
+    result = ok(cli("compress", "--format", "json"))
+    assert "memory odd\\x1b]0;PWNED\\x07: left as it is" in result.stderr
+    assert not CONTROL.search(result.stderr), repr(result.stderr)
