@@ -110,15 +110,27 @@ def _table(rows, *, columns, one, out, title=None):
     else:
         rows = list(rows)
         columns = columns or (list(rows[0]) if rows else [])
+        if not rows:
+            return  # nothing, not a blank line: the command says why on stderr
         for name in columns:
-            # Long text takes what width is left; short fields stay on one line.
+            # Long text takes what width is left; ids fold rather than lose characters; short
+            # fields stay on one line.
             if name in ("text", "error", "feed", "title"):
                 table.add_column(_text(name), overflow="fold", ratio=1, min_width=12)
+            elif name in ("id", "key"):
+                table.add_column(_text(name), overflow="fold", min_width=8)
             else:
                 table.add_column(_text(name), no_wrap=True)
         for row in rows:
             table.add_row(*(_text(row.get(c)) for c in columns))
     Console(file=out).print(table)
+
+
+def width(out=None):
+    """The width a table for people gets: the terminal's, $COLUMNS, else 80."""
+    from rich.console import Console
+
+    return Console(file=out or sys.stdout).width
 
 
 def message(text):

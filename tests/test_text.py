@@ -304,3 +304,47 @@ def test_messages_quoting_stored_text_show_control_characters_escaped(cli, agent
     result = ok(cli("compress", "--format", "json"))
     assert "memory odd\\x1b]0;PWNED\\x07: left as it is" in result.stderr
     assert not CONTROL.search(result.stderr), repr(result.stderr)
+
+
+# Item 23 (query): a table that fits 80 columns, and "no results" ---------------------------
+
+@pytest.mark.parametrize("extra", [[], ["--recency", "30d", "--importance", "0.5"]])
+def test_query_table_keeps_text_and_whole_scores_in_80_columns(cli, agent, monkeypatch, extra):
+    monkeypatch.setenv("COLUMNS", "80")
+    args = ["query", "deploy build", "--top-n", "4", *extra]
+    table = ok(cli(*args, "--format", "table")).stdout
+    exact = json.loads(ok(cli(*args, "--format", "json")).stdout)
+    assert max(map(len, table.splitlines())) <= 80, table
+    assert "…" not in table, table
+    words = " ".join(table.split())
+    for r in exact:
+        assert f"{r['score']:.4f}" in words, (r, table)
+        for word in r["text"].split()[:4]:
+            assert word in words, (word, table)
+    assert any(r["kind"] == "vltm" for r in exact)
+    # the vltm's whole id is there, folded over lines of its column
+    lines = [line.split() for line in table.splitlines()]
+    vltm = next(i for i, cells in enumerate(lines) if cells[:1] == ["vltm"])
+    folded = lines[vltm][1] + "".join(
+        cells[0] for cells in lines[vltm + 1:vltm + 4] if cells and "-" in cells[0]
+        and not cells[0][0].isalpha())
+    assert folded.startswith("bbbbbbbb-2222-3333-4444-5555555555"[:len(folded)])
+
+
+def test_a_wide_terminal_shows_every_part_of_the_score(cli, agent, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    header = ok(cli("query", "deploy", "--format", "table")).stdout.splitlines()[1].split()
+    assert header == ["kind", "id", "key", "text", "date", "score", "bm25#", "vec#", "sim"]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "fts", "vector"])
+def test_a_query_without_results_says_so_on_stderr(cli, agent, mode):
+    strict = [] if mode == "fts" else ["--min-similarity", "0.99"]
+    args = ["query", "zzqx", "--mode", mode, *strict]
+    table = ok(cli(*args, "--format", "table"))
+    assert (table.stdout, table.stderr) == ("", "no results\n")
+    assert ok(cli(*args, "--format", "json")).stdout == "[]\n"
+    assert ok(cli("--quiet", *args, "--format", "table")).stderr == ""
+    stdin = ok(cli("query", "--stdin", "--mode", mode, *strict, "--format", "table",
+                   input="zzqx\n"))
+    assert (stdin.stdout, stdin.stderr) == ("", "1: zzqx: no results\n")
