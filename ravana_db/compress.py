@@ -42,6 +42,7 @@ from . import runs
 from .db import driver, now as utc_now, sha256
 from .errors import InputError, RavanaError
 from .store import write
+from .text import loads
 
 MAX_SUMMARIES = 50
 BUDGET = 1200  # characters of the compression summary's sentences
@@ -628,7 +629,7 @@ def _plan_vltm(db, plan, embedder, *, max_level, now):
     for memory_id, memory_type, stored, age, target in db.execute(
             DUE, {"now": now, "max_level": max_level}):
         try:
-            value, mark = _unpack(json.loads(stored))
+            value, mark = _unpack(loads(stored))
         except ValueError as e:
             plan.warnings.append(f"memory {memory_id}: left as it is ({e})")
             continue
@@ -702,12 +703,12 @@ def restore(content):
     Args:
         content: the stored compressed_content, as JSON text or parsed.
     """
-    return _unpack(json.loads(content) if isinstance(content, str) else content)[0]
+    return _unpack(loads(content) if isinstance(content, str) else content)[0]
 
 
 def level(content):
     """The compression level of a stored compressed_content (0: not compressed)."""
-    mark = (json.loads(content) if isinstance(content, str) else content).get(MARK)
+    mark = (loads(content) if isinstance(content, str) else content).get(MARK)
     return mark.get("level", 0) if isinstance(mark, dict) else 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from .db import driver, now, parse_time, remove_ours, still_ours, uri
 from .errors import InputError, RavanaError
 from .schema import TABLES, migrations
+from .text import csv_cell
 
 FORMATS = {"json": ".json", "jsonl": ".jsonl", "csv": ".csv", "markdown": ".md"}
 SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
@@ -281,11 +282,13 @@ def _write_jsonl(out, columns, rows):
 
 def _write_csv(out, columns, rows):
     """RFC 4180 CSV with a header. NULL is an empty field, empty text a quoted empty field
-    (`""`, PostgreSQL's convention); numbers as Python writes them, which read back exactly."""
+    (`""`, PostgreSQL's convention); numbers as Python writes them, which read back exactly;
+    text that a spreadsheet would run as a formula starts with `'` (text.csv_cell)."""
     writer = csv.writer(out)
-    writer.writerow(columns)
+    writer.writerow(map(csv_cell, columns))
     count = 0
     for count, row in enumerate(rows, 1):
+        row = tuple(map(csv_cell, row))
         if "" in row or bytes in map(type, row):
             out.write(",".join(map(_csv_field, row)) + "\r\n")
         else:

@@ -74,11 +74,16 @@ def _json_or_text(value):
     return _json_text(value, keep_text=True)
 
 
-def _storable(value, path="$", depth=0):
+def _storable(value, path="$", depth=0, *, max_depth=MAX_DEPTH):
     """Refuse what SQLite cannot store as text or JSON: lone surrogates (no UTF-8 for them),
-    NaN and infinities (not JSON), nesting deeper than MAX_DEPTH. Returns value."""
+    NUL (other tools read text only up to it, while search finds what follows), NaN and
+    infinities (not JSON), nesting deeper than max_depth (None: any). Returns value."""
     at = f" at {path}" if path != "$" else ""
     if isinstance(value, str):
+        nul = value.find("\x00")
+        if nul >= 0:
+            raise ValueError(f"holds a NUL character{at}, which text may not hold "
+                             f"(in {value[max(0, nul - 20):nul + 20]!r})")
         if value.isascii():
             return value
         try:
@@ -89,15 +94,15 @@ def _storable(value, path="$", depth=0):
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{json.dumps(value)}{at} is not a finite number")
     elif isinstance(value, (dict, list)):
-        if depth == MAX_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        if depth == max_depth:
+            raise ValueError(f"nested deeper than {max_depth} levels")
         for key, item in (value.items() if isinstance(value, dict) else enumerate(value)):
             if isinstance(key, str):
-                _storable(key, path, depth)
+                _storable(key, path, depth, max_depth=max_depth)
                 step = f".{key}" if re.fullmatch(r"\w+", key) else f"[{key!r}]"
             else:
                 step = f"[{key}]"
-            _storable(item, path + step, depth + 1)
+            _storable(item, path + step, depth + 1, max_depth=max_depth)
     return value
 
 
@@ -452,6 +457,9 @@ def _json_column(kind, value):
             if kind is not None:
                 raise ValueError(f"not valid JSON: {value[:40]!r}") from None
             return json.dumps(value, ensure_ascii=False)
+        # JSON text is kept as given, but refused, as `log` refuses it, when it holds what
+        # SQLite cannot store (an escaped lone surrogate); its depth is SQLite's to judge.
+        _storable(parsed, max_depth=None)
     else:
         parsed, value = value, json.dumps(_storable(value), ensure_ascii=False)
     if kind == "object" and not isinstance(parsed, dict):

@@ -67,7 +67,8 @@ def test_a_table_is_printed_on_a_terminal_only(cli):
     assert "rows.memory" in table and "{" not in table
 
 
-def test_query_results_as_a_table(cli):
+def test_query_results_as_a_table(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")  # every column (80 columns: see test_text.py)
     cli("log", "memory", "--key", "tea", "--text", "The user prefers green tea.")
     table = cli("query", "tea", "--format", "table").stdout
     assert table.split()[:9] == ["kind", "id", "key", "text", "date", "score", "bm25#", "vec#",

@@ -213,9 +213,13 @@ def markdown_cells(line):
                    c[1:-1]) for c in cells + [cell]]
 
 
-def as_text(row):
-    """A stored row as CSV and markdown hold it: text, NULL as empty."""
-    return tuple("" if v is None else str(v) for v in row)
+def as_text(row, fmt=None):
+    """A stored row as CSV and markdown hold it: text, NULL as empty; in CSV, text that a
+    spreadsheet would take for a formula starts with `'`."""
+    def formula(v):
+        return fmt == "csv" and isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r")
+
+    return tuple("" if v is None else "'" + v if formula(v) else str(v) for v in row)
 
 
 def assert_reads_back(data, fmt, columns, rows, table=""):
@@ -225,7 +229,7 @@ def assert_reads_back(data, fmt, columns, rows, table=""):
         assert parsed == rows, table
     else:
         assert header == columns, table
-        assert parsed == [as_text(r) for r in rows], table
+        assert parsed == [as_text(r, fmt) for r in rows], table
 
 
 # 1. Every table, every format ------------------------------------------------------------------

@@ -11,7 +11,8 @@ import typer.core
 
 from ..db import driver, open_db, parse_days, resolve_path
 from ..errors import InputError, RavanaError, RecordError
-from ..output import Format, Progress, emit, message, pick
+from ..output import Format, Progress, emit, message, pick, width
+from ..text import replaced
 
 
 def _errors_to_exit_codes(ctx, invoke):
@@ -19,12 +20,14 @@ def _errors_to_exit_codes(ctx, invoke):
 
     A command that made a new database says so when it ends (even with --quiet: a mistyped
     --db must not pass unseen), unless it ends in one of these errors: that line stays the
-    only one.
+    only one. A command that had to replace stored text it could not decode or encode says
+    so once.
     """
+    replaced()  # count from zero for this command
     try:
         result = invoke()
     except typer.Exit:
-        _say_created(ctx)  # the command did its work and chose its exit status
+        _after(ctx)  # the command did its work and chose its exit status
         raise
     except RavanaError as e:
         message(f"error: {e}")
@@ -42,11 +45,20 @@ def _errors_to_exit_codes(ctx, invoke):
     except KeyboardInterrupt:
         message("interrupted: nothing of the unfinished transaction was written")
         raise typer.Exit(130) from None
-    _say_created(ctx)
+    _after(ctx)
     return result
 
 
-def _say_created(ctx):
+REPLACED = ("note: stored text that is not valid UTF-8 (written by another client) was read "
+            "with U+FFFD in place of what could not be decoded; `ravana-db reindex` repairs "
+            "the search index's copy")
+
+
+def _after(ctx):
+    """What a command that ended without an error says last: a file it created, text it
+    had to replace."""
+    if replaced() and not (ctx.obj or {}).get("quiet"):
+        message(REPLACED)
     if ctx.obj and ctx.obj.get("created"):
         message(ctx.obj["created"])
 
@@ -395,6 +407,20 @@ def _for_people(r):
             **{name[:3]: number(r[name], 3) for name in RANKING_COLUMNS[1:] if name in r}}
 
 
+def _show(ctx, results, *, title=None, label=""):
+    """Results as a table for people. Below 140 columns only what a narrow terminal can show
+    whole: kind, id, text, date and score (below 70, no date). No results: no table, and
+    "no results" on stderr (after `label`)."""
+    rows = [_for_people(r) for r in results]
+    if not rows:
+        return _notice(ctx, f"{label}no results")
+    columns = list(rows[0])
+    if width() < 140:
+        columns = ["kind", "id", "text", "date", "score"] if width() >= 70 else [
+            "kind", "id", "text", "score"]
+    emit(rows, Format.table, columns=columns, title=title)
+
+
 @app.command(cls=Command)
 def query(
     ctx: typer.Context,
@@ -455,10 +481,10 @@ def query(
     if mode != "fts" or stdin:
         _notice_waiting(ctx, db)
     if stdin:
-        return _answer_stdin(db, embedder, options, fmt, touch=not no_touch)
+        return _answer_stdin(ctx, db, embedder, options, fmt, touch=not no_touch)
     results = _search(db, first, embedder, touch=not no_touch)
     if fmt is Format.table:
-        emit(map(_for_people, results), fmt)
+        _show(ctx, results)
     else:
         ranked = RANKING_COLUMNS if recency or importance is not None else []
         emit(results, fmt, columns=[*RESULT_COLUMNS, *ranked] if fmt is Format.csv else None)
@@ -470,7 +496,7 @@ def _search(db, q, embedder, *, touch):
     return search(db, q, embedder=embedder, touch=touch)
 
 
-def _answer_stdin(db, embedder, defaults, fmt, *, touch):
+def _answer_stdin(ctx, db, embedder, defaults, fmt, *, touch):
     """Answer each stdin line as soon as it is read, so an agent can keep one process (and
     one loaded model) open: ask a line, read its answer, ask the next.
 
@@ -502,8 +528,8 @@ def _answer_stdin(db, embedder, defaults, fmt, *, touch):
     else:
         for a in answers():
             if "results" in a:
-                emit(map(_for_people, a["results"]), fmt,
-                     title=f"{a['line']}: {a['text'] or ''}".strip())
+                title = f"{a['line']}: {a['text'] or ''}".strip()
+                _show(ctx, a["results"], title=title, label=f"{title}: ")
     if not answered:
         raise InputError("no queries on stdin")
     if failed:

@@ -6,6 +6,7 @@ from .. import runs
 from ..db import now as utc_now
 from ..errors import InputError
 from ..store import write
+from ..text import loads
 from .lock import run_lock
 
 RUNS = runs.of("consolidate")
@@ -72,7 +73,7 @@ def undo(db, *, path, run_id, wait=False):
                           "WHERE consolidation_id = ? ORDER BY rowid DESC", [run_id]).fetchall()
         statements, kept = [], []
         for memory_id, role, before, after in rows:
-            before, after = json.loads(before), json.loads(after)
+            before, after = loads(before), loads(after)
             changed = _changed_since(db, memory_id, after, survivor=role == "survivor")
             if changed:
                 kept.append({"memory_id": memory_id, "columns": changed})
@@ -132,7 +133,7 @@ def _changed_since(db, memory_id, after, *, survivor):
                 abs(importance - after["importance"]) > 1e-9:
             changed.append("importance")
         try:
-            same = (json.loads(metadata) if metadata is not None else None) == after["metadata"]
+            same = (loads(metadata) if metadata is not None else None) == after["metadata"]
         except ValueError:
             same = False
         if not same:
@@ -153,7 +154,7 @@ def history(db, *, limit=20):
     columns = ("consolidation_id", "consolidation_date", "consolidation_type",
                "memories_processed", "patterns_extracted", "success", "error_message")
     return [dict(zip(columns, r)) | {
-        "merged": json.loads(r[-1]).get("merged"), "undone_at": json.loads(r[-1]).get(
+        "merged": loads(r[-1]).get("merged"), "undone_at": loads(r[-1]).get(
             "undone_at")} for r in db.execute(
         f"SELECT {', '.join(columns)}, consolidation_results FROM memory_consolidations "
         f"WHERE {RUNS} ORDER BY consolidation_date DESC, id DESC LIMIT ?", [limit])]
