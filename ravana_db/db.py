@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .errors import InputError, RavanaError
+from .text import decode
 
 DEFAULT_PATH = "ravana_agi.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -124,6 +125,8 @@ def open_db(path, *, create=True, write=True):
         raise RavanaError(
             "this Python's sqlite3 cannot load extensions (sqlite-vec): "
             "install pysqlite3-binary (`pip install pysqlite3-binary`)")
+    # Other clients may store text that is not UTF-8: read it with U+FFFD, never fail on it.
+    conn.text_factory = decode
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _check_ours(conn, path)  # before anything that writes
@@ -344,6 +347,7 @@ def reader(db):
     if getattr(db, "reader", None) is None:
         conn = driver().connect(db.read_uri, uri=True, isolation_level=None,
                                 check_same_thread=False)
+        conn.text_factory = decode
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         db.reader = sqlite_utils.Database(conn, execute_plugins=False)

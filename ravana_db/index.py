@@ -19,6 +19,7 @@ from .db import sha256, transaction
 from .errors import InputError, RavanaError
 from .schema import (SEARCHABLE, SIGNATURE_BITS, _outdated, index_objects, install_index,
                      part_of)
+from .text import decode
 
 BATCH = 1024  # texts per embedding call: sorted by length within it, so larger pads less
 CHUNK = 500  # ids per `IN (...)` list
@@ -240,11 +241,14 @@ def sync_docs(db):
 
     Returns (added, updated, removed).
     """
+    # A text that is not UTF-8 (SQLite's JSON functions make such bytes of an escaped lone
+    # surrogate) is stored with U+FFFD instead: the index then holds only what can be read.
+    db.conn.create_function("utf8_text", 1, decode, deterministic=True)
     added = updated = removed = 0
     for kind, spec in SEARCHABLE.items():
         table, ref = spec["table"], spec["ref"]
         cols = {k: spec[k].replace("new.", "t.") for k in ("text", "type", "source", "ts")}
-        cols["text"] = f"coalesce({cols['text']}, '')"
+        cols["text"] = f"utf8_text(CAST(coalesce({cols['text']}, '') AS BLOB))"
         shown = spec.get("where", "1").replace("new.", "t.")  # e.g. merged memories: not
         added += db.execute(
             f"INSERT INTO doc(kind, ref, text, type, source, ts) "

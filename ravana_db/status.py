@@ -31,6 +31,7 @@ def status(db, path):
         "last_consolidation": (
             {"date": last[0], "type": last[1], "success": bool(last[2])} if last else None),
         "consolidation": _consolidation(db),
+        "feeds": _feeds(db),
         "rows": {t: db.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in TABLES},
     }
 
@@ -51,6 +52,14 @@ def _consolidation(db):
         "patterns": one("SELECT count(*) FROM memory_patterns"),
         "knowledge": one("SELECT count(*) FROM strategic_knowledge"),
     }
+
+
+def _feeds(db):
+    """Subscribed feeds, and how many of them are paused (`ingest feeds` skips those)."""
+    subscribed, paused = db.execute(
+        "SELECT count(*), count(paused_at) FROM feed "
+        "WHERE url != 'unknown:' AND removed_at IS NULL").fetchone()
+    return {"subscribed": subscribed, "paused": paused}
 
 
 def _number_or_text(value):

@@ -24,9 +24,9 @@ from ravana_db.models import KINDS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
-       "export"]
+       "export", "feeds"]
 GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events", "jsonl", "dir", "ravana"],
-          "export": ["backup", "feeds"]}
+          "export": ["backup", "feeds"], "feeds": ["list", "remove", "pause", "resume"]}
 COMMANDS = [[c] for c in TOP if c not in GROUPS] + [[g, c] for g in GROUPS for c in GROUPS[g]]
 RAVANA = [sys.executable, "-m", "ravana_db"]
 
@@ -67,7 +67,8 @@ def test_a_table_is_printed_on_a_terminal_only(cli):
     assert "rows.memory" in table and "{" not in table
 
 
-def test_query_results_as_a_table(cli):
+def test_query_results_as_a_table(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")  # every column (80 columns: see test_text.py)
     cli("log", "memory", "--key", "tea", "--text", "The user prefers green tea.")
     table = cli("query", "tea", "--format", "table").stdout
     assert table.split()[:9] == ["kind", "id", "key", "text", "date", "score", "bm25#", "vec#",
@@ -90,7 +91,8 @@ def template(tmp_path_factory):
                     {"key": "tea", "text": "The user prefers green tea."},
                     {"key": "deploy", "text": "The Friday deploy broke the build."})),
                 (["log", "situation", "--situation-type", "curiosity", "--prompt", "Why?"],
-                 None)):
+                 None),
+                (["ingest", "feeds", "--no-events", FEED], None)):  # for `feeds pause` etc.
             result = CliRunner().invoke(app, ["--db", str(path), *args], input=stdin,
                                         catch_exceptions=False)
             assert result.exit_code == 0, result.stderr
@@ -207,7 +209,8 @@ def valid_args(command):
             ("ingest", "jsonl"): [LOAD / "memory.jsonl", "--table", "memory"],
             ("ingest", "dir"): [LOAD],
             ("ingest", "ravana"): [original_db()],
-            ("export", "backup"): ["copy.db"]}.get(tuple(command), [])
+            ("export", "backup"): ["copy.db"], ("feeds", "remove"): [FEED],
+            ("feeds", "pause"): [FEED], ("feeds", "resume"): [FEED]}.get(tuple(command), [])
 
 
 def original_db():

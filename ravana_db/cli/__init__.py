@@ -11,7 +11,8 @@ import typer.core
 
 from ..db import driver, open_db, parse_days, resolve_path
 from ..errors import InputError, RavanaError, RecordError
-from ..output import Format, Progress, emit, message, pick
+from ..output import Format, Progress, emit, message, pick, width
+from ..text import replaced
 
 
 def _errors_to_exit_codes(ctx, invoke):
@@ -19,12 +20,14 @@ def _errors_to_exit_codes(ctx, invoke):
 
     A command that made a new database says so when it ends (even with --quiet: a mistyped
     --db must not pass unseen), unless it ends in one of these errors: that line stays the
-    only one.
+    only one. A command that had to replace stored text it could not decode or encode says
+    so once.
     """
+    replaced()  # count from zero for this command
     try:
         result = invoke()
     except typer.Exit:
-        _say_created(ctx)  # the command did its work and chose its exit status
+        _after(ctx)  # the command did its work and chose its exit status
         raise
     except RavanaError as e:
         message(f"error: {e}")
@@ -42,11 +45,20 @@ def _errors_to_exit_codes(ctx, invoke):
     except KeyboardInterrupt:
         message("interrupted: nothing of the unfinished transaction was written")
         raise typer.Exit(130) from None
-    _say_created(ctx)
+    _after(ctx)
     return result
 
 
-def _say_created(ctx):
+REPLACED = ("note: stored text that is not valid UTF-8 (written by another client) was read "
+            "with U+FFFD in place of what could not be decoded; `ravana-db reindex` repairs "
+            "the search index's copy")
+
+
+def _after(ctx):
+    """What a command that ended without an error says last: a file it created, text it
+    had to replace."""
+    if replaced() and not (ctx.obj or {}).get("quiet"):
+        message(REPLACED)
     if ctx.obj and ctx.obj.get("created"):
         message(ctx.obj["created"])
 
@@ -233,21 +245,29 @@ def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = F
     emit([describe(db, path)], fmt, one=True)
 
 
-def _stdin_lines(*, strict=True):
-    """(line number, line) of each non-blank line on stdin, read as it comes.
+def _stdin_lines(*, strict=True, blank=False):
+    """(line number, line) of each line on stdin, read as it comes: blank lines only with
+    blank=True (a question expects an answer, even an empty one).
 
-    A line that is not UTF-8 raises InputError, or with strict=False comes as the error.
+    A line that is not UTF-8 or longer than lines.MAX_LINE raises InputError, or with
+    strict=False comes as the error (the rest of a line too long is skipped, never held).
     """
-    for number, raw in enumerate(iter(sys.stdin.buffer.readline, b""), 1):
+    from ..lines import read_lines, too_long
+
+    for number, raw in read_lines(sys.stdin.buffer):
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            error = InputError(f"line {number}: not valid UTF-8")
+            if raw is None:
+                raise too_long(f"line {number}")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"line {number}: not valid UTF-8") from None
+        except InputError as error:
             if strict:
-                raise error from None
+                raise
             yield number, error
             continue
-        if line.strip():
+        if blank or line.strip():
             yield number, line
 
 
@@ -265,8 +285,16 @@ def _json_line(number, line):
 def _read_stdin(model):
     from ..models import validate
 
-    records = [(number, validate(model, _json_line(number, line), line=number))
-               for number, line in _stdin_lines()]
+    from ..lines import MAX_BATCH
+
+    records, size = [], 0
+    for number, line in _stdin_lines():
+        size += len(line)
+        if size > MAX_BATCH:
+            raise InputError(f"line {number}: more than {MAX_BATCH >> 20} MiB on stdin, the "
+                             "most one transaction holds: split it, or store rows of one "
+                             "table in batches with `ravana-db ingest jsonl - --table TABLE`")
+        records.append((number, validate(model, _json_line(number, line), line=number)))
     if not records:
         raise InputError("no records on stdin (expected one JSON object per line)")
     return records
@@ -379,6 +407,20 @@ def _for_people(r):
             **{name[:3]: number(r[name], 3) for name in RANKING_COLUMNS[1:] if name in r}}
 
 
+def _show(ctx, results, *, title=None, label=""):
+    """Results as a table for people. Below 140 columns only what a narrow terminal can show
+    whole: kind, id, text, date and score (below 70, no date). No results: no table, and
+    "no results" on stderr (after `label`)."""
+    rows = [_for_people(r) for r in results]
+    if not rows:
+        return _notice(ctx, f"{label}no results")
+    columns = list(rows[0])
+    if width() < 140:
+        columns = ["kind", "id", "text", "date", "score"] if width() >= 70 else [
+            "kind", "id", "text", "score"]
+    emit(rows, Format.table, columns=columns, title=title)
+
+
 @app.command(cls=Command)
 def query(
     ctx: typer.Context,
@@ -439,10 +481,10 @@ def query(
     if mode != "fts" or stdin:
         _notice_waiting(ctx, db)
     if stdin:
-        return _answer_stdin(db, embedder, options, fmt, touch=not no_touch)
+        return _answer_stdin(ctx, db, embedder, options, fmt, touch=not no_touch)
     results = _search(db, first, embedder, touch=not no_touch)
     if fmt is Format.table:
-        emit(map(_for_people, results), fmt)
+        _show(ctx, results)
     else:
         ranked = RANKING_COLUMNS if recency or importance is not None else []
         emit(results, fmt, columns=[*RESULT_COLUMNS, *ranked] if fmt is Format.csv else None)
@@ -454,7 +496,7 @@ def _search(db, q, embedder, *, touch):
     return search(db, q, embedder=embedder, touch=touch)
 
 
-def _answer_stdin(db, embedder, defaults, fmt, *, touch):
+def _answer_stdin(ctx, db, embedder, defaults, fmt, *, touch):
     """Answer each stdin line as soon as it is read, so an agent can keep one process (and
     one loaded model) open: ask a line, read its answer, ask the next.
 
@@ -467,7 +509,7 @@ def _answer_stdin(db, embedder, defaults, fmt, *, touch):
 
     def answers():
         nonlocal failed, answered
-        for number, line in _stdin_lines(strict=False):
+        for number, line in _stdin_lines(strict=False, blank=True):
             answered += 1
             try:
                 q = _query_line(number, line, defaults)
@@ -486,8 +528,8 @@ def _answer_stdin(db, embedder, defaults, fmt, *, touch):
     else:
         for a in answers():
             if "results" in a:
-                emit(map(_for_people, a["results"]), fmt,
-                     title=f"{a['line']}: {a['text'] or ''}".strip())
+                title = f"{a['line']}: {a['text'] or ''}".strip()
+                _show(ctx, a["results"], title=title, label=f"{title}: ")
     if not answered:
         raise InputError("no queries on stdin")
     if failed:
@@ -567,14 +609,18 @@ def ingest_feeds(
         metavar="[URL|PATH]...", help="feeds to add and fetch now; none: every subscribed "
         "feed that is due")] = None,
     opml: Annotated[Optional[str], typer.Option(
-        "--opml", metavar="FILE", help="subscribe to (and fetch) the feeds of an OPML list")
+        "--opml", metavar="FILE", help="subscribe to (and fetch) the feeds of an OPML list: "
+        "its http(s) URLs and feed files in its own folder (others are skipped, one line each)")
     ] = None,
+    allow_local_files: Annotated[bool, typer.Option(
+        "--allow-local-files", help="let the OPML list name feed files outside its folder")
+    ] = False,
     events: Annotated[bool, typer.Option(
         "--events/--no-events", help="group new articles into events after the fetch")] = True,
     concurrency: Annotated[int, typer.Option(
-        min=1, max=32, help="feeds fetched at once")] = 4,
+        min=1, max=32, help="feeds fetched or held at once (each up to --max-bytes)")] = 4,
     timeout: Annotated[float, typer.Option(
-        min=0.1, max=600, help="seconds for one feed's whole fetch")] = 20.0,
+        min=0.1, max=600, help="seconds for one feed's fetch and parse together")] = 20.0,
     max_bytes: Annotated[int, typer.Option(
         "--max-bytes", min=1024, help="largest feed accepted (decompressed)")] = 10 << 20,
     fmt: ReportFormatOption = None,
@@ -582,9 +628,12 @@ def ingest_feeds(
 ):
     """Fetch news feeds (RSS 0.9x/1.0/2.0, Atom, local files) and store their articles.
 
-    A table per feed goes to stderr (or the rows to stdout with --format). Exit 1 when any
-    feed failed (the others are stored all the same); a failed feed is retried after a
-    growing pause (15 minutes doubling to a day).
+    A table per feed goes to stderr (or the rows to stdout with --format; with --quiet,
+    only a line per failed feed). Exit 1 when any feed failed (the others are stored all the
+    same); a failed feed is retried after a growing pause (15 minutes doubling to a day), and
+    paused after 10 failures in a row spanning 7 days. A feed named here is subscribed (again,
+    if it was removed or paused); `ravana-db feeds` lists, removes, pauses and resumes them.
+    --timeout bounds each feed's fetch and parse together.
 
     Example: ravana-db ingest feeds https://example.org/rss.xml news.atom --opml subs.opml
     """
@@ -593,10 +642,10 @@ def ingest_feeds(
     fmt = pick(fmt, json_flag) if fmt or json_flag else None
     urls = [f.feed_url(t) for t in targets or []]
     if opml:
-        listed, refused = f.opml_urls(opml)
+        listed, refused = f.opml_urls(opml, allow_local_files=allow_local_files)
         urls += listed
         for why in refused:
-            _notice(ctx, f"{opml}: skipped: {why}")
+            message(f"{opml}: skipped: {why}")
     db, _ = _open(ctx)
     chosen = f.subscribe(db, urls) if urls else f.due(db)
     if not chosen:
@@ -610,6 +659,10 @@ def ingest_feeds(
         emit(({**r, "feed": r["title"] or r["feed"].rsplit("/", 1)[-1]} for r in reports),
              Format.table, columns=["feed", "status", "new", "updated", "skipped", "error"],
              out=sys.stderr)
+    elif ctx.obj["quiet"]:  # cron's mail: nothing when all went well, a line per failure
+        for r in reports:
+            if r["status"] == "error":
+                message(f"error: {r['feed']}: {r['error']}")
     if events:
         _detect_events(ctx, db)
     if any(r["status"] == "error" for r in reports):
@@ -656,4 +709,4 @@ def ingest_events(
 
 
 # Command groups with a module of their own register themselves on `app`.
-from . import compress, consolidate, export, load  # noqa: E402, F401
+from . import compress, consolidate, export, feeds, load  # noqa: E402, F401
