@@ -18,6 +18,10 @@ from .errors import InputError, RavanaError
 DEFAULT_MODEL = "ravana-db/all-MiniLM-L6-v2-int8"
 MAX_TOKENS = 256  # the model's sentence-transformers max_seq_length; fastembed would cut at 512
 BATCH_SIZE = 32
+# The characters of a text the model is given. The tokenizer reads a whole text before it cuts
+# at the model's length (some 100 bytes of memory per character): a prefix this long holds far
+# more than 256 tokens of any ordinary text, so the vector is the same, and the memory bounded.
+MAX_CHARS = 16_384
 # A batch's size times its longest text's tokens squared (about 4 characters a token):
 # onnxruntime's memory grows with that (attention) and keeps what it took. 32 texts of 256
 # tokens took 1.2 GB more RSS, 8 took 0.23 GB, 4 take 0.1 GB, at about the same speed; texts
@@ -33,9 +37,19 @@ def cache_dir():
     return Path(base)
 
 
-def model_name(name=None):
-    """The model asked for: --model, else RAVANA_DB_MODEL, else the default."""
-    return name or os.environ.get("RAVANA_DB_MODEL") or DEFAULT_MODEL
+def model_name(name=None, *, recorded=None):
+    """The model to use: --model (name), else the one the file's vectors were made with
+    (recorded), else RAVANA_DB_MODEL (the model for files without vectors), else the default.
+
+    A local folder is named by its full path, so that the name recorded in a file finds the
+    folder from any working directory.
+    """
+    if not name and recorded:
+        return recorded  # as recorded, so that it compares equal
+    name = name or os.environ.get("RAVANA_DB_MODEL") or DEFAULT_MODEL
+    if name != DEFAULT_MODEL and Path(name).is_dir():
+        return str(Path(name).resolve())
+    return name
 
 
 def default_model_folder():
@@ -84,10 +98,12 @@ def _onnx_file(folder):
 class Embedder:
     """Turns texts into unit-length float32 vectors. The model loads on the first embed()."""
 
-    def __init__(self, name=None, *, threads=None):
-        """threads: the model's CPU threads (default: all cores). A query process uses one,
+    def __init__(self, name=None, *, recorded=None, threads=None):
+        """name: the model asked for (see model_name), recorded: the file's model.
+        threads: the model's CPU threads (default: all cores). A query process uses one,
         so that the word search runs on the other core meanwhile."""
-        self.name = model_name(name)
+        self.name = model_name(name, recorded=recorded)
+        self.recorded = recorded  # to name the fix when the file's own model is gone
         self.threads = threads
         self._model = None
         self._dim = 384 if self.name == DEFAULT_MODEL else None
@@ -130,6 +146,12 @@ class Embedder:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if "is not supported" in first:  # fastembed's words point at its Python API
                 first = "no model folder by that name here, nor a model fastembed knows"
+                if self.name == self.recorded:
+                    raise InputError(
+                        f"this database's vectors were made with model {self.name!r}, which is "
+                        "not here (a folder moved or deleted?): put it back, or re-embed "
+                        "everything with another: ravana-db reindex --vectors --model "
+                        "NAME|FOLDER") from None
             raise InputError(f"cannot load embedding model {self.name!r}: {first}") from None
         return self._model
 
@@ -141,6 +163,7 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         # A batch is padded to its longest text: batching texts of similar length wastes
         # far less work than batching them in input order.
+        texts = [t[:MAX_CHARS] for t in texts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         model, start = self._load(), 0

@@ -4,6 +4,7 @@ Field names are the original's column names, so rows exported from the original 
 piped straight in. JSON fields take a JSON value, or a string of JSON text as the original stored.
 """
 
+import ast
 import json
 import math
 import re
@@ -16,6 +17,7 @@ from pydantic import (
 
 from .db import parse_time, sha256
 from .errors import InputError
+from .lines import MAX_TEXT
 from .links import web_link
 from .schema import MEMORY_TYPES, PATTERN_TYPES
 
@@ -33,10 +35,24 @@ def _time(value):
 MAX_DEPTH = 64
 
 
-def _json_text(value, *, keep_text=False):
-    """Parse a string of JSON text; leave other values (already parsed JSON) as they are.
+def python_literal(text):
+    """(value, JSON text) of a Python literal's text: the str(dict) that some of the original's
+    writers stored where JSON belongs. Raises ValueError for text that is not one, or is longer
+    than 100,000 characters (Python's parser is costly on long text)."""
+    if len(text) > 100_000 or text.lstrip()[:1] not in "{[('\"":
+        raise ValueError("not a Python literal")
+    try:
+        parsed = ast.literal_eval(text)
+        return parsed, json.dumps(parsed, ensure_ascii=False, allow_nan=False)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ValueError("not a Python literal") from None
 
-    keep_text: a string that is not JSON is kept as a JSON string.
+
+def _json_text(value, *, keep_text=False):
+    """Parse a string of JSON text (or of a Python literal, as the original stored some: see
+    python_literal); leave other values (already parsed JSON) as they are.
+
+    keep_text: a string that is neither is kept as a JSON string.
     """
     if not isinstance(value, str):
         return value
@@ -45,6 +61,10 @@ def _json_text(value, *, keep_text=False):
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     except ValueError:
+        pass
+    try:
+        return json.loads(python_literal(value)[1])
+    except (ValueError, RecursionError):
         if keep_text:
             return value
         raise ValueError(f"not valid JSON: {value[:40]!r}") from None
@@ -54,11 +74,16 @@ def _json_or_text(value):
     return _json_text(value, keep_text=True)
 
 
-def _storable(value, path="$", depth=0):
+def _storable(value, path="$", depth=0, *, max_depth=MAX_DEPTH):
     """Refuse what SQLite cannot store as text or JSON: lone surrogates (no UTF-8 for them),
-    NaN and infinities (not JSON), nesting deeper than MAX_DEPTH. Returns value."""
+    NUL (other tools read text only up to it, while search finds what follows), NaN and
+    infinities (not JSON), nesting deeper than max_depth (None: any). Returns value."""
     at = f" at {path}" if path != "$" else ""
     if isinstance(value, str):
+        nul = value.find("\x00")
+        if nul >= 0:
+            raise ValueError(f"holds a NUL character{at}, which text may not hold "
+                             f"(in {value[max(0, nul - 20):nul + 20]!r})")
         if value.isascii():
             return value
         try:
@@ -69,15 +94,15 @@ def _storable(value, path="$", depth=0):
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{json.dumps(value)}{at} is not a finite number")
     elif isinstance(value, (dict, list)):
-        if depth == MAX_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        if depth == max_depth:
+            raise ValueError(f"nested deeper than {max_depth} levels")
         for key, item in (value.items() if isinstance(value, dict) else enumerate(value)):
             if isinstance(key, str):
-                _storable(key, path, depth)
+                _storable(key, path, depth, max_depth=max_depth)
                 step = f".{key}" if re.fullmatch(r"\w+", key) else f"[{key!r}]"
             else:
                 step = f"[{key}]"
-            _storable(item, path + step, depth + 1)
+            _storable(item, path + step, depth + 1, max_depth=max_depth)
     return value
 
 
@@ -347,6 +372,11 @@ def validate(model, data, *, line=None, options=False):
     where = f"line {line}: " if line is not None else ""
     if not isinstance(data, dict):
         raise InputError(f"{where}expected a JSON object, got {type(data).__name__}")
+    for name, value in data.items():
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            field = "--" + name.replace("_", "-") if options else name
+            raise InputError(f"{where}{field}: longer than {MAX_TEXT >> 20} Mi characters, "
+                             "the most a text may hold")
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -427,6 +457,9 @@ def _json_column(kind, value):
             if kind is not None:
                 raise ValueError(f"not valid JSON: {value[:40]!r}") from None
             return json.dumps(value, ensure_ascii=False)
+        # JSON text is kept as given, but refused, as `log` refuses it, when it holds what
+        # SQLite cannot store (an escaped lone surrogate); its depth is SQLite's to judge.
+        _storable(parsed, max_depth=None)
     else:
         parsed, value = value, json.dumps(_storable(value), ensure_ascii=False)
     if kind == "object" and not isinstance(parsed, dict):

@@ -6,6 +6,7 @@ import sys
 from enum import Enum
 
 from .errors import InputError
+from .text import csv_cell, printable
 
 
 class Format(str, Enum):
@@ -28,10 +29,11 @@ def pick(fmt, json_flag=False, *, default=None):
 
 
 def _text(value):
-    """A cell printed literally: stored text may hold rich markup like `[/]` or `[link=...]`."""
+    """A cell printed literally: stored text may hold rich markup like `[/]` or `[link=...]`,
+    and control characters (escape sequences), which are shown escaped (`\x1b`)."""
     from rich.text import Text
 
-    return Text(_cell(value))
+    return Text(printable(_cell(value)))
 
 
 def _cell(value):
@@ -75,7 +77,7 @@ def emit(rows, fmt, *, columns=None, one=False, out=None, live=False, title=None
             if writer is None:
                 writer = csv.DictWriter(out, columns or list(row), extrasaction="ignore")
                 writer.writeheader()
-            writer.writerow({k: _cell(v) for k, v in row.items()})
+            writer.writerow({k: _cell(csv_cell(v)) for k, v in row.items()})
             if live:
                 out.flush()
     else:
@@ -108,10 +110,15 @@ def _table(rows, *, columns, one, out, title=None):
     else:
         rows = list(rows)
         columns = columns or (list(rows[0]) if rows else [])
+        if not rows:
+            return  # nothing, not a blank line: the command says why on stderr
         for name in columns:
-            # Long text takes what width is left; short fields stay on one line.
+            # Long text takes what width is left; ids fold rather than lose characters; short
+            # fields stay on one line.
             if name in ("text", "error", "feed", "title"):
                 table.add_column(_text(name), overflow="fold", ratio=1, min_width=12)
+            elif name in ("id", "key"):
+                table.add_column(_text(name), overflow="fold", min_width=8)
             else:
                 table.add_column(_text(name), no_wrap=True)
         for row in rows:
@@ -119,9 +126,17 @@ def _table(rows, *, columns, one, out, title=None):
     Console(file=out).print(table)
 
 
+def width(out=None):
+    """The width a table for people gets: the terminal's, $COLUMNS, else 80."""
+    from rich.console import Console
+
+    return Console(file=out or sys.stdout).width
+
+
 def message(text):
-    """A line for people: counts, notices. Always stderr, never mixed into the data."""
-    sys.stderr.write(text + "\n")
+    """A line for people: counts, notices. Always stderr, never mixed into the data. It may
+    quote stored or given text: control characters in it are shown escaped."""
+    sys.stderr.write(printable(text) + "\n")
 
 
 class Progress:

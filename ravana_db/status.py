@@ -2,7 +2,7 @@
 
 import os
 
-from . import runs
+from . import __version__, runs
 from .index import health
 from .schema import TABLES, migrations
 
@@ -21,6 +21,7 @@ def status(db, path):
         "size_bytes": size,
         "schema_version": len(applied),
         "last_migration": applied[-1].name if applied else None,
+        "ravana_db_version": __version__,
         "sqlite_version": sqlite_version,
         "sqlite_vec_version": vec_version,
         "embedding_model": meta.get("embedding_model"),

@@ -213,9 +213,13 @@ def markdown_cells(line):
                    c[1:-1]) for c in cells + [cell]]
 
 
-def as_text(row):
-    """A stored row as CSV and markdown hold it: text, NULL as empty."""
-    return tuple("" if v is None else str(v) for v in row)
+def as_text(row, fmt=None):
+    """A stored row as CSV and markdown hold it: text, NULL as empty; in CSV, text that a
+    spreadsheet would take for a formula starts with `'`."""
+    def formula(v):
+        return fmt == "csv" and isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r")
+
+    return tuple("" if v is None else "'" + v if formula(v) else str(v) for v in row)
 
 
 def assert_reads_back(data, fmt, columns, rows, table=""):
@@ -225,7 +229,7 @@ def assert_reads_back(data, fmt, columns, rows, table=""):
         assert parsed == rows, table
     else:
         assert header == columns, table
-        assert parsed == [as_text(r) for r in rows], table
+        assert parsed == [as_text(r, fmt) for r in rows], table
 
 
 # 1. Every table, every format ------------------------------------------------------------------
@@ -484,15 +488,36 @@ def test_force_replaces_a_file_and_only_an_earlier_export_folder(filled, tmp_pat
     ok(invoke(filled, "export", "all", "-o", out, "-f", "csv"))
     assert "error: " + f"{out} is not empty: pass --force to replace an earlier export there\n" \
         == one_line_error(invoke(filled, "export", "all", "-o", out))
-    ok(invoke(filled, "export", "all", "-o", out, "--force"))  # jsonl now: the csv files went
-    assert sorted(os.listdir(out)) == sorted([t + ".jsonl" for t in TABLES] + ["manifest.json"])
+    csv = sorted(os.listdir(out))
+    ok(invoke(filled, "export", "all", "-o", out, "--force"))  # jsonl now: the csv files stay
+    assert sorted(os.listdir(out)) == sorted(csv + [t + ".jsonl" for t in TABLES])
+    assert json.loads((out / "manifest.json").read_text())["format"] == "jsonl"
 
+
+def test_force_replaces_only_the_files_the_export_writes(filled, tmp_path):
+    """A user's files and folders in an export folder are never deleted, even one named as a
+    table's file of another format; a folder where the export must write a file is refused,
+    and nothing changes."""
+    out = tmp_path / "dump"
+    ok(invoke(filled, "export", "all", "-o", out))
     (out / "notes.txt").write_text("mine")
-    assert one_line_error(invoke(filled, "export", "all", "-o", out, "--force")) == (
-        f"error: {out} holds 'notes.txt', which no export wrote: it is never replaced, even "
-        "with --force; give another folder\n")
+    (out / "memory.csv").mkdir()
+    (out / "memory.csv" / "kept.txt").write_text("mine too")
+    (out / "moodlog.jsonl").write_text("stale\n")
+    ok(invoke(filled, "export", "all", "-o", out, "--force"))
     assert (out / "notes.txt").read_text() == "mine"
-    assert sorted(os.listdir(tmp_path)) == ["dump", "taken.csv"]
+    assert (out / "memory.csv" / "kept.txt").read_text() == "mine too"
+    assert (out / "moodlog.jsonl").read_text() != "stale\n"
+    (out / "memory.jsonl").unlink()
+    (out / "memory.jsonl").mkdir()
+    (out / "memory.jsonl" / "kept.txt").write_text("mine three")
+    before = {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)}
+    assert one_line_error(invoke(filled, "export", "all", "-o", out, "--force")) == (
+        f"error: {out}/memory.jsonl is a folder, where the export writes a file: move it, or "
+        "give another folder\n")
+    assert (out / "memory.jsonl" / "kept.txt").read_text() == "mine three"
+    assert {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)} == before
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".dump")] == []  # no temporaries
 
 
 def failing_select(after, error):

@@ -64,7 +64,8 @@ Since = Annotated[Optional[str], typer.Option(
 Until = Annotated[Optional[str], typer.Option(
     help="only rows up to this time (inclusive): ISO date/time or an age like 7d")]
 Force = Annotated[bool, typer.Option(
-    "--force", help="replace an existing file (or a folder holding an earlier export)")]
+    "--force", help="replace an existing file (for `all`: the files it writes in a folder "
+    "that holds anything; nothing else there is touched)")]
 
 
 def _table_command(name):

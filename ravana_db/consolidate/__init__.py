@@ -28,6 +28,7 @@ from ..db import now as utc_now
 from ..errors import InputError
 from ..schema import CONSOLIDATION_TYPES, MEMORY_TYPES
 from ..store import write
+from ..text import loads
 from . import duplicates
 from . import patterns as found
 from .lock import Busy, run_lock  # noqa: F401 (Busy: for the CLI)
@@ -65,7 +66,7 @@ def policy(db):
     """{key: value} of the consolidation policy rows."""
     rows = {}
     for key, value in db.execute("SELECT key, value FROM consolidation_policy"):
-        rows[key] = json.loads(value)
+        rows[key] = loads(value)
     return rows
 
 
@@ -266,7 +267,7 @@ class Run:
     def _merge(self, members, absorbed_before, merged):
         """Statements merging a group of same-key memories into its most detailed one."""
         def detail(m):
-            meta = json.loads(m["metadata"] or "{}")
+            meta = loads(m["metadata"] or "{}")
             return (len(m["text"].strip()), len(meta), m["importance"], -m["id"])
 
         survivor = max(members, key=detail)
@@ -282,9 +283,9 @@ class Run:
                 self._add_link(survivor, m, None, why)
         if not taken:
             return []
-        meta = json.loads(survivor["metadata"] or "{}")
+        meta = loads(survivor["metadata"] or "{}")
         for m in taken:
-            for k, v in json.loads(m["metadata"] or "{}").items():
+            for k, v in loads(m["metadata"] or "{}").items():
                 meta.setdefault(k, v)
         importance = max(m["importance"] for m in [survivor, *taken])
         accessed = max((m["last_accessed"] for m in [survivor, *taken] if m["last_accessed"]),
@@ -432,7 +433,7 @@ class Run:
     def _promotion(self, memory, rules, now):
         """The highest rule a memory meets: {rule, memory_type, strategic_value,
         retention_category}, or None."""
-        meta = json.loads(memory["metadata"] or "{}")
+        meta = loads(memory["metadata"] or "{}")
         kind = memory["memory_type"] if memory["memory_type"] in MEMORY_TYPES else \
             meta.get("memory_type") if meta.get("memory_type") in MEMORY_TYPES else \
             classify(memory["text"])
@@ -495,7 +496,7 @@ class Run:
             "v.memory_id").fetchall()
         memories = {r[0]: (r[1], r[3], r[2]) for r in rows}
         edges = [(min(r[0], other), max(r[0], other), 1.0) for r in rows
-                 for other in json.loads(r[5]) if other in memories and other != r[0]]
+                 for other in loads(r[5]) if other in memories and other != r[0]]
         by_doc = {r[4]: r[0] for r in rows}
         vectors, sigs = {}, {}
         docs = list(by_doc)
@@ -534,7 +535,7 @@ class Run:
                       "SELECT pattern_id, pattern_type, pattern_description, confidence_score, "
                       "pattern_data, validation_count FROM memory_patterns")}
         for p in stored.values():
-            p["pattern_data"] = json.loads(p["pattern_data"])
+            p["pattern_data"] = loads(p["pattern_data"])
         for p in self.patterns:  # a dry run's patterns are not stored yet
             stored[p["pattern_id"]] = p
         settings = self.policy.get("knowledge", {})

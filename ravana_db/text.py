@@ -1,0 +1,89 @@
+"""Stored text on its way out: decoded whatever its bytes, encodable, safe to show and to open.
+
+Other clients write the file too. SQLite stores what it is given as TEXT, valid UTF-8 or not
+(`CAST(x'EDA080' AS TEXT)`), and its JSON functions turn a JSON escape of a lone surrogate
+(`"\\ud800"`) into such bytes, which the search index's triggers then store; Python's json
+turns the same escape into a string that cannot be encoded. Neither may stop a command: what
+cannot be decoded or encoded becomes U+FFFD, and `replaced()` tells the CLI to say so once.
+"""
+
+import codecs
+import functools
+import json
+import re
+
+_replaced = 0
+_last = None
+
+
+def _count_and_replace(error):
+    """codecs error handler: U+FFFD for each bad sequence, counting the values it touches."""
+    global _replaced, _last
+    if error.object is not _last:
+        _last = error.object
+        _replaced += 1
+    return "\ufffd", error.end
+
+
+codecs.register_error("ravana-db-replace", _count_and_replace)
+
+# The connections' text_factory: a C call, as fast as the driver's own while the text is
+# UTF-8; the error handler runs only for the bytes that are not.
+decode = functools.partial(str, encoding="utf-8", errors="ravana-db-replace")
+
+
+def replaced():
+    """How many stored values had to be replaced since the last call (and start again)."""
+    global _replaced, _last
+    count, _replaced, _last = _replaced, 0, None
+    return count
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def encodable(value):
+    """value (a string, or JSON-like dicts and lists of them) with every lone surrogate
+    replaced by U+FFFD, so that it can be encoded as UTF-8 (hashed, embedded, written)."""
+    global _replaced
+    if isinstance(value, str):
+        if value.isascii() or not _SURROGATE.search(value):
+            return value
+        _replaced += 1
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {encodable(k): encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [encodable(v) for v in value]
+    return value
+
+
+def loads(text):
+    """Stored JSON text as Python values that can be encoded again (see encodable())."""
+    value = json.loads(text)
+    if isinstance(text, str) and "\\" in text and _SURROGATE_ESCAPE.search(text):
+        return encodable(value)
+    return value
+
+
+# C0 controls but tab and newline, DEL and C1 controls: on a terminal they move the cursor,
+# clear the screen, set the window title or start an escape sequence.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text):
+    """text as shown to people on a terminal: each control character escaped as `\\xNN`."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+# A spreadsheet takes a cell starting with one of these for a formula (OWASP's list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A text cell as CSV may carry it to a spreadsheet: one that would start a formula gets
+    a leading `'` (OWASP's advice). Numbers (int, float values) are left alone."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
