@@ -24,9 +24,9 @@ BATCH_SIZE = 32
 MAX_CHARS = 16_384
 # A batch's size times its longest text's tokens squared (about 4 characters a token):
 # onnxruntime's memory grows with that (attention) and keeps what it took. 32 texts of 256
-# tokens took 1.2 GB more RSS, 8 took 0.23 GB, 4 take 0.1 GB, at about the same speed; texts
-# of up to 90 tokens still go 32 at a time.
-BATCH_ATTENTION = 4 * MAX_TOKENS ** 2
+# tokens took 1.2 GB more RSS, 8 took 0.23 GB, 4 0.1 GB, 2 next to nothing, at about the same
+# speed; texts of up to 64 tokens still go 32 at a time.
+BATCH_ATTENTION = 2 * MAX_TOKENS ** 2
 TOKENIZER_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json",
                    "tokenizer_config.json")
 

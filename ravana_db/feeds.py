@@ -736,9 +736,20 @@ def ingest(db, feeds, *, embedder=None, concurrency=CONCURRENCY, timeout=TIMEOUT
     for fetched in fetch_all(feeds, concurrency=concurrency, timeout=timeout,
                              max_bytes=max_bytes):
         reports[fetched.feed["id"]] = store(db, fetched, embedder=embedder)
+        del fetched
+        _give_back_memory()
         if progress:
             progress(1)
     return [reports[feed["id"]] for feed in feeds]
+
+
+def _give_back_memory():
+    """Return what the last feed freed to the system (glibc keeps freed heap, and the fetch
+    thread's arena, for reuse: a run of large feeds would keep its highest mark)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def opml(db):
