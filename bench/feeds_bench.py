@@ -196,8 +196,8 @@ def bench_child(folder, runs, **_):
         parser = feeds.Parser()
         start = time.perf_counter()
         parser.start()
-        parser.pipe.poll(parser.STARTUP)
-        parser.ready = parser.pipe.recv()
+        parser.receive.poll(parser.STARTUP)
+        parser.ready = parser.receive.recv()
         starts.append(time.perf_counter() - start)
         parser.close()
     with feeds.Parser() as parser:
@@ -219,7 +219,7 @@ def bench_child(folder, runs, **_):
                          "child_median_s": round(median(child), 5),
                          "added_per_feed_ms": round(1000 * (median(child) - median(inside)), 2),
                          "ratio": round(median(child) / median(inside), 3)})
-    return {"what": "the parse child: start (spawn, imports) once per run that parses, and per "
+    return {"what": "the parse child: start (a new interpreter, imports) once per run that parses, and per "
                     "feed Parser.parse next to feeds.parse() in-process",
             "start_median_s": round(median(starts), 3), "feeds": rows, "runs": runs}
 
