@@ -999,6 +999,7 @@ def test_quiet_ingest_says_nothing_on_success_and_a_line_per_failed_feed(server,
     db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
     feed.write_bytes(rss("News", items("news", 2)))
     server.route("/quiet/down.xml", Reply(500))
+    invoke(db, "init")  # (a command that creates the file says so, even with --quiet)
     result = CliRunner().invoke(app, ["--db", str(db), "--quiet", "ingest", "feeds", str(feed)])
     assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
     result = CliRunner().invoke(app, ["--db", str(db), "--quiet", "ingest", "feeds", str(feed),
