@@ -190,7 +190,6 @@ COMMANDS = [
     ["export", "all", "--output", "exported", "--force"],
     ["reindex", "--format", "json"],
     ["query", "deploy", "--format", "json"],
-    ["status", "--format", "json"],
 ]
 
 
