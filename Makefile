@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python bench/events_eval.py
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/consolidate_bench.py
+	$(BIN)/python bench/limits_bench.py
 
 lint: install
 	$(BIN)/pip install --quiet ruff

@@ -3,7 +3,7 @@ the same run.
 
     .venv/bin/python bench/feeds_bench.py [--runs N] [--items N] [--only NAME ...]
 
-NAME: parse, embed, lock.
+NAME: parse, embed, lock, child, memory.
   parse  items/s of feeds.fetch_all + feeds.store(..., embedder=None) on a 1,000-item RSS 2.0 file
          (fresh database each run), next to feedparser.parse() of the same bytes (goal: >= 0.8x).
   embed  items/s of the same with the real Embedder, next to store.write of as many Memory
@@ -11,6 +11,14 @@ NAME: parse, embed, lock.
   lock   the write lock's longest hold during feeds.ingest of that feed (embedded): time
          between BEGIN IMMEDIATE and COMMIT, next to the whole ingest and to the hold of
          store.write of the same texts as memories.
+  child  what the parse child process costs: seconds to start one, and per feed the time of
+         feeds.Parser.parse (warm child: the body and the articles cross a pipe) next to
+         feeds.parse() in-process, for feeds of 1, 100 and 1,000 items.
+  memory peak RSS of `ravana-db ingest feeds` (a process, events included) fetching 30 feeds
+         of 9 MB each and one feed of 10,000 entries over HTTP (127.0.0.1), against the goal
+         of 500 MB: the process's own peak (VmHWM), the largest of it and its parse child
+         (getrusage RUSAGE_CHILDREN), and their sum sampled every 20 ms; next to the same
+         command fetching one small feed (baseline: the process with its model loaded).
 
 Texts are real: sentences from the docstrings of the installed Python sources (corpus.py), as
 titles and summaries. The model is loaded (and warmed up) once, outside every timing. Results
@@ -181,7 +189,157 @@ def bench_lock(folder, path, n, runs, embedder, texts, **_):
             "transactions_per_ingest": max(transactions), "runs": len(longest)}
 
 
-BENCHES = {"parse": bench_parse, "embed": bench_embed, "lock": bench_lock}
+def bench_child(folder, runs, **_):
+    texts = sentences(2000)
+    starts, rows = [], []
+    for _ in range(runs):
+        parser = feeds.Parser()
+        start = time.perf_counter()
+        parser.start()
+        parser.pipe.poll(parser.STARTUP)
+        parser.ready = parser.pipe.recv()
+        starts.append(time.perf_counter() - start)
+        parser.close()
+    with feeds.Parser() as parser:
+        for n in (1, 100, 1000):
+            body = rss_bytes("Child", texts[:n], texts[n:2 * n] if n < 1000 else texts[:n])
+            inside, child = [], []
+            for run in range(runs + 1):  # the first round warms the child up
+                start = time.perf_counter()
+                feeds.parse(body, url="https://bench.example/feed.xml")
+                t_inside = time.perf_counter() - start
+                start = time.perf_counter()
+                parser.parse(body, url="https://bench.example/feed.xml", content_type=None,
+                             seconds=600, timeout=600)
+                if run:
+                    inside.append(t_inside)
+                    child.append(time.perf_counter() - start)
+            rows.append({"items": n, "bytes": len(body),
+                         "in_process_median_s": round(median(inside), 5),
+                         "child_median_s": round(median(child), 5),
+                         "added_per_feed_ms": round(1000 * (median(child) - median(inside)), 2),
+                         "ratio": round(median(child) / median(inside), 3)})
+    return {"what": "the parse child: start (spawn, imports) once per run that parses, and per "
+                    "feed Parser.parse next to feeds.parse() in-process",
+            "start_median_s": round(median(starts), 3), "feeds": rows, "runs": runs}
+
+
+def rss_bytes(title, titles, summaries, *, pad=0):
+    """An RSS 2.0 document: one item per title, each description padded to `pad` characters
+    with the summaries' sentences."""
+    items = []
+    for i, (head, summary) in enumerate(zip(titles, summaries)):
+        text = summary
+        while len(text) < pad:
+            text += " " + summaries[(i + len(text)) % len(summaries)]
+        items.append(f"<item><title>{html.escape(head[:200])}</title>"
+                     f"<link>https://bench.example/{title}/{i}</link>"
+                     f'<guid isPermaLink="false">{title}-{i}</guid>'
+                     f"<description>{html.escape(text)}</description></item>")
+    return ('<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
+            f"<title>{title}</title><link>https://bench.example/</link>"
+            + "\n".join(items) + "</channel></rss>\n").encode()
+
+
+# `python -m ravana_db` that writes its own peak RSS (VmHWM) to $PEAK_FILE as it exits.
+PEAK_MAIN = """
+import atexit, os, re
+def peak():
+    status = open("/proc/self/status").read()
+    open(os.environ["PEAK_FILE"], "w").write(re.search(r"VmHWM:\\s*(\\d+)", status)[1])
+atexit.register(peak)
+from ravana_db.cli import main
+main()
+"""
+
+
+def tree_rss_kb(pid):
+    """The RSS of a process and its descendants now, in kB (0 once it has gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines()
+                              if line.startswith("VmRSS:")))
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += map(int, (task / "children").read_text().split())
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+def peak_rss(folder, name, urls):
+    """Run `ravana-db ingest feeds URLS` to its end: (own peak MB, largest single process MB,
+    sampled tree peak MB, seconds, exit code)."""
+    import resource
+    import subprocess
+
+    db, peak_file = Path(folder) / f"{name}.db", Path(folder) / f"{name}.peak"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start, tree = time.perf_counter(), 0
+    proc = subprocess.Popen([sys.executable, "-c", PEAK_MAIN, "--db", str(db), "--quiet",
+                             "ingest", "feeds", *urls], env={**os.environ,
+                             "PEAK_FILE": str(peak_file)})
+    while proc.poll() is None:
+        tree = max(tree, tree_rss_kb(proc.pid))
+        time.sleep(0.02)
+    seconds = time.perf_counter() - start
+    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if largest <= before:
+        largest = None  # an earlier, bigger child hides this one's figure
+    own = int(peak_file.read_text())
+    return own / 1024, largest and largest / 1024, tree / 1024, seconds, proc.returncode
+
+
+def _mb(value):
+    return value if value is None else round(value, 1)
+
+
+def bench_memory(folder, **_):
+    import functools
+    import http.server
+    import threading
+
+    served = Path(folder) / "served"
+    served.mkdir()
+    texts = sentences(12000)
+    for n in range(30):  # 20 long items each: 600 texts of 256 tokens to embed in all
+        body = rss_bytes(f"big{n}", texts[n * 20:(n + 1) * 20], texts[3000:6000],
+                         pad=450_000)
+        (served / f"big{n}.xml").write_bytes(body)
+    many = rss_bytes("many", texts[:10_000], texts[1000:11000] + texts[:1000])
+    (served / "many.xml").write_bytes(many)
+    (served / "small.xml").write_bytes(rss_bytes("small", texts[:20], texts[20:40]))
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(served))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        small = peak_rss(folder, "small", [f"{base}/small.xml"])
+        urls = [f"{base}/big{n}.xml" for n in range(30)] + [f"{base}/many.xml"]
+        big = peak_rss(folder, "big", urls)
+    finally:
+        httpd.shutdown()
+    sizes = [(served / f"big{n}.xml").stat().st_size for n in range(30)]
+    assert big[4] == 0 and small[4] == 0, (big, small)
+    return {"what": "peak RSS of `ravana-db ingest feeds` (events included) of 30 feeds of "
+                    f"{median(sizes) / 1e6:.1f} MB ({sum(sizes) / 1e6:.0f} MB in all, 20 items "
+                    f"each) and one of 10,000 entries ({len(many) / 1e6:.1f} MB) over HTTP, "
+                    "next to the same command on one 20-item feed",
+            "peak_rss_mb": _mb(big[0]), "largest_process_mb": _mb(big[1]),
+            "sampled_tree_peak_mb": _mb(big[2]), "seconds": round(big[3], 1),
+            "baseline_peak_rss_mb": _mb(small[0]), "baseline_tree_peak_mb": _mb(small[2]),
+            "ratio_to_baseline": round(big[2] / small[2], 2), "goal_mb": 500,
+            "under_goal": max(big[0], big[2]) < 500}
+
+
+BENCHES = {"parse": bench_parse, "embed": bench_embed, "lock": bench_lock,
+           "child": bench_child, "memory": bench_memory}
 
 
 def main():

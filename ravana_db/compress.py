@@ -28,10 +28,11 @@ import base64
 import json
 import os
 import re
+import selectors
 import shlex
 import signal
 import subprocess
-import threading
+import sys
 import time
 import uuid
 import zlib
@@ -48,7 +49,7 @@ BUDGET = 1200  # characters of the compression summary's sentences
 MIN_SUMMARIES = 2  # fewer new summaries wait for the next run
 MIN_WORDS = 3  # shorter sentences ("Done.") are chosen only when nothing else is there
 LAMBDA = 0.7  # MMR: weight of relevance against redundancy
-DUPLICATE = 0.9  # a sentence this similar to a chosen one is never chosen too
+DUPLICATE = 0.8  # a sentence this similar to a chosen one is never chosen too (a paraphrase)
 FIELD_BUDGET = 400  # level 3: prose strings longer than this are summarised to this
 TIMEOUT = 30.0
 MAX_OUTPUT = 1 << 20  # a summarizer printing more has gone wrong
@@ -294,27 +295,40 @@ def _plan_knowledge(db, plan, embedder, *, max_summaries, budget, argv, timeout)
     part = {"summaries": len(sources), "skipped_older": waiting - len(sources), "waiting": 0,
             "through_id": sources[-1][0] if sources else mark, "source_ids": [],
             "method": None, "summarizer_error": None, "summary_id": None, "status": None,
-            "sentences": [], "text": None, "bytes_before": 0, "bytes_after": 0}
+            "sentences": [], "text": None, "bytes_before": 0, "bytes_after": 0,
+            "not_smaller": None}
     plan.knowledge = part
     chosen = extract(sources, embedder, budget=budget) if len(sources) >= MIN_SUMMARIES else []
     if not chosen:  # too few new summaries (they wait for the next run), or no sentences
         part.update(summaries=0, skipped_older=0, waiting=waiting, through_id=mark)
         return
+    before = sum(_size(t) for _, t in sources)
     part["source_ids"] = [id for id, _ in sources]
     part["sentences"] = [{"text": s, "sources": ids} for s, ids in chosen]
     part["method"], text = "extractive", "\n".join(cite(s, ids) for s, ids in chosen)
     if argv is not None:
         given = "\n\n".join(t.strip() for _, t in sources) + "\n"
         output, why = run_summarizer(argv, given, timeout=timeout)
+        if output is not None:
+            output = f"{output}\n[sources: {', '.join(map(str, part['source_ids']))}]"
+            if _size(output) >= before:
+                output, why = None, (f"its summary is not smaller than its input "
+                                     f"({_size(output)} >= {before} bytes)")
         if output is None:
             part["summarizer_error"] = why
-            plan.warnings.append(f"summarizer failed ({why}): kept the extractive summary")
         else:
-            part["method"] = "summarizer"
-            text = f"{output}\n[sources: {', '.join(map(str, part['source_ids']))}]"
+            part["method"], text = "summarizer", output
+    smaller = _size(text) < before  # not: few, short, unrelated summaries (citations add)
+    if part["summarizer_error"]:
+        plan.warnings.append(f"summarizer failed ({part['summarizer_error']}): " + (
+            "kept the extractive summary" if smaller else
+            "the extractive summary would not be smaller either: nothing stored"))
+    if not smaller:
+        part.update(summaries=0, skipped_older=0, waiting=waiting, through_id=mark,
+                    source_ids=[], sentences=[], method=None, not_smaller=_size(text))
+        return
     part["text"], plan.text = text, text
-    part["bytes_before"] = sum(len(t.encode()) for _, t in sources)
-    part["bytes_after"] = len(text.encode())
+    part["bytes_before"], part["bytes_after"] = before, _size(text)
 
 
 def cite(sentence, ids):
@@ -445,50 +459,67 @@ def summarizer_argv(command):
     return argv
 
 
+# The summarizer runs under this guard, in a process group of its own that the guard leads.
+# The kernel sends the guard SIGTERM when ravana-db dies, however it dies (a parent-death
+# signal, Linux), and the guard then kills the whole group: no summarizer outlives its run.
+GUARD = """
+import os, signal, sys
+def stop(*_):
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGTERM, stop)
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # ravana-db died before prctl
+    stop()
+try:
+    pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ,
+                          setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+except OSError as e:
+    sys.stderr.write(f"cannot run {sys.argv[2]!r}: {e.strerror or e}\\n")
+    os._exit(127)
+status = os.waitpid(pid, 0)[1]
+if os.WIFSIGNALED(status):  # die the same way, for the caller to say so
+    try:
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    except (OSError, ValueError):  # SIGKILL and SIGSTOP have no handler to reset
+        pass
+    os.kill(os.getpid(), os.WTERMSIG(status))
+os._exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_summarizer(argv, text, *, timeout=TIMEOUT):
     """Run a summarizer: text on its stdin, the summary on its stdout.
 
     It runs in a process group of its own, so that on a timeout the whole group (a shell and
-    what it started) is killed, not only the first process.
+    what it started) is killed, not only the first process; the group is killed too when the
+    summarizer is done, and when ravana-db dies (GUARD). At the deadline it is killed and
+    abandoned, even if a process that left the group still holds its output open.
 
     Returns:
         (summary, None), or (None, why it failed): it could not start, timed out, exited
         non-zero, printed nothing, more than MAX_OUTPUT bytes, or not UTF-8.
     """
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", GUARD, str(os.getpid()),
+                                 *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
     except OSError as e:
         return None, f"cannot run {argv[0]!r}: {e.strerror or e}"
-    out, err, overflow = bytearray(), bytearray(), threading.Event()
-    threads = [threading.Thread(target=_feed, args=(proc.stdin, text.encode()), daemon=True),
-               threading.Thread(target=_drain, args=(proc.stdout, out, overflow), daemon=True),
-               threading.Thread(target=_drain, args=(proc.stderr, err, None), daemon=True)]
-    for thread in threads:
-        thread.start()
-    deadline, why = time.monotonic() + timeout, None
     try:
-        # Done when it exited and its output closed (a child it left may still hold it).
-        while proc.poll() is None or threads[1].is_alive() or threads[2].is_alive():
-            if overflow.is_set():
-                why = f"printed more than {MAX_OUTPUT} bytes"
-            elif time.monotonic() >= deadline:
-                why = f"timed out after {timeout:g} s"
-            if why:
-                break
-            time.sleep(0.01)
+        out, err, why = _exchange(proc, text.encode(), timeout=timeout)
     finally:
-        if why or proc.poll() is None or threads[1].is_alive() or threads[2].is_alive():
-            _kill_group(proc)
+        _kill_group(proc)  # before it is reaped: its id cannot name another group yet
         proc.wait()
-        for thread in threads:
-            thread.join(1)
-        for pipe in (proc.stdout, proc.stderr):
-            pipe.close()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            _close(pipe)
     if why:
         return None, why
+    last = err.decode(errors="replace").strip().splitlines()[-1:]
+    if proc.returncode == 127 and last and last[0].startswith("cannot run "):
+        return None, last[0]  # from GUARD
     if proc.returncode != 0:
-        last = err.decode(errors="replace").strip().splitlines()[-1:]
         status = (f"exit {proc.returncode}" if proc.returncode > 0
                   else f"killed by signal {-proc.returncode}")
         return None, status + (f": {last[0][:200]}" if last else "")
@@ -501,27 +532,84 @@ def run_summarizer(argv, text, *, timeout=TIMEOUT):
     return summary, None
 
 
-def _feed(pipe, data):
+def _exchange(proc, data, *, timeout):
+    """Write data to a process's stdin while reading its stdout and stderr, until it has
+    exited and closed both, or timeout seconds have passed.
+
+    Returns:
+        (stdout, the tail of stderr, None), or (what was read, ..., why it was cut short:
+        timed out, or printed more than MAX_OUTPUT bytes).
+    """
+    deadline = time.monotonic() + timeout
+    out, err = bytearray(), bytearray()
+    into = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    with selectors.DefaultSelector() as selector:
+        for fd in into:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        if data:
+            os.set_blocking(proc.stdin.fileno(), False)
+            selector.register(proc.stdin.fileno(), selectors.EVENT_WRITE)
+        else:
+            _close(proc.stdin)
+        sent = 0
+        while selector.get_map() or not _exited(proc):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out, err, f"timed out after {timeout:g} s"
+            # Poll now and then: it may exit while a process it left holds the pipes; more
+            # often once they are closed, when it is about to exit.
+            for key, _ in selector.select(min(left, 0.05 if selector.get_map() else 0.002)):
+                fd = key.fd
+                if fd not in into:
+                    written = _write(fd, data[sent:sent + (1 << 16)])
+                    sent = len(data) if written is None else sent + written
+                    if sent >= len(data):  # all given, or it will read no more
+                        selector.unregister(fd)
+                        _close(proc.stdin)
+                    continue
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    selector.unregister(fd)
+                    continue
+                into[fd] += chunk
+                if fd == proc.stderr.fileno():
+                    del err[:-4096]
+                elif len(out) > MAX_OUTPUT:
+                    return out, err, f"printed more than {MAX_OUTPUT} bytes"
+    return out, err, None
+
+
+def _write(fd, data):
+    """os.write to a child's pipe: bytes written, 0 when the pipe is full, None when the
+    child closed it. SIGPIPE is held back meanwhile: ravana-db keeps its default for stdout
+    (a reader that goes away ends it), but a child that reads no more is no reason to end."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
     try:
-        pipe.write(data)
-    except OSError:  # it exited without reading all of it
-        pass
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError:  # EPIPE: it exited, or closed its stdin
+        return None
     finally:
-        try:
-            pipe.close()
-        except OSError:
-            pass
+        if signal.SIGPIPE in signal.sigpending():  # raised by this write: never deliver it
+            signal.sigwait({signal.SIGPIPE})
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def _drain(pipe, into, overflow):
-    """Read a pipe to its end: stdout up to MAX_OUTPUT (then overflow is set), stderr's tail."""
-    while chunk := pipe.read1(1 << 16):
-        into += chunk
-        if overflow is None:
-            del into[:-4096]
-        elif len(into) > MAX_OUTPUT:
-            overflow.set()
-            return
+def _exited(proc):
+    """Whether a process has exited, leaving it unreaped (its id stays its own)."""
+    return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _close(pipe):
+    try:
+        pipe.close()
+    except OSError:
+        pass
 
 
 def _kill_group(proc):

@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
@@ -29,7 +30,9 @@ def driver():
 def resolve_path(db=None):
     """`--db` > RAVANA_DB > DATABASE_URL (sqlite:///path) > ./ravana_agi.db.
 
-    An empty choice or `:memory:` is an InputError: the agent's memory must outlive the command.
+    Each may be a path or a sqlite:///path URL (DATABASE_URL must be a URL). An empty choice,
+    `:memory:`, another kind of URL, or URL parameters (`?key=...`) are an InputError, which
+    shows the value with its password and parameter values masked.
     """
     if db is not None:
         return _file_path(db, "--db")
@@ -40,11 +43,20 @@ def resolve_path(db=None):
         if not url.startswith("sqlite:///"):
             raise InputError(f"DATABASE_URL {_masked(url)!r} is not a sqlite:///path URL; "
                              "pass --db PATH")
-        return _file_path(url[len("sqlite:///"):], "DATABASE_URL")
+        return _file_path(url, "DATABASE_URL")
     return Path(DEFAULT_PATH)
 
 
 def _file_path(value, source):
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value) and not value.startswith("sqlite:///"):
+        raise InputError(f"{source} {_masked(value)!r} is a URL, not a database file: "
+                         "give a path or a sqlite:///path URL")
+    # No parameters: none has a use here, and one may be a key the user expects to be applied.
+    url = value.startswith("sqlite:///")
+    if re.search(r"\?[^/]*=", value) or (url and re.search(r"[?#]", value)):
+        raise InputError(f"{source} {_masked(value)!r} has URL parameters, which ravana-db "
+                         "does not take (no key or mode applies): give the file's path alone")
+    value = value.removeprefix("sqlite:///")
     if not value.strip():
         raise InputError(f"{source} names no file: give a database path, e.g. --db agent.db")
     if value == ":memory:":
@@ -54,9 +66,18 @@ def _file_path(value, source):
 
 
 def _masked(url):
-    """url with its password (user:PASSWORD@, password=...) replaced by ***."""
+    """url with its password (user:PASSWORD@, password=...), every query parameter's value
+    and its fragment replaced by ***: any of them may be a secret."""
     url = re.sub(r"^([^:/?#]*://[^:/?#@]*):.*@", r"\1:***@", url, flags=re.DOTALL)
-    return re.sub(r"(password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+    url, hashed, _ = url.partition("#")
+    url, asked, query = url.partition("?")
+    if asked:
+        parts = re.split(r"([&;])", query)
+        url += "?" + "".join(p if p in "&;" else p.split("=", 1)[0] + "=***" if "=" in p
+                             else "***" for p in parts)
+    else:
+        url = re.sub(r"(password=)[^&\s]*", r"\1***", url, flags=re.IGNORECASE)
+    return url + ("#***" if hashed else "")
 
 
 def open_db(path, *, create=True, write=True):
@@ -70,6 +91,9 @@ def open_db(path, *, create=True, write=True):
 
     Returns a sqlite_utils.Database whose connection is in autocommit mode: writers use
     transaction(). A file that is not a ravana-db one is refused before anything is written.
+    Its `created` is True when this call made the file a new database (once, even when
+    several processes open a new file at once); `made_private` is the new mode of an empty
+    file that others could read, made owner-only first (else None).
     """
     import sqlite_utils
     import sqlite_vec
@@ -77,7 +101,7 @@ def open_db(path, *, create=True, write=True):
     from .schema import migrations
 
     path = Path(path)
-    _prepare(path, create=create)
+    made_private = _prepare(path, create=create)
     real = path.resolve()
     writable = os.access(real, os.W_OK) and os.access(real.parent, os.W_OK)
     if write and not writable:
@@ -117,11 +141,12 @@ def open_db(path, *, create=True, write=True):
         # No sqlite-utils plugins: they cost a scan of the installed packages per command.
         db = sqlite_utils.Database(conn, execute_plugins=False)
         db.read_uri = f"{uri(real)}?mode={mode.replace('rw', 'ro')}"
+        db.created, db.made_private = False, made_private
         if migrations.pending(db):
             if not writable:
                 raise InputError(f"{path} needs `ravana-db init` by a user who can write it "
                                  "(it is read-only here and its schema is out of date)")
-            _migrate(db, path, migrations)
+            db.created = _migrate(db, path, migrations)
         conn.execute("PRAGMA foreign_keys = on")
     except sqlite3.DatabaseError as e:
         conn.close()
@@ -135,16 +160,24 @@ def open_db(path, *, create=True, write=True):
 
 
 def _prepare(path, *, create):
-    """Refuse a path that cannot be a database file; create a missing one (0600) if asked."""
+    """Refuse a path that cannot be a database file; create a missing one (0600) if asked.
+
+    An empty file is a new database to a writing command when it is this user's own regular
+    file: made owner-only before SQLite writes a byte to it. Returns its new mode when that
+    changed, else None.
+    """
     if path.is_symlink() and not path.exists():
         raise InputError(f"{path} is a symlink to {os.readlink(path)}, which does not exist: "
                          "point it at a database file or pass another --db")
     if path.is_dir():
         raise InputError(f"{path} is a folder, not a database file")
     if path.exists():
+        found = os.stat(path)
+        if not stat.S_ISREG(found.st_mode):
+            raise InputError(f"{path} is {_file_kind(found.st_mode)}, not a database file")
         if not os.access(path, os.R_OK):
             raise InputError(f"cannot read {path}: permission denied")
-        return
+        return _adopt_empty(path, create=create) if found.st_size == 0 else None
     if not create:
         raise InputError(f"no database at {path}: run `ravana-db init` or pass --db PATH")
     if not path.parent.is_dir():
@@ -156,6 +189,36 @@ def _prepare(path, *, create):
         pass
     except OSError as e:
         raise InputError(f"cannot create {path}: {e.strerror.lower()}") from None
+    return None
+
+
+def _file_kind(mode):
+    kinds = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+             stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
+def _adopt_empty(path, *, create):
+    """An empty file at path: this user's to make a database of (owner-only first), or
+    refused. Returns its new mode when that changed, else None."""
+    if not create:
+        raise InputError(f"{path} is an empty file, not a database yet: run `ravana-db init` or "
+                         "pass --db PATH")
+    try:
+        fd = os.open(path.resolve(), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise InputError(f"cannot open {path}: {e.strerror.lower()}") from None
+    try:
+        found = os.fstat(fd)
+        if found.st_uid != os.geteuid():
+            raise InputError(f"{path} is an empty file of another user (uid {found.st_uid}): "
+                             "not taking it over; remove it or pass another --db")
+        if found.st_mode & 0o077 and found.st_size == 0:
+            os.fchmod(fd, found.st_mode & 0o700)  # never more than it was: 0444 stays read-only
+            return found.st_mode & 0o700
+        return None
+    finally:
+        os.close(fd)
 
 
 def uri(path):
@@ -164,20 +227,36 @@ def uri(path):
 
 
 def _check_ours(conn, path):
-    """Refuse a file with schema objects but no ravana-db migrations record (read only)."""
+    """Refuse a file with schema objects but no ravana-db migrations record, or with no
+    tables but another application's marks: its application_id or user_version set, or
+    pages left by dropped tables (read only)."""
     names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
     if not names:
-        return  # a new, empty file
-    if "_sqlite_migrations" in names and conn.execute(
+        marks = {name: conn.execute(f"PRAGMA {name}").fetchone()[0]
+                 for name in ("application_id", "user_version", "page_count")}
+        if marks["page_count"] > 1:
+            why = f"no tables, but {marks['page_count']} pages of data"
+        else:
+            why = next((f"no tables, but its {name} is {value}" for name, value in marks.items()
+                        if name != "page_count" and value), None)
+        if why is None:
+            return  # a new, empty file
+    elif "_sqlite_migrations" in names and conn.execute(
             "SELECT 1 FROM _sqlite_migrations WHERE migration_set = 'ravana_db'").fetchone():
         return
-    raise InputError(f"{path} is a SQLite database but not a ravana-db one (it has no "
-                     "ravana-db migrations record): pass --db with a new path")
+    else:
+        why = "it has no ravana-db migrations record"
+    raise InputError(f"{path} is a SQLite database but not a ravana-db one ({why}): pass --db "
+                     "with a new path")
 
 
 def _migrate(db, path, migrations):
-    """Apply pending migrations in one transaction, after a backup if the file had data."""
+    """Apply pending migrations in one transaction, after a backup if the file had data.
+
+    Returns whether this call made a new database (applied the first migration).
+    """
     saved = backup(db, path) if migrations.applied(db) else None
+    created = False
     try:
         # One process migrates; others opening the file at the same moment wait, then
         # find nothing left to do.
@@ -185,6 +264,7 @@ def _migrate(db, path, migrations):
         # the check at the end refuses a migration that leaves a dangling reference.
         with transaction(db):
             if migrations.pending(db):
+                created = not migrations.applied(db)
                 migrations.apply(db)
                 broken = db.execute("PRAGMA foreign_key_check").fetchone()
                 if broken:
@@ -194,6 +274,7 @@ def _migrate(db, path, migrations):
         if saved:  # the file is unchanged: a copy per failed attempt would only fill the disk
             saved.unlink(missing_ok=True)
         raise
+    return created
 
 
 def _wal(conn):

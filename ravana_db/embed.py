@@ -18,6 +18,14 @@ from .errors import InputError, RavanaError
 DEFAULT_MODEL = "ravana-db/all-MiniLM-L6-v2-int8"
 MAX_TOKENS = 256  # the model's sentence-transformers max_seq_length; fastembed would cut at 512
 BATCH_SIZE = 32
+# The characters of a text the model is given. The tokenizer reads a whole text before it cuts
+# at the model's length (some 100 bytes of memory per character): a prefix this long holds far
+# more than 256 tokens of any ordinary text, so the vector is the same, and the memory bounded.
+MAX_CHARS = 16_384
+# Tokens in one batch (about 4 characters each): onnxruntime's memory grows with the batch
+# times its length squared, and keeps what it took (32 texts of 256 tokens: 1.2 GB more RSS,
+# 8 of them: 0.23 GB, at the same speed). Short texts still go 32 at a time.
+BATCH_TOKENS = 2048
 TOKENIZER_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json",
                    "tokenizer_config.json")
 
@@ -28,9 +36,19 @@ def cache_dir():
     return Path(base)
 
 
-def model_name(name=None):
-    """The model asked for: --model, else RAVANA_DB_MODEL, else the default."""
-    return name or os.environ.get("RAVANA_DB_MODEL") or DEFAULT_MODEL
+def model_name(name=None, *, recorded=None):
+    """The model to use: --model (name), else the one the file's vectors were made with
+    (recorded), else RAVANA_DB_MODEL (the model for files without vectors), else the default.
+
+    A local folder is named by its full path, so that the name recorded in a file finds the
+    folder from any working directory.
+    """
+    if not name and recorded:
+        return recorded  # as recorded, so that it compares equal
+    name = name or os.environ.get("RAVANA_DB_MODEL") or DEFAULT_MODEL
+    if name != DEFAULT_MODEL and Path(name).is_dir():
+        return str(Path(name).resolve())
+    return name
 
 
 def default_model_folder():
@@ -79,10 +97,12 @@ def _onnx_file(folder):
 class Embedder:
     """Turns texts into unit-length float32 vectors. The model loads on the first embed()."""
 
-    def __init__(self, name=None, *, threads=None):
-        """threads: the model's CPU threads (default: all cores). A query process uses one,
+    def __init__(self, name=None, *, recorded=None, threads=None):
+        """name: the model asked for (see model_name), recorded: the file's model.
+        threads: the model's CPU threads (default: all cores). A query process uses one,
         so that the word search runs on the other core meanwhile."""
-        self.name = model_name(name)
+        self.name = model_name(name, recorded=recorded)
+        self.recorded = recorded  # to name the fix when the file's own model is gone
         self.threads = threads
         self._model = None
         self._dim = 384 if self.name == DEFAULT_MODEL else None
@@ -125,6 +145,12 @@ class Embedder:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if "is not supported" in first:  # fastembed's words point at its Python API
                 first = "no model folder by that name here, nor a model fastembed knows"
+                if self.name == self.recorded:
+                    raise InputError(
+                        f"this database's vectors were made with model {self.name!r}, which is "
+                        "not here (a folder moved or deleted?): put it back, or re-embed "
+                        "everything with another: ravana-db reindex --vectors --model "
+                        "NAME|FOLDER") from None
             raise InputError(f"cannot load embedding model {self.name!r}: {first}") from None
         return self._model
 
@@ -136,9 +162,23 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         # A batch is padded to its longest text: batching texts of similar length wastes
         # far less work than batching them in input order.
+        texts = [t[:MAX_CHARS] for t in texts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        vectors[order] = np.asarray(list(self._load().embed(
-            [texts[i] for i in order], batch_size=BATCH_SIZE)), dtype=np.float32)
+        model, start = self._load(), 0
+        while start < len(order):  # batches of at most BATCH_TOKENS (texts sorted by length)
+            size = 1
+            while size < BATCH_SIZE and start + size < len(order) and \
+                    (size + 1) * _tokens(texts[order[start + size]]) <= BATCH_TOKENS:
+                size += 1
+            batch = order[start:start + size]
+            vectors[batch] = np.asarray(list(model.embed([texts[i] for i in batch],
+                                                         batch_size=size)), dtype=np.float32)
+            start += size
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms == 0, 1, norms)
+
+
+def _tokens(text):
+    """About how many tokens the model reads of a text (after its cut at MAX_TOKENS)."""
+    return min(len(text) // 4 + 2, MAX_TOKENS)

@@ -320,8 +320,15 @@ def _form(word, forms):
     return written.most_common(1)[0][0]
 
 
+# The stored times' range (years 1 to 9999): a window reaching past it stops at its end.
+FIRST = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
+LAST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc).timestamp()
+
+
 def _iso(epoch):
-    return format_time(datetime.fromtimestamp(epoch, timezone.utc))
+    """Epoch seconds as a stored time, clamped to years 1 to 9999: an article dated at either
+    end (or a time another client wrote) is a time like any other, never an error."""
+    return format_time(datetime.fromtimestamp(min(max(epoch, FIRST), LAST), timezone.utc))
 
 
 def _chunks(items):

@@ -81,7 +81,8 @@ class Export:
         fmt: json, jsonl, csv or markdown; default: from output's suffix, else jsonl.
         output: a file (a folder for "all"); None writes to the `out` given to run().
         since, until: ISO times or ages (7d); rows whose own time lies between, inclusive.
-        force: replace an existing file, or a folder that holds an earlier export.
+        force: replace an existing file; for "all", the files of the names it writes in a
+            folder that holds anything (nothing else there is touched).
     """
 
     def __init__(self, table, *, fmt=None, output=None, since=None, until=None, force=False):
@@ -95,7 +96,7 @@ class Export:
             if self.output is None:
                 raise InputError("export all writes a file per table and a manifest: give "
                                  "--output DIR")
-            _check_folder(self.output, force=force)
+            _check_folder(self.output, force=force, names=self.files())
         else:
             if (since or until) and TIME[self.table] is None:
                 timed = ", ".join(t for t in TABLES if TIME[t])
@@ -106,6 +107,10 @@ class Export:
 
     def tables(self):
         return list(TABLES) if self.table == "all" else [self.table]
+
+    def files(self):
+        """The names of the files `export all` writes in its folder."""
+        return [table + FORMATS[self.fmt] for table in self.tables()] + [MANIFEST]
 
 
 def _format(fmt, output, *, folder):
@@ -399,9 +404,9 @@ def _check_file(path, *, force):
         raise InputError(f"{path} exists: pass --force to replace it")
 
 
-def _check_folder(path, *, force):
-    """Refuse an output folder whose parent is missing, that is a file or a link, or that holds
-    anything (without force; with force, anything but an earlier export)."""
+def _check_folder(path, *, force, names):
+    """Refuse an output folder whose parent is missing, that is a file or a link, that holds
+    anything (without force), or (with force) holds a folder where a file of names goes."""
     _check_parent(path)
     if path.is_symlink():
         raise InputError(f"{path} is a symlink: give the folder's own path")
@@ -410,15 +415,10 @@ def _check_folder(path, *, force):
     entries = sorted(os.listdir(path)) if path.is_dir() else []
     if entries and not force:
         raise InputError(f"{path} is not empty: pass --force to replace an earlier export there")
-    foreign = [e for e in entries if not _exported(e)]
-    if foreign:
-        raise InputError(f"{path} holds {foreign[0]!r}, which no export wrote: it is never "
-                         "replaced, even with --force; give another folder")
-
-
-def _exported(name):
-    stem, _, suffix = name.partition(".")
-    return name == MANIFEST or (stem in TABLES and "." + suffix in FORMATS.values())
+    for name in names:
+        if (path / name).is_dir():
+            raise InputError(f"{path / name} is a folder, where the export writes a file: move "
+                             "it, or give another folder")
 
 
 def _check_parent(path):
@@ -533,29 +533,32 @@ def _new_folder(path, *, force):
         yield temp
         with _writing(path):
             _sync_folder(temp)
-            _swap_in(temp, path, force=force)
+            _move_in(temp, path, force=force)
             _sync_folder(path.parent)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
 
 
-def _swap_in(temp, path, *, force):
-    if force and path.is_dir() and os.listdir(path):
-        _check_folder(path, force=True)  # still only an earlier export
-        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-        os.rename(path, old)
-        try:
-            os.rename(temp, path)
-        except BaseException:
-            os.rename(old, path)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return
+def _move_in(temp, path, *, force):
+    """Put the files written in temp at path: the folder renamed, where path is new or empty;
+    else (with force) each file renamed over its namesake, the manifest removed first and
+    renamed last (a folder left without one is never read as a complete export), and nothing
+    else in the folder touched."""
     try:
         os.rename(temp, path)  # over nothing, or over an empty folder
+        return
     except OSError as e:
-        if os.path.isdir(path) and os.listdir(path):
-            raise InputError(f"{path} is not empty: pass --force to replace an earlier export "
-                             "there") from None
-        raise RavanaError(f"cannot write {path}: {_why(e)}") from None
+        if not (force and path.is_dir() and os.listdir(path)):
+            if os.path.isdir(path) and os.listdir(path):
+                raise InputError(f"{path} is not empty: pass --force to replace an earlier "
+                                 "export there") from None
+            raise RavanaError(f"cannot write {path}: {_why(e)}") from None
+    names = sorted(os.listdir(temp), key=lambda name: name == MANIFEST)
+    _check_folder(path, force=True, names=names)  # still no folder in the way
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path / MANIFEST)
+    for name in names:
+        os.replace(temp / name, path / name)
+    os.rmdir(temp)
+    _sync_folder(path)

@@ -11,9 +11,11 @@ import calendar
 import contextlib
 import email.utils
 import html.parser
+import os
 import queue
 import re
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -23,6 +25,7 @@ from urllib.parse import unquote, urljoin, urlparse
 from . import __version__
 from .db import format_time, now, sha256
 from .errors import InputError, RecordError
+from .links import web_link
 
 USER_AGENT = f"ravana-db/{__version__} (feed reader; one fetch per cron run)"
 ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml, "
@@ -33,6 +36,9 @@ CONCURRENCY = 4
 MAX_REDIRECTS = 5
 BACKOFF_FIRST, BACKOFF_MAX = timedelta(minutes=15), timedelta(hours=24)
 RETRY_AFTER_MAX = timedelta(days=7)
+# A feed that has failed this many times in a row, over at least this long, is paused:
+# `ingest feeds` stops fetching it until `ravana-db feeds resume URL`.
+PAUSE_AFTER_FAILURES, PAUSE_AFTER = 10, timedelta(days=7)
 
 
 @dataclass
@@ -49,11 +55,16 @@ class Fetched:
     retry_after: timedelta | None = None
     title: str | None = None
     entries: list = field(default_factory=list)
+    seconds: float = 0.0  # how long the fetch took: the parse has the rest of the timeout
+    body_hash: str | None = None
 
 
-def feed_url(target):
-    """The stored URL of a feed named on the command line: http(s) as given, a local path as
-    an absolute file:// URL. Anything else is an InputError."""
+def feed_url(target, *, must_exist=True):
+    """The stored URL of a feed named on the command line: http(s) as given, a local path (or
+    a file:// URL) as an absolute file:// URL. Anything else, an empty name, or a local file
+    that is not there (with must_exist) is an InputError: nothing is subscribed."""
+    if not target.strip():
+        raise InputError("an empty feed name: give a URL or the path of a feed file")
     try:
         parts = urlparse(target)
         parts.port  # noqa: B018 - raises for a port that is not a number
@@ -64,31 +75,42 @@ def feed_url(target):
         if not parts.hostname:
             raise InputError(f"{target!r} is not a feed URL (no host)")
         return target
-    if scheme == "file":
-        return target
-    if scheme and len(scheme) > 1:  # (a one-letter scheme is a Windows drive)
+    if scheme and scheme != "file" and len(scheme) > 1:  # (one letter: a Windows drive)
         raise InputError(f"{target!r}: only http, https and file feeds can be fetched")
-    return Path(target).absolute().as_uri()
+    path = Path(unquote(parts.path)) if scheme == "file" else Path(os.path.abspath(target))
+    if must_exist and not path.is_file():
+        raise InputError(f"{target}: no such file (give a feed file or an http(s) URL)")
+    return target if scheme == "file" else path.as_uri()
 
 
-def opml_urls(path):
-    """(urls, refused) of an OPML subscription list: its feeds (relative paths taken from its
-    folder) and the outlines that name no feed we can fetch, with why."""
+def local_path(url):
+    """The path of a file:// feed URL."""
+    return Path(unquote(urlparse(url).path))
+
+
+def opml_urls(path, *, allow_local_files=False):
+    """(urls, refused) of an OPML subscription list: its feeds, and the outlines skipped, with
+    why. An outline may name an http(s) URL, or a feed file inside the OPML file's own folder
+    (a relative path is taken from there); any other local file only with allow_local_files,
+    other schemes never. A list that is not an OPML file, or names no feed, is an InputError."""
     import listparser
 
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror.lower()}") from None
-    parsed = listparser.parse(data)
+        raise InputError(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
+    parsed = listparser.parse(_utf8_xml(data, path))
     urls = [f.url for f in parsed.feeds if f.url]
     if not urls:
         raise InputError(f"{path}: no feeds in it (not an OPML subscription list?)")
     base, good, refused = Path(path).absolute().parent, [], []
     for url in urls:
         try:
-            good.append(feed_url(url if re.match(r"[a-zA-Z][\w+.-]+:", url) else
-                                 str(base / url)))
+            has_scheme = re.match(r"[a-zA-Z][\w+.-]+:", url)
+            url = feed_url(url if has_scheme else str(base / url), must_exist=False)
+            if url.startswith("file:"):
+                _local_outline(url, base, allow_local_files)
+            good.append(url)
         except InputError as e:
             refused.append(str(e))
     if not good:
@@ -97,14 +119,59 @@ def opml_urls(path):
     return good, refused
 
 
+def _local_outline(url, base, allowed):
+    """Refuse an OPML outline's local file outside the OPML's folder (unless allowed), or not
+    there: a shared subscription list must not read the reader's other files."""
+    path = local_path(url)
+    inside = path.resolve().is_relative_to(base.resolve())
+    if not (inside or allowed):
+        raise InputError(f"{url}: a local file outside the OPML file's folder "
+                         "(--allow-local-files to subscribe to it)")
+    if not path.is_file():
+        raise InputError(f"{url}: no such file")
+
+
+XML_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+
+
+def _utf8_xml(data, path):
+    """An XML document's bytes as UTF-8, decoded from its BOM or its declared encoding
+    (listparser reads UTF-8 only)."""
+    import codecs
+
+    for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                      (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            encoding = name
+            break
+    else:
+        declared = XML_ENCODING.match(data.lstrip()[:200])
+        encoding = declared[1].decode() if declared else "utf-8"
+    try:
+        text = data.decode(encoding)
+    except LookupError:
+        raise InputError(f"{path}: unknown encoding {encoding!r} in its XML declaration") \
+            from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not {encoding} text (byte {e.start}), as it declares; "
+                         "not an OPML file?") from None
+    text = re.sub(r"""^(\s*<\?xml[^>]*?encoding\s*=\s*["'])[^"']*""", r"\g<1>UTF-8", text)
+    return text.encode()
+
+
+REVIVE = ("UPDATE feed SET paused_at = NULL, paused_reason = NULL, removed_at = NULL "
+          "WHERE url = ? AND coalesce(paused_at, removed_at) IS NOT NULL")
+
+
 def subscribe(db, urls):
-    """Add feeds (existing ones are kept as they are). Returns their rows, in order, each
-    once."""
+    """Add feeds; a feed already stored keeps its state, and is active again if it was paused
+    or removed (naming it is asking for it). Returns their rows, in order, each once."""
     from .models import Feed
     from .store import write
 
     urls = list(dict.fromkeys(urls))
-    write(db, [Feed(url=u) for u in urls])
+    revive = [(REVIVE, [u]) for u in urls]
+    write(db, [Feed(url=u) for u in urls], statements=revive)
     return [_feed(db, u) for u in urls]
 
 
@@ -113,31 +180,89 @@ def _feed(db, url):
     return dict(zip([d[0] for d in cursor.description], cursor.fetchone()))
 
 
+SUBSCRIBED = "url != 'unknown:' AND removed_at IS NULL"
+
+
 def due(db):
-    """The subscribed feeds whose backoff has passed (all of them, when none failed)."""
-    cursor = db.execute("SELECT * FROM feed WHERE url != 'unknown:' AND "
+    """The active feeds whose backoff has passed (all of them, when none failed)."""
+    cursor = db.execute(f"SELECT * FROM feed WHERE {SUBSCRIBED} AND paused_at IS NULL AND "
                         "(next_attempt IS NULL OR next_attempt <= ?) ORDER BY id", [now()])
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor]
+
+
+def listing(db):
+    """The subscribed feeds, each with its state and how many articles it brought."""
+    return [dict(r) for r in db.query(
+        "SELECT f.url, f.title, CASE WHEN f.paused_at IS NULL THEN 'active' ELSE 'paused' END "
+        "AS status, f.failures, f.last_error, f.last_fetched, "
+        "(SELECT count(*) FROM article a WHERE a.feed_id = f.id) AS articles "
+        f"FROM feed f WHERE {SUBSCRIBED} ORDER BY f.id")]
+
+
+CHANGES = {
+    "pause": "paused_at = ?1, paused_reason = 'paused by its user'",
+    "resume": "paused_at = NULL, paused_reason = NULL, failures = 0, failing_since = NULL, "
+              "next_attempt = NULL",
+    "remove": "removed_at = ?1",
+}
+
+
+def change(db, targets, action):
+    """Pause, resume or remove subscribed feeds, named by URL (or a feed file's path).
+
+    Removing ends the subscription only: the feed's row stays, with its articles (they stay
+    searchable and keep their source); naming the feed again subscribes it again.
+    Returns one row per feed: url, title, articles. An unknown name is an InputError, and
+    nothing is changed.
+    """
+    from .store import write
+
+    rows = {r["url"]: r for r in listing(db)}
+    urls = []
+    for target in targets:
+        url = target if target in rows else _stored_form(target)
+        if url not in rows:
+            raise InputError(f"{target!r} is not a subscribed feed (see `ravana-db feeds list`)")
+        urls.append(url)
+    urls = list(dict.fromkeys(urls))
+    write(db, [], statements=[(f"UPDATE feed SET {CHANGES[action]} WHERE url = ?2",
+                               [now(), url]) for url in urls])
+    return [rows[url] for url in urls]
+
+
+def _stored_form(target):
+    try:
+        return feed_url(target, must_exist=False)
+    except InputError:
+        return None
 
 
 def fetch_all(feeds, *, concurrency=CONCURRENCY, timeout=TIMEOUT, max_bytes=MAX_BYTES):
     """Yield a parsed Fetched for each feed, as each arrives; never raises for one feed.
 
     Fetching runs on an asyncio loop in a background thread, so the deadline of a fetch cuts
-    it anywhere (a server that drips its headers a byte at a time too); parsing runs here, in
-    the caller's thread, while the other fetches go on.
+    it anywhere (a server that drips its headers a byte at a time too); parsing runs in a
+    child process (see Parser), while the other fetches go on. At most `concurrency` feeds
+    are fetched or held at once: a feed's slot is freed only once the caller has taken the
+    next one, so bodies never pile up while the caller embeds and stores.
     """
-    results = queue.Queue()
+    results, started = queue.Queue(), queue.Queue()
     thread = threading.Thread(daemon=True, target=lambda: asyncio.run(_fetch_all(
-        feeds, results, concurrency=concurrency, timeout=timeout, max_bytes=max_bytes)))
+        feeds, results, started, concurrency=concurrency, timeout=timeout,
+        max_bytes=max_bytes)))
     thread.start()
-    for _ in feeds:
-        yield _parsed(results.get(), max_bytes)
+    loop, limit = started.get()
+    with Parser() as parser:
+        for _ in feeds:
+            yield _parsed(results.get(), parser, timeout=timeout, max_bytes=max_bytes)
+            with contextlib.suppress(RuntimeError):  # (a closed loop: every feed was fetched)
+                loop.call_soon_threadsafe(limit.release)  # the caller is done with that one
 
 
-async def _fetch_all(feeds, results, *, concurrency, timeout, max_bytes):
+async def _fetch_all(feeds, results, started, *, concurrency, timeout, max_bytes):
     limit = asyncio.Semaphore(concurrency)
+    started.put((asyncio.get_running_loop(), limit))
     async with contextlib.AsyncExitStack() as stack:
         # Building a client costs 50 ms (its TLS context): only when a feed needs one.
         http = None
@@ -151,38 +276,132 @@ async def _fetch_all(feeds, results, *, concurrency, timeout, max_bytes):
                          "Accept-Encoding": "gzip, deflate"}))
 
         async def one(feed):
-            async with limit:
-                try:
-                    fetched = await asyncio.wait_for(_fetch(feed, http, max_bytes), timeout)
-                except asyncio.TimeoutError:
-                    fetched = Fetched(feed, "error", error=f"took longer than {timeout:g} s")
-                except Exception as e:  # one feed's failure must not stop the others
-                    fetched = Fetched(feed, "error", error=_one_line(e),
-                                      retry_after=getattr(e, "retry_after", None))
-                results.put(fetched)
+            await limit.acquire()  # released by fetch_all once the caller is done with it
+            start = time.monotonic()
+            try:
+                fetched = await asyncio.wait_for(_fetch(feed, http, max_bytes), timeout)
+            except asyncio.TimeoutError:
+                fetched = Fetched(feed, "error", error=f"took longer than {timeout:g} s")
+            except Exception as e:  # one feed's failure must not stop the others
+                fetched = Fetched(feed, "error", error=_one_line(e),
+                                  retry_after=getattr(e, "retry_after", None))
+            fetched.seconds = time.monotonic() - start
+            results.put(fetched)
 
         await asyncio.gather(*(one(feed) for feed in feeds))
 
 
-def _parsed(fetched, max_bytes):
-    """The fetched body inflated if it is a gzip file, skipped when unchanged, else parsed."""
+def _parsed(fetched, parser, *, timeout, max_bytes):
+    """The fetched body inflated if it is a gzip file, skipped when unchanged, else parsed
+    within what is left of the feed's timeout."""
     if fetched.status != "ok":
         return fetched
     try:
         if fetched.body[:2] == b"\x1f\x8b":  # a local .gz, or one served without an encoding
             fetched.body = _Inflater(["gzip"], max_bytes).all(fetched.body)
-        if fetched.feed.get("body_hash") == sha256_bytes(fetched.body):
+        fetched.body_hash = sha256_bytes(fetched.body)
+        if fetched.feed.get("body_hash") == fetched.body_hash:
             fetched.status = "unchanged"  # the server ignored our conditional headers
         else:
-            fetched.title, fetched.entries = parse(fetched.body, url=fetched.feed["url"],
-                                                   content_type=fetched.content_type)
+            left = max(timeout - fetched.seconds, 0.0)
+            fetched.title, fetched.entries = parser.parse(
+                fetched.body, url=fetched.feed["url"], content_type=fetched.content_type,
+                seconds=left, timeout=timeout)
     except Exception as e:  # a body feedparser or the inflater refuses: this feed's error
         return Fetched(fetched.feed, "error", error=_one_line(e))
+    fetched.body = b""  # parsed: not held while the articles are embedded and stored
     return fetched
 
 
+class Parser:
+    """parse() in a child process, stopped (SIGKILL) when a feed's parse outlives its time.
+
+    feedparser is pure Python and can take minutes on a hostile body (its SAX path is
+    quadratic in the attributes of one element); a thread cannot be stopped, a process can.
+    One child serves every feed of a run. It is spawned (the parent has threads, which fork
+    does not copy safely) when the first body is to be parsed (a run of 304s needs none),
+    and again after a kill; its start is not counted in any feed's time.
+    """
+
+    STARTUP = 60.0  # seconds for a child to import feedparser, however busy the machine
+
+    def __init__(self):
+        self.process = self.pipe = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def start(self):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.pipe, child = context.Pipe()
+        self.process = context.Process(target=_parse_forever, args=(child,), daemon=True,
+                                       name="ravana-db feed parser")
+        self.process.start()
+        child.close()
+        self.ready = False
+
+    def parse(self, body, *, url, content_type, seconds, timeout):
+        if self.process is None:
+            self.start()
+        try:
+            if not self.ready:
+                if not self.pipe.poll(self.STARTUP):
+                    raise FeedError(f"the parser process did not start in {self.STARTUP:g} s")
+                self.ready = self.pipe.recv()
+            self.pipe.send((body, url, content_type))
+            if not self.pipe.poll(seconds):
+                raise FeedError(f"took longer than {timeout:g} s (parsing)")
+            ok, value = self.pipe.recv()
+        except (EOFError, OSError):  # it died (out of memory?): the next feed gets another
+            self.close()
+            raise FeedError("the parser process ended while parsing this feed") from None
+        except FeedError:
+            self.close()
+            raise
+        if not ok:
+            raise FeedError(value)
+        return value
+
+    def close(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.join()
+            self.pipe.close()
+            self.process = self.pipe = None
+
+
+def _parse_forever(pipe):
+    """The child's loop: a body in, (True, (title, entries)) or (False, error) out, until the
+    parent goes away (its end of the pipe closes)."""
+    import signal
+
+    import feedparser  # noqa: F401 - imported before the child says it is ready
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the parent's to handle
+    with contextlib.suppress(Exception):  # Linux: killed with the parent, even mid-parse
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    pipe.send(True)
+    while True:
+        try:
+            body, url, content_type = pipe.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            answer = (True, parse(body, url=url, content_type=content_type))
+        except Exception as e:  # noqa: BLE001 - any error is that feed's
+            answer = (False, _one_line(e))
+        pipe.send(answer)
+
+
 def _one_line(error):
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = _text(" ".join(str(error).split())) or type(error).__name__
     return text[:300]
 
 
@@ -239,7 +458,7 @@ async def _fetch(feed, http, max_bytes):
 
 
 def _read_file(feed, max_bytes):
-    path = Path(unquote(urlparse(feed["url"]).path))
+    path = local_path(feed["url"])
     if not path.is_file():
         raise FeedError(f"no file at {path}")
     with path.open("rb") as f:
@@ -338,6 +557,7 @@ def _article(entry, url):
         # A relative <link> is resolved against the feed; a guid that feedparser took for
         # a link ("1", without isPermaLink="false") is no link at all.
         link = "" if entry.get("guidislink") else urljoin(url, link)
+    link = web_link(link)  # javascript:, data:, file:... : the article without its link
     published = _utc(entry.get("published_parsed") or entry.get("updated_parsed"))
     if not title:  # what people read: the summary's start stands in (never the URL)
         title = (summary or content or "(untitled)")[:MAX_TITLE]
@@ -348,8 +568,10 @@ def _article(entry, url):
 
 
 def _text(value):
-    """value with lone surrogates (`&#xD800;` in a feed) replaced: SQLite stores UTF-8."""
-    return SURROGATE.sub("\ufffd", value)
+    """value with lone surrogates (`&#xD800;` in a feed) replaced, since SQLite stores UTF-8,
+    and control characters (NUL, C0 but tab and newline, C1) dropped: a feed's text must not
+    hide words from sqlite3 (NUL) or drive the terminal of whoever reads it (escapes)."""
+    return CONTROL.sub("", SURROGATE.sub("\ufffd", value))
 
 
 def _utc(struct):
@@ -393,6 +615,7 @@ class _Text(html.parser.HTMLParser):
 
 
 SURROGATE = re.compile("[\ud800-\udfff]")
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 TAG = re.compile(r"</?[a-zA-Z][^>]*>|&(#?\w+);")
 MAX_TEXT = 20_000
 MAX_TITLE = 500
@@ -430,19 +653,26 @@ def store(db, fetched, *, embedder=None, progress=None):
     if fetched.status == "error":
         # Backoff doubles from 15 minutes to a day, and never stops: a feed is retried daily
         # for as long as it is subscribed. A server's Retry-After is honoured.
-        failures = (feed.get("failures") or 0) + 1
+        failures = feed["failures"] if isinstance(feed.get("failures"), int) else 0
+        failures += 1  # (a count another client wrote as text counts from none)
         wait = min(BACKOFF_FIRST * 2 ** min(failures - 1, 16), BACKOFF_MAX)
         wait = max(wait, fetched.retry_after or timedelta(0))
-        state.update(failures=failures, last_error=fetched.error,
+        since = feed.get("failing_since") or stamp
+        state.update(failures=failures, last_error=fetched.error, failing_since=since,
                      next_attempt=format_time(datetime.now(timezone.utc) + wait))
+        if failures >= PAUSE_AFTER_FAILURES and since <= format_time(
+                datetime.now(timezone.utc) - PAUSE_AFTER):
+            state.update(paused_at=stamp, paused_reason=f"{failures} failures since {since}")
+            report["error"] += (f" (paused after {failures} failures since {since[:10]}: "
+                                "ravana-db feeds resume URL)")
         write(db, [], statements=[_update(feed, state)])
         return report
-    state.update(failures=0, last_error=None, next_attempt=None, etag=fetched.etag,
+    state.update(failures=0, failing_since=None, last_error=None, next_attempt=None,
+                 etag=fetched.etag,
                  last_modified=fetched.last_modified)
     records = []
     if fetched.status == "ok":
-        state.update(title=fetched.title or feed.get("title"),
-                     body_hash=sha256_bytes(fetched.body))
+        state.update(title=fetched.title or feed.get("title"), body_hash=fetched.body_hash)
         source = fetched.title or urlparse(feed["url"]).hostname or Path(feed["url"]).name
         elsewhere, seen = _elsewhere(db, feed["id"], [e["link"] for e in fetched.entries]), set()
         for entry in fetched.entries:
@@ -503,7 +733,7 @@ def opml(db):
     ET.SubElement(head, "title").text = "ravana-db feeds"
     ET.SubElement(head, "dateCreated").text = email.utils.formatdate(usegmt=True)
     body = ET.SubElement(root, "body")
-    for url, title in db.execute("SELECT url, title FROM feed WHERE url != 'unknown:' "
+    for url, title in db.execute(f"SELECT url, title FROM feed WHERE {SUBSCRIBED} "
                                  "ORDER BY id"):
         ET.SubElement(body, "outline", type="rss", text=title or url, title=title or url,
                       xmlUrl=url)

@@ -12,6 +12,7 @@ for the fast first pass, with the filter columns queries use).
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 from .db import sha256, transaction
@@ -39,17 +40,26 @@ def recorded_model(db):
                           "run `ravana-db reindex --vectors` to record it again") from None
 
 
+def same_model(recorded, name):
+    """Whether the name of a model to use is the one recorded in a file: the same name, or
+    the same folder (a file may record a folder by a relative path, as older versions did)."""
+    if recorded is None or recorded == name:
+        return recorded == name
+    return os.path.isdir(recorded) and os.path.isdir(name) and os.path.samefile(recorded, name)
+
+
 def check_model(db, embedder):
     """Fail clearly when the file's vectors come from another model.
 
     Returns whether the file has a model recorded (no model: no vectors yet).
     """
     name, dim = recorded_model(db)
-    if name is not None and name != embedder.name:
+    if name is not None and not same_model(name, embedder.name):
         raise InputError(
             f"this database's vectors were made with {name!r} ({dim}-d), not "
             f"{embedder.name!r}: run `ravana-db reindex --vectors --model {embedder.name}` to "
-            f"re-embed everything with it, or use --model {name}")
+            f"re-embed everything with it, or leave out --model: the file's own model is the "
+            "default")
     return name is not None
 
 
@@ -171,7 +181,7 @@ def apply(db, prepared, doc_ids=()):
         name, _ = recorded_model(db)
         if name is None:
             _use_model(db, *prepared.model)
-        elif name != prepared.model[0]:  # another process switched models meanwhile
+        elif not same_model(name, prepared.model[0]):  # another process switched models
             raise InputError(f"this database's model changed to {name!r} during the write: "
                              "run the command again")
     ids = list(dict.fromkeys([*doc_ids, *prepared.queued]))
@@ -337,7 +347,8 @@ def reindex(db, embedder, *, fts=True, vectors=True, progress=None):
             db.execute("INSERT OR IGNORE INTO bits_queue(doc_id) SELECT doc_id FROM doc_vec")
         if vectors:
             try:
-                same = recorded_model(db) == (embedder.name, embedder.dim)
+                name, dim = recorded_model(db)
+                same = same_model(name, embedder.name) and dim == embedder.dim
             except RavanaError:  # a damaged record: replaced by the switch below
                 same = False
             if not same:

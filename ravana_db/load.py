@@ -16,13 +16,13 @@ cluster) is mapped to the id that the referenced row has in the target. TEXT key
 (memory_id, pattern_id, ...) are identities and travel as they are.
 """
 
-import ast
 import contextlib
 import difflib
 import email.utils
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from .export import EXPORT_VERSION, MANIFEST
 from .schema import SEARCHABLE, TABLES
 
 BATCH = 500  # rows per store.write: one transaction, its text embedded before it
+BATCH_BYTES = 8 << 20  # or fewer rows, when their lines hold this many bytes (ingest jsonl)
 CHUNK = 500  # values per `IN (...)` list
 COUNTS = ("read", "new", "updated", "existing", "refused")
 STATUS = {"inserted": "new", "updated": "updated", "existing": "existing"}
@@ -140,13 +141,17 @@ class Loader:
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
                             [table.name]).fetchone():
             conn.execute(table.sql)
+        # Each row is tried alone and rolled back: the copy holds no rows (memory stays flat),
+        # and rows that share a key are one row (write() merges them), not an error.
+        conn.execute("SAVEPOINT row")
         try:
-            # REPLACE: rows that share a key are one row (write() merges them), not an error.
-            conn.execute(f"INSERT OR REPLACE INTO [{table.name}] "
-                         f"({', '.join(f'[{c}]' for c in row)}) "
+            conn.execute(f"INSERT INTO [{table.name}] ({', '.join(f'[{c}]' for c in row)}) "
                          f"VALUES ({', '.join('?' * len(row))})", list(row.values()))
         except driver().Error as e:
             raise InputError(str(e)) from None
+        finally:
+            conn.execute("ROLLBACK TO row")
+            conn.execute("RELEASE row")
 
     def _refuse(self, name, reasons, why):
         if reasons:
@@ -260,7 +265,7 @@ class Loader:
                 "and the tables before; running again after a fix skips them)") from None
         for item, result in zip(written, results):
             report[STATUS[result["status"]]] += 1
-            if table.surrogate:
+            if table.surrogate and self.mapped:  # unmapped, ids are the target's already
                 ids[item.old] = result["id"]
         for old, first in aliases:
             ids[old] = ids[first]
@@ -360,8 +365,12 @@ def json_lines(stream, name=""):
     Args:
         name: the file's name, for messages ("NAME line 3: ..."); "" for stdin.
     """
-    for number, raw in enumerate(stream, 1):
+    from .lines import read_lines, too_long
+
+    for number, raw in read_lines(stream):
         where = f"{name} line {number}".lstrip()
+        if raw is None:
+            raise too_long(where)
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -393,6 +402,12 @@ def _opened(path):
 def load_jsonl(db, table, source, *, embedder=None, progress=None):
     """Store the rows of one table, as `export TABLE --format jsonl` writes them.
 
+    Two passes, each holding one batch: the first checks every line (a bad one is an error
+    and nothing is stored) and keeps a copy of the input in a temporary file (stdin cannot
+    be read twice, a file may change meanwhile); the second reads the copy and writes it,
+    BATCH rows per transaction. So memory stays flat whatever the input's size, and a run that
+    stops keeps its batches: run again, it adds the rest.
+
     References by integer id (article.feed_id, decisionlog.situation_id, event_article) are
     this file's ids, checked to exist; `ingest dir` maps a whole export's instead.
 
@@ -401,15 +416,59 @@ def load_jsonl(db, table, source, *, embedder=None, progress=None):
 
     Returns (report rows, notes).
     """
+    name = check_table(table)
     loader = Loader(db, mapped=False)
-    if isinstance(source, (str, os.PathLike)):
-        with _opened(source) as f:
-            loader.add(check_table(table), json_lines(f, str(source)))
-    else:
-        loader.add(check_table(table), json_lines(source))
-    if not loader.total():
-        raise InputError("no rows to ingest (expected one JSON object per line)")
-    return loader.write(embedder=embedder, progress=progress), loader.notes
+    with tempfile.TemporaryFile() as copy:
+        with (_opened(source) if isinstance(source, (str, os.PathLike))
+              else contextlib.nullcontext(source)) as stream:
+            label = str(source) if stream is not source else ""
+            reader = _Reader(stream, copy)
+            for batch in _batches(json_lines(reader, label), reader):
+                loader.add(name, batch)
+                loader.resolve()
+                loader.items[name] = []
+        read = loader.reports.get(name, {}).get("read", 0)
+        if not read:
+            raise InputError("no rows to ingest (expected one JSON object per line)")
+        if progress:
+            progress(0, total=read)
+        copy.seek(0)
+        reader = _Reader(copy)
+        for batch in _batches(json_lines(reader, label), reader):
+            loader.add(name, batch)
+            loader.write(embedder=embedder)
+            loader.items[name] = []
+            if progress:
+                progress(len(batch))
+        loader.reports[name]["read"] = read
+    return [loader.reports[name]], loader.notes
+
+
+class _Reader:
+    """A binary stream's readline that counts the bytes read (and writes them to copy)."""
+
+    def __init__(self, stream, copy=None):
+        self.stream, self.copy, self.bytes = stream, copy, 0
+
+    def readline(self, limit=-1):
+        line = self.stream.readline(limit)
+        self.bytes += len(line)
+        if self.copy is not None:
+            self.copy.write(line)
+        return line
+
+
+def _batches(items, reader):
+    """Lists of items, each at most BATCH of them or BATCH_BYTES of the reader's input (and
+    one line): what one pass holds at once."""
+    batch, start = [], reader.bytes
+    for item in items:
+        batch.append(item)
+        if len(batch) == BATCH or reader.bytes - start >= BATCH_BYTES:
+            yield batch
+            batch, start = [], reader.bytes
+    if batch:
+        yield batch
 
 
 def load_dir(db, folder, *, embedder=None, progress=None):
@@ -491,8 +550,10 @@ def load_original(db, path, *, embedder=None, progress=None):
 
 
 def _open_original(db, path):
-    """A read-only connection to the original's file: never written, not even its -wal or
-    -shm (immutable when no -wal is there, as open_db reads a file it cannot write)."""
+    """A read-only connection to the original's file that touches nothing in its folder: no
+    -shm is made beside a WAL original (SQLite's `unix-none` VFS takes no locks, and in
+    exclusive locking mode it keeps the WAL's index in memory), and its -wal is read, not
+    checkpointed. A text value that is not UTF-8 comes as NotUtf8 (its row is refused)."""
     path = Path(path)
     with _opened(path) as f:
         header = f.read(16)
@@ -502,9 +563,10 @@ def _open_original(db, path):
     main = db.execute("PRAGMA database_list").fetchone()[2]
     if main and real == Path(main).resolve():
         raise InputError(f"{path} is the database being written: give the original's file")
-    mode = "ro" if os.path.exists(f"{real}-wal") else "ro&immutable=1"
     try:
-        conn = driver().connect(f"{uri(real)}?mode={mode}", uri=True)
+        conn = driver().connect(f"{uri(real)}?mode=ro&vfs=unix-none", uri=True)
+        conn.text_factory = _text
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         ours = conn.execute("SELECT 1 FROM sqlite_master WHERE name = '_sqlite_migrations'"
                             ).fetchone()
     except driver().DatabaseError as e:
@@ -515,6 +577,17 @@ def _open_original(db, path):
         raise InputError(f"{path} is a ravana-db file, not the original's: move its rows with "
                          "`ravana-db export all --output DIR` and `ingest dir DIR`")
     return conn
+
+
+class NotUtf8(bytes):
+    """A text value of the original's that is not UTF-8."""
+
+
+def _text(raw):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return NotUtf8(raw)
 
 
 def _original_rows(loader, name, columns, cursor):
@@ -532,6 +605,8 @@ def _original_rows(loader, name, columns, cursor):
         row = {"id": data["id"]} if table.surrogate and "id" in data else {}
         try:
             for column, raw in data.items():
+                if isinstance(raw, NotUtf8):
+                    raise ValueError(f"{column}: not valid UTF-8 text")
                 if column in fields:
                     value = _original_value(table, column, raw)
                     if value is not _OMIT:
@@ -635,13 +710,13 @@ def _is_json(text):
 
 
 def _python_literal(value):
-    """(value, JSON text) of a Python literal's text, or (_OMIT, None)."""
-    if len(value) > 100_000 or value.lstrip()[:1] not in "{[('\"":
-        return _OMIT, None
+    """(value, JSON text) of a Python literal's text (models.python_literal, which `log` uses
+    too), or (_OMIT, None)."""
+    from .models import python_literal
+
     try:
-        parsed = ast.literal_eval(value)
-        return parsed, json.dumps(parsed, ensure_ascii=False, allow_nan=False)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return python_literal(value)
+    except ValueError:
         return _OMIT, None
 
 

@@ -4,6 +4,7 @@ Field names are the original's column names, so rows exported from the original 
 piped straight in. JSON fields take a JSON value, or a string of JSON text as the original stored.
 """
 
+import ast
 import json
 import math
 import re
@@ -16,6 +17,8 @@ from pydantic import (
 
 from .db import parse_time, sha256
 from .errors import InputError
+from .lines import MAX_TEXT
+from .links import web_link
 from .schema import MEMORY_TYPES, PATTERN_TYPES
 
 
@@ -32,10 +35,24 @@ def _time(value):
 MAX_DEPTH = 64
 
 
-def _json_text(value, *, keep_text=False):
-    """Parse a string of JSON text; leave other values (already parsed JSON) as they are.
+def python_literal(text):
+    """(value, JSON text) of a Python literal's text: the str(dict) that some of the original's
+    writers stored where JSON belongs. Raises ValueError for text that is not one, or is longer
+    than 100,000 characters (Python's parser is costly on long text)."""
+    if len(text) > 100_000 or text.lstrip()[:1] not in "{[('\"":
+        raise ValueError("not a Python literal")
+    try:
+        parsed = ast.literal_eval(text)
+        return parsed, json.dumps(parsed, ensure_ascii=False, allow_nan=False)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ValueError("not a Python literal") from None
 
-    keep_text: a string that is not JSON is kept as a JSON string.
+
+def _json_text(value, *, keep_text=False):
+    """Parse a string of JSON text (or of a Python literal, as the original stored some: see
+    python_literal); leave other values (already parsed JSON) as they are.
+
+    keep_text: a string that is neither is kept as a JSON string.
     """
     if not isinstance(value, str):
         return value
@@ -44,6 +61,10 @@ def _json_text(value, *, keep_text=False):
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     except ValueError:
+        pass
+    try:
+        return json.loads(python_literal(value)[1])
+    except (ValueError, RecursionError):
         if keep_text:
             return value
         raise ValueError(f"not valid JSON: {value[:40]!r}") from None
@@ -316,7 +337,7 @@ class Article(Record):
     feed_id: Int64
     guid: Text
     title: Text
-    link: str = ""
+    link: Annotated[str, AfterValidator(web_link)] = ""
     published: Time = None
     source: str | None = None
     fetched_at: Time = None
@@ -351,6 +372,11 @@ def validate(model, data, *, line=None, options=False):
     where = f"line {line}: " if line is not None else ""
     if not isinstance(data, dict):
         raise InputError(f"{where}expected a JSON object, got {type(data).__name__}")
+    for name, value in data.items():
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            field = "--" + name.replace("_", "-") if options else name
+            raise InputError(f"{where}{field}: longer than {MAX_TEXT >> 20} Mi characters, "
+                             "the most a text may hold")
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -461,6 +487,8 @@ def row_models(table, columns, *, json_columns, foreign_keys, id_column, identit
                                                   _json_column(k, v))]
         elif name in TIME_COLUMNS:
             kind = Annotated[str, BeforeValidator(_time)]
+        elif (table, name) == ("article", "link"):
+            kind = Annotated[str, AfterValidator(web_link)]
         else:
             kind = {"INTEGER": Int64, "REAL": float}.get(declared.upper(), str)
         if not not_null:

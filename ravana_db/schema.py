@@ -722,3 +722,13 @@ def m008_sampled_signatures(db):
                f"SELECT doc_id, vec_bit(embedding), {part_of('doc_id')}, kind, type, source, ts "
                f"FROM temp.old_bits")
     db.execute("DROP TABLE temp.old_bits")
+
+
+@migrations()
+def m009_feed_pause_and_removal(db):
+    """A feed can be paused (by its user, or after failing too long) and removed (its row
+    stays for its articles, which keep their feed). failing_since: the first failure of the
+    current run of failures; an old file's failing feed counts from its last fetch."""
+    for column in ("paused_at", "paused_reason", "removed_at", "failing_since"):
+        db.execute(f"ALTER TABLE feed ADD COLUMN {column} TEXT")
+    db.execute("UPDATE feed SET failing_since = last_fetched WHERE failures > 0")

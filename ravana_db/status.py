@@ -2,7 +2,7 @@
 
 import os
 
-from . import runs
+from . import __version__, runs
 from .index import health
 from .schema import TABLES, migrations
 
@@ -21,6 +21,7 @@ def status(db, path):
         "size_bytes": size,
         "schema_version": len(applied),
         "last_migration": applied[-1].name if applied else None,
+        "ravana_db_version": __version__,
         "sqlite_version": sqlite_version,
         "sqlite_vec_version": vec_version,
         "embedding_model": meta.get("embedding_model"),
@@ -30,6 +31,7 @@ def status(db, path):
         "last_consolidation": (
             {"date": last[0], "type": last[1], "success": bool(last[2])} if last else None),
         "consolidation": _consolidation(db),
+        "feeds": _feeds(db),
         "rows": {t: db.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in TABLES},
     }
 
@@ -50,6 +52,14 @@ def _consolidation(db):
         "patterns": one("SELECT count(*) FROM memory_patterns"),
         "knowledge": one("SELECT count(*) FROM strategic_knowledge"),
     }
+
+
+def _feeds(db):
+    """Subscribed feeds, and how many of them are paused (`ingest feeds` skips those)."""
+    subscribed, paused = db.execute(
+        "SELECT count(*), count(paused_at) FROM feed "
+        "WHERE url != 'unknown:' AND removed_at IS NULL").fetchone()
+    return {"subscribed": subscribed, "paused": paused}
 
 
 def _number_or_text(value):

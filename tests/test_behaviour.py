@@ -59,6 +59,7 @@ def test_status_in_every_format(cli, fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_log_action_in_every_format(cli, fmt):
+    cli("init")
     result = cli("log", "action", "--action-name", "search", "--format", fmt)
     assert result.exit_code == 0
     records = check_format(result.stdout, fmt, ["kind", "line", "id", "status"])
@@ -106,11 +107,12 @@ def test_an_empty_result_is_an_empty_list_or_nothing(cli):
     assert cli("query", "anything at all", "--format", "jsonl").stdout == ""
 
 
-def test_quiet_silences_notices_but_not_data(cli):
+def test_quiet_silences_notices_but_not_data(cli, db_path):
     loud = cli("log", "action", "--action-name", "a")
     quiet = cli("--quiet", "log", "action", "--action-name", "b")
-    assert (loud.stdout, loud.stderr) == ("1\n", "action: 1 inserted\n")
-    assert (quiet.stdout, quiet.stderr) == ("2\n", "")
+    assert (loud.stdout, loud.stderr) == (
+        "1\n", f"action: 1 inserted\ncreated new database {db_path}\n")
+    assert (quiet.stdout, quiet.stderr) == ("", "")  # ids are output too: --format asks
     cli("-q", "log", "summary", "--summary-text", "same")
     again = cli("-q", "log", "summary", "--summary-text", "same", "--format", "jsonl")
     assert json.loads(again.stdout)["status"] == "existing" and again.stderr == ""
@@ -330,6 +332,8 @@ def test_first_use_of_a_new_file_by_several_processes_at_once(tmp_path):
                                   text=True) for _ in range(4)]
         outputs = [p.communicate(timeout=60) for p in procs]
         assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
+        said = sorted(err for _, err in outputs)
+        assert said == [f"created new database {path}\n", *[f"up to date: {path}\n"] * 3]
 
 
 # 6. A reader that goes away (`| head -1`) ---------------------------------------------------

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import shlex
 import sqlite3
 import subprocess
@@ -23,9 +24,9 @@ from ravana_db.models import KINDS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
-       "export"]
+       "export", "feeds"]
 GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events", "jsonl", "dir", "ravana"],
-          "export": ["backup", "feeds"]}
+          "export": ["backup", "feeds"], "feeds": ["list", "remove", "pause", "resume"]}
 COMMANDS = [[c] for c in TOP if c not in GROUPS] + [[g, c] for g in GROUPS for c in GROUPS[g]]
 RAVANA = [sys.executable, "-m", "ravana_db"]
 
@@ -90,7 +91,8 @@ def template(tmp_path_factory):
                     {"key": "tea", "text": "The user prefers green tea."},
                     {"key": "deploy", "text": "The Friday deploy broke the build."})),
                 (["log", "situation", "--situation-type", "curiosity", "--prompt", "Why?"],
-                 None)):
+                 None),
+                (["ingest", "feeds", "--no-events", FEED], None)):  # for `feeds pause` etc.
             result = CliRunner().invoke(app, ["--db", str(path), *args], input=stdin,
                                         catch_exceptions=False)
             assert result.exit_code == 0, result.stderr
@@ -207,7 +209,8 @@ def valid_args(command):
             ("ingest", "jsonl"): [LOAD / "memory.jsonl", "--table", "memory"],
             ("ingest", "dir"): [LOAD],
             ("ingest", "ravana"): [original_db()],
-            ("export", "backup"): ["copy.db"]}.get(tuple(command), [])
+            ("export", "backup"): ["copy.db"], ("feeds", "remove"): [FEED],
+            ("feeds", "pause"): [FEED], ("feeds", "resume"): [FEED]}.get(tuple(command), [])
 
 
 def original_db():
@@ -300,3 +303,202 @@ def test_years_before_1000_are_stored_and_filtered(cli, rows):
         assert found(mode, "--since", "1000-01-01") == []
         assert found(mode, "--until", "0999-04-30") == []
         assert found(mode, "--since", "0999-05-01", "--until", "0999-05-01") == old
+
+
+# --quiet: no output on success, one line per failure; data only where it is asked for -------
+
+ASKED_FOR_DATA = {("status",), ("query",), ("export", "feeds")}
+OTHER_LANES = {("consolidate",), ("compress",)}  # their --quiet is tested with them
+EXPORTS = [("export", "memory", "--output", "m.jsonl"), ("export", "all", "--output", "dump")]
+
+
+@pytest.mark.parametrize("flag, where", [("--quiet", "before"), ("-q", "after"),
+                                         ("--quiet", "after")])
+@pytest.mark.parametrize("command", [c for c in WALKED if c not in OTHER_LANES] + EXPORTS,
+                         ids=" ".join)
+def test_quiet_means_no_output_on_success(cli, agent, command, flag, where):
+    args = [*command, *valid_args(command)]
+    result = cli(*([flag, *args] if where == "before" else [*args, flag]))
+    assert result.exit_code == 0, result.stderr
+    # The original's fixture holds rows that are refused: a failure each, said in one line.
+    assert all(" row(s) refused (first: " in line for line in result.stderr.splitlines())
+    assert (result.stderr != "") == (command == ("ingest", "ravana")), result.stderr
+    assert (result.stdout != "") == (command in ASKED_FOR_DATA), result.stdout
+
+
+def test_quiet_keeps_data_asked_for_and_drops_notices(cli, agent):
+    with contextlib.closing(sqlite3.connect(agent)) as conn:  # a text waiting for its vector
+        conn.execute("INSERT INTO memory(text) VALUES ('The user likes jasmine tea')")
+        conn.commit()
+    found = cli("query", "tea", "--no-touch", "-q")
+    assert found.stderr == ""
+    assert "The user likes jasmine tea" in [r["text"] for r in json.loads(found.stdout)]
+    assert "wait for embedding" in cli("query", "tea", "--no-touch").stderr
+    exported = cli("export", "memory", "-q")
+    assert exported.stderr == "" and len(exported.stdout.splitlines()) == 3
+    logged = cli("log", "action", "--action-name", "a", "-q", "--format", "jsonl")
+    assert logged.stderr == "" and json.loads(logged.stdout)["status"] == "inserted"
+    rebuilt = cli("reindex", "--fts", "-q", "--json")
+    assert rebuilt.stderr == "" and json.loads(rebuilt.stdout)["fts_rows"] == 3
+
+
+def test_quiet_still_says_each_failure_in_one_line(cli, agent, tmp_path):
+    dump = tmp_path / "dump"
+    shutil.copytree(LOAD, dump)
+    (dump / "event_article.jsonl").write_text(jsonl({"event_id": 900, "article_id": 901}))
+    manifest = json.loads((dump / "manifest.json").read_text())
+    for table in manifest["tables"]:
+        if table["table"] == "event_article":
+            table["rows"] = 1
+    (dump / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("ingest", "dir", dump, "-q")
+    assert (result.exit_code, result.stdout) == (0, ""), result.stderr
+    assert result.stderr.startswith("event_article: 1 row(s) refused")
+    assert result.stderr.count("\n") == 1
+    one_line_error(cli("log", "action", "-q"))
+
+
+# The file's own model is the default --------------------------------------------------------
+
+
+def test_after_a_model_switch_every_command_uses_the_files_model(cli, agent, tmp_path,
+                                                                  monkeypatch):
+    from ravana_db.embed import DEFAULT_MODEL, default_model_folder
+
+    other = tmp_path / "models" / "minilm-copy"
+    shutil.copytree(default_model_folder(), other)
+    switched = cli("reindex", "--vectors", "--model", "models/minilm-copy", "--json")
+    assert switched.exit_code == 0 and json.loads(switched.stdout)["embedded"] == 2
+    elsewhere = tmp_path / "elsewhere"  # cron runs in another folder, with its own settings
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("RAVANA_DB_MODEL", "no-such/model-anywhere")
+    assert json.loads(cli("status").stdout)["embedding_model"] == str(other)
+    logged = cli("log", "memory", "--key", "jasmine", "--text", "The user likes jasmine tea.")
+    assert logged.exit_code == 0, logged.stderr
+    loaded = cli("ingest", "jsonl", "-", "--table", "summary",
+                 input=jsonl({"summary_text": "Tea sales rose in spring."}))
+    assert loaded.exit_code == 0, loaded.stderr
+    for mode in ("hybrid", "vector"):
+        found = cli("query", "green tea", "--mode", mode, "--no-touch", "-n", "2")
+        assert found.exit_code == 0, found.stderr
+        assert [r["key"] for r in json.loads(found.stdout)] == ["tea", "jasmine"]
+    assert json.loads(cli("status").stdout)["index"]["whole"] is True
+    # --model that disagrees with the file: one line naming both ways out.
+    before = contents(agent)
+    refused = one_line_error(cli("query", "tea", "--model", DEFAULT_MODEL))
+    assert "reindex --vectors --model" in refused and "leave out --model" in refused
+    assert contents(agent) == before
+    for command in ([], ["query"], ["reindex"]):  # the help names the order and the default
+        assert "[default: the one the file's vectors were made with; for a file without " \
+               f"vectors $RAVANA_DB_MODEL, else {DEFAULT_MODEL} (bundled)]" in help_of(command)
+
+
+def test_a_files_model_folder_that_is_gone_is_one_line_naming_the_fix(cli, agent, tmp_path):
+    from ravana_db.embed import DEFAULT_MODEL, default_model_folder
+
+    other = tmp_path / "minilm-copy"
+    shutil.copytree(default_model_folder(), other)
+    assert cli("reindex", "--vectors", "--model", other).exit_code == 0
+    other.rename(tmp_path / "moved")
+    before = contents(agent)
+    for args in (["query", "tea"], ["log", "memory", "--text", "new"], ["reindex", "--vectors"]):
+        assert one_line_error(cli(*args)) == (
+            f"error: this database's vectors were made with model '{other}', which is not here "
+            "(a folder moved or deleted?): put it back, or re-embed everything with another: "
+            "ravana-db reindex --vectors --model NAME|FOLDER\n")
+    assert contents(agent) == before
+    # What needs no vectors still works; switching back re-embeds with the bundled model.
+    assert cli("query", "tea", "--mode", "fts", "--no-touch").exit_code == 0
+    assert cli("log", "action", "--action-name", "a").exit_code == 0
+    assert cli("reindex", "--vectors", "--model", DEFAULT_MODEL).exit_code == 0
+    found = cli("query", "green tea", "--mode", "vector", "--no-touch", "-n", "1")
+    assert [r["key"] for r in json.loads(found.stdout)] == ["tea"]
+
+
+# Help that agrees with behaviour ------------------------------------------------------------
+
+
+def help_of(command):
+    """A command's --help as one line of words (the terminal width folds it anywhere)."""
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.stderr
+    return " ".join(result.stdout.split())
+
+
+def is_json(out):
+    return isinstance(json.loads(out), (dict, list))
+
+
+# What each command's --format help promises a pipe gets without --format (CliRunner's stdout
+# is a pipe), and how to check it.
+PIPE_DEFAULTS = {
+    "json (default in a pipe": is_json,
+    "[default: their ids, one a line]": lambda out: re.fullmatch(r"([\w-]+\n)+", out),
+    "[default: a table on stderr, nothing on stdout]": lambda out: out == "",
+    "opml (default)": lambda out: out.startswith("<?xml"),
+}
+WITH_FORMAT = [c for c in WALKED if "-f, --format" in help_of(c)]
+
+
+@pytest.mark.parametrize("command", WITH_FORMAT, ids=" ".join)
+def test_format_help_says_what_a_pipe_gets_without_it(cli, agent, command):
+    promised = [phrase for phrase in PIPE_DEFAULTS if phrase in help_of(command)]
+    assert len(promised) == 1, help_of(command)
+    result = cli(*command, *valid_args(command))
+    assert result.exit_code == 0, result.stderr
+    assert PIPE_DEFAULTS[promised[0]](result.stdout), result.stdout
+
+
+def test_query_help_says_how_it_ranks_and_what_stdin_gets(cli, agent):
+    words = help_of(["query"])
+    assert "fused by score: the mean of cosine similarity and BM25 scaled to 0..1" in words
+    assert "by rank" not in words
+    found = json.loads(cli("query", "green tea", "--no-touch").stdout)
+    only_meaning = [r for r in found if r["bm25"] is None]  # no word in common
+    assert only_meaning and all(r["score"] == pytest.approx(r["similarity"] / 2, abs=1e-6)
+                                for r in only_meaning)
+    assert "jsonl with --stdin" in words
+    answers = cli("query", "--stdin", "--no-touch", input="tea\ndeploy\n").stdout
+    assert [json.loads(line)["line"] for line in answers.splitlines()] == [1, 2]
+
+
+def test_version_is_the_installed_packages(cli, tmp_path):
+    from importlib.metadata import version
+
+    for args in (["--version"], ["--db", "x.db", "--version", "status"]):
+        shown = cli(*args, db=False)
+        assert (shown.exit_code, shown.stdout, shown.stderr) == (
+            0, f"ravana-db {version('ravana-db')}\n", "")
+    assert list(tmp_path.iterdir()) == []
+    cli("init")
+    assert json.loads(cli("status").stdout)["ravana_db_version"] == version("ravana-db")
+    assert "ravana_db_version" in cli("status", "--format", "table").stdout
+    assert "--version" in help_of([])
+
+
+# The README's crontab lines, run as cron runs them ------------------------------------------
+
+CRONTAB = re.findall(r"^(?:[0-9*/,-]+\s+){5}(\S*ravana-db .*)$", README, re.M)
+QUIET_ELSEWHERE = ("consolidate",)  # its --quiet is the maint branch's (issue 16, item 19)
+
+
+def test_the_readme_has_crontab_lines():
+    assert len(CRONTAB) >= 2 and all("ravana-db" in line for line in CRONTAB)
+
+
+@pytest.mark.parametrize("line", CRONTAB)
+def test_a_readme_crontab_line_works_under_crons_path(tmp_path, line):
+    """cron: an empty environment but PATH=/usr/bin:/bin and HOME, the line run by sh. The
+    README's clone is ~/ravana-db: here, a HOME whose ravana-db/.venv is this test's venv."""
+    home = tmp_path / "home"
+    (home / "ravana-db").mkdir(parents=True)
+    (home / "ravana-db" / ".venv").symlink_to(sys.prefix)
+    program = home / "ravana-db" / ".venv" / "bin" / "ravana-db"
+    subprocess.run([program, "--db", home / "agent.db", "init"], check=True,
+                   capture_output=True)
+    done = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "sh", "-c", line],
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    if not line.endswith(QUIET_ELSEWHERE):
+        assert done.stdout == ""

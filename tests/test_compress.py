@@ -2,8 +2,13 @@
 
 import contextlib
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -123,6 +128,15 @@ def content(rows, memory_id):
     (row,) = rows("SELECT compressed_content FROM very_long_term_memories WHERE memory_id = ?",
                   memory_id)
     return row["compressed_content"]
+
+
+def gone(pid):
+    """Whether a process has ended (absent, or a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def runs(rows):
@@ -251,11 +265,13 @@ def test_only_summaries_logged_since_the_last_compression(cli, agent, rows):
     assert (knowledge["source_ids"], knowledge["skipped_older"]) == ([11, 12], 1)
     assert {id for s in knowledge["sentences"] for id in s["sources"]} <= {11, 12}
     # One new summary waits for a second; then both are compressed together.
-    cli("log", "summary", "--summary-text", "Week 4 closed the harbour project on time.")
+    cli("log", "summary", "--summary-text", "Week 4 closed the harbour project on time. "
+        "The harbour reopens in spring.")
     report, stderr = compress(cli, "--no-vltm")
     assert (report["knowledge"]["text"], report["knowledge"]["waiting"]) == (None, 1)
     assert "compress: 1 new summary waits for more" in stderr
-    cli("log", "summary", "--summary-text", "Week 5 opened the new harbour to ferries.")
+    cli("log", "summary", "--summary-text", "Week 5 opened the new harbour to ferries. "
+        "The harbour reopens in spring.")
     report, _ = compress(cli, "--no-vltm")
     assert report["knowledge"]["source_ids"] == [14, 15]
     # A compression summary logged by hand (as the original did) marks a compression too.
@@ -266,19 +282,67 @@ def test_only_summaries_logged_since_the_last_compression(cli, agent, rows):
     assert report["knowledge"]["summaries"] == 0
 
 
+OVERLAPPING = [  # five summaries of one week: shared sentences, and a near-duplicate pair
+    "The deploy failed on Friday evening. The rollback took two hours.",
+    "The deploy failed on Friday evening. Rolling back took about two hours.",
+    "The team froze deploys on Fridays. Cache hit rates reached 82 percent.",
+    "Cache hit rates reached 82 percent. The user prefers short answers.",
+    "The user prefers short answers. Reversible migrations are now required.",
+]
+
+
+def test_near_duplicates_are_dropped_and_the_summary_is_smaller_than_its_sources(cli, rows):
+    cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in OVERLAPPING)))
+    report, _ = compress(cli, "--no-vltm")
+    knowledge = report["knowledge"]
+    kept = [s for s, _ in c.cited(knowledge["text"])]
+    assert ("The rollback took two hours." in kept) != (
+        "Rolling back took about two hours." in kept), kept
+    size = sum(len(s.encode()) for s in OVERLAPPING)
+    assert knowledge["bytes_before"] == size
+    assert knowledge["bytes_after"] == len(knowledge["text"].encode()) < size
+    assert summaries(rows)[knowledge["summary_id"]]["summary_text"] == knowledge["text"]
+
+
+def test_a_summary_that_would_not_be_smaller_is_not_stored(cli, rows):
+    distinct = ["Tea is hot.", "Snow is cold."]  # nothing shared: citations only add
+    cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in distinct)))
+    report, stderr = compress(cli, "--no-vltm", "--summarizer", "cat")
+    knowledge = report["knowledge"]
+    assert (knowledge["text"], knowledge["summary_id"], knowledge["waiting"]) == (None, None, 2)
+    assert "): the extractive summary would not be smaller either: nothing stored\n" in stderr
+    assert knowledge["not_smaller"] >= sum(len(s) for s in distinct)
+    assert "compress: 2 new summaries wait for more: their summary would not be smaller" \
+        in stderr
+    assert [r["summary_text"] for r in rows("summary")] == distinct  # nothing stored
+    (run,) = runs(rows)
+    assert run["success"] == 1
+    # A summarizer's output is held to the same rule: the extractive summary is kept.
+    cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in OVERLAPPING)))
+    report, stderr = compress(cli, "--no-vltm", "--summarizer", "sh -c 'cat; echo more'")
+    knowledge = report["knowledge"]
+    assert knowledge["method"] == "extractive" and knowledge["source_ids"] == [1, 2, 3, 4, 5,
+                                                                              6, 7]
+    assert knowledge["summarizer_error"].startswith("its summary is not smaller than its "
+                                                    "input")
+    assert knowledge["bytes_after"] < knowledge["bytes_before"]
+    assert f"warning: summarizer failed ({knowledge['summarizer_error']})" in stderr
+
+
 # The external summarizer ------------------------------------------------------------------
 
 def test_a_summarizer_writes_the_summary_from_the_summaries_on_its_stdin(cli, agent, rows,
                                                                         tmp_path):
     given = tmp_path / "given.txt"
     report, stderr = compress(cli, "--no-vltm", "--summarizer",
-                              f"sh -c 'tee \"$0\" | tr a-z A-Z' {given}")
+                              f"sh -c 'tee \"$0\" | sed -n 1,3p | tr a-z A-Z' {given}")
     expected = "\n\n".join(SUMMARIES) + "\n"
     assert given.read_text() == expected
     knowledge = report["knowledge"]
     assert (knowledge["method"], knowledge["summarizer_error"]) == ("summarizer", None)
     text = summaries(rows)[knowledge["summary_id"]]["summary_text"]
-    assert text == expected.strip().upper() + "\n[sources: 1, 2, 3, 4, 5, 6, 7, 8]"
+    assert text == "\n".join(expected.splitlines()[:3]).upper() + \
+        "\n[sources: 1, 2, 3, 4, 5, 6, 7, 8]"
     assert "warning" not in stderr
     assert runs(rows)[0]["consolidation_results"]["knowledge"]["method"] == "summarizer"
 
@@ -318,10 +382,10 @@ def test_a_timed_out_summarizer_is_killed_with_what_it_started(tmp_path):
         "text", timeout=0.5)
     assert (output, why) == (None, "timed out after 0.5 s")
     assert time.monotonic() - started < 5
-    for pid in pids.read_text().split():  # gone, or a zombie waiting for init to reap it
-        with contextlib.suppress(FileNotFoundError):
-            stat = open(f"/proc/{pid}/stat").read()
-            assert stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"), stat
+    deadline = time.monotonic() + 5  # SIGKILL is sent; dying takes a moment
+    while not all(map(gone, pids.read_text().split())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(map(gone, pids.read_text().split()))
 
 
 def test_a_summarizer_need_not_read_all_it_is_given():
@@ -334,6 +398,85 @@ def test_a_summarizer_need_not_read_all_it_is_given():
 def test_a_summarizer_that_prints_without_end_is_stopped():
     output, why = c.run_summarizer(["yes"], "", timeout=20)
     assert (output, why) == (None, f"printed more than {c.MAX_OUTPUT} bytes")
+
+
+# More than a pipe holds (64 kB), in few distinct sentences: a summarizer that reads none of
+# it leaves ravana-db writing into a pipe nobody reads.
+FILLER = ("The harbour crane was inspected and found in good order. Ferries kept their "
+          "timetable through the storm. ") * 15
+LARGE = [f"Week {n} of the harbour log. {FILLER}" for n in range(1, 61)]
+RAVANA = [sys.executable, "-m", "ravana_db"]
+
+
+@pytest.fixture
+def large(cli, db_path):
+    result = cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in LARGE)))
+    assert result.exit_code == 0, result.stderr
+    return db_path
+
+
+@pytest.mark.parametrize("command,method,why", [
+    ("true", "extractive", "no output"),
+    ("sh -c 'echo short'", "summarizer", None),
+    ("sh -c 'echo model gone >&2; exit 3'", "extractive", "exit 3: model gone"),
+], ids=["true", "echo", "exit-3"])
+def test_a_summarizer_that_reads_none_of_its_input_is_not_the_end_of_ravana_db(
+        large, rows, command, method, why):
+    result = subprocess.run([*RAVANA, "--db", str(large), "compress", "--no-vltm",
+                             "--max-summaries", "100", "--summarizer", command, "--format",
+                             "json"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    knowledge = json.loads(result.stdout)["knowledge"]
+    assert (knowledge["method"], knowledge["summarizer_error"]) == (method, why)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    assert warnings == ([f"warning: summarizer failed ({why}): kept the extractive summary"]
+                        if why else [])
+    stored = summaries(rows)
+    assert len(stored) == len(LARGE) + 1  # the sources stay, and the summary is stored
+    assert stored[knowledge["summary_id"]]["summary_text"] == knowledge["text"]
+    (run,) = runs(rows)
+    assert run["success"] == 1 and run["consolidation_results"]["knowledge"]["method"] == method
+
+
+def test_the_timeout_holds_when_a_descendant_keeps_the_output_open(tmp_path):
+    pids = tmp_path / "pids"
+    started = time.monotonic()
+    try:
+        output, why = c.run_summarizer(
+            ["sh", "-c", f"cat >/dev/null; setsid sleep 25 & echo $! > {pids}; sleep 100"],
+            "text", timeout=2)
+        elapsed = time.monotonic() - started
+    finally:
+        for pid in pids.read_text().split():  # out of the group: its own session
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    assert (output, why) == (None, "timed out after 2 s")
+    assert elapsed < 3.5, elapsed
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_ravana_db_leaves_no_summarizer_running(large, tmp_path, how):
+    pids = tmp_path / "pids"
+    run = subprocess.Popen([*RAVANA, "--db", str(large), "compress", "--no-vltm",
+                            "--summarizer", f"sh -c 'sleep 100 & echo $$ $! > {pids}; wait'"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60  # the model loads first
+        while len(pids.read_text().split() if pids.exists() else []) < 2:
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.05)
+        shell, sleeper = map(int, pids.read_text().split())
+        run.send_signal(how)
+        run.wait(10)
+        deadline = time.monotonic() + 5
+        while not (gone(shell) and gone(sleeper)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(shell) and gone(sleeper)
+    finally:
+        run.kill()
+        for pid in pids.read_text().split() if pids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 @pytest.mark.parametrize("command,message", [
@@ -611,3 +754,16 @@ def test_a_table_for_people(cli, agent, monkeypatch):
     assert "memories_compressed" in result.stdout and "summary_status" in result.stdout
     assert "memory_id" in result.stdout and "essay" in result.stdout
     assert "{" not in result.stdout.split("memory_id")[0]  # no JSON cells in the report
+
+
+def test_quiet_prints_nothing_on_success_unless_a_format_is_asked_for(cli, agent, rows):
+    result = cli("--quiet", "compress")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    assert len(runs(rows)) == 1 and len(summaries(rows)) == len(SUMMARIES) + 1
+    asked = cli("--quiet", "compress", "--json")
+    assert asked.exit_code == 0 and asked.stderr == "" and json.loads(asked.stdout)["run_id"]
+    # A failure of the summarizer is still one line.
+    cli("log", "summary", "--stdin", input=jsonl(*({"summary_text": s} for s in OVERLAPPING)))
+    failed = cli("--quiet", "compress", "--summarizer", "sh -c 'exit 4'")
+    assert (failed.exit_code, failed.stdout) == (0, "")
+    assert failed.stderr == "warning: summarizer failed (exit 4): kept the extractive summary\n"

@@ -205,6 +205,82 @@ def test_undo_restores_the_exact_previous_state(cli, agent, rows, db_path):
     assert again["merged"] == 0 and again["processed"] == report["processed"]
 
 
+def test_undo_keeps_what_was_written_after_the_run(cli, agent, rows, db_path):
+    before = memories(rows)
+    report = consolidate(cli, "--type", "event_triggered")
+    survivor = memories(rows)["dup-3"]
+    later = cli("log", "memory", "--key", "dup-3", "--text", survivor["text"], "--importance",
+                "0.99", "--metadata", '{"later": 1}')
+    assert later.exit_code == 0, later.stderr
+    result = cli("consolidate", "--undo", report["run_id"], "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    undone = json.loads(result.stdout)
+    assert undone["kept"] == [{"memory_id": survivor["id"], "columns": ["importance",
+                                                                        "metadata"]}]
+    assert "2 later changes kept" in result.stderr
+    after = memories(rows)
+    # The later importance and metadata stay; what the run alone changed is put back.
+    assert after["dup-3"]["importance"] == 0.99
+    assert json.loads(after["dup-3"]["metadata"]) == {"later": 1}
+    assert after["dup-3"]["access_count"] == before["dup-3"]["access_count"]
+    assert after["dup-3"]["last_accessed"] == before["dup-3"]["last_accessed"]
+    for key in ("dup-1", "dup-2"):
+        assert after[key] == before[key], key
+
+
+def test_undo_of_a_run_a_later_run_built_on_is_refused_until_that_one_is_undone(
+        cli, agent, rows, db_path):
+    before = contents(db_path)
+    first = consolidate(cli, "--type", "event_triggered")
+    again = cli("log", "memory", "--key", "dup-4", "--text", "The user prefers green tea")
+    assert again.exit_code == 0, again.stderr
+    second = consolidate(cli, "--type", "event_triggered")
+    (merge,) = second["merges"]
+    assert merge["survivor"] == memories(rows)["dup-3"]["id"]  # merged into the same one
+    state = contents(db_path)
+    refused = one_line_error(cli("consolidate", "--undo", first["run_id"]))
+    assert f"run {second['run_id']}" in refused and "undo it first" in refused
+    assert contents(db_path) == state  # nothing changed
+    # In order, newest first, both undo, and every memory is as it was.
+    for run in (second, first):
+        result = cli("consolidate", "--undo", run["run_id"][:8], "--format", "json")
+        assert result.exit_code == 0, result.stderr
+    after = memories(rows)
+    old = {r[1]: r for r in before["memory"]}  # by key
+    for key, memory in after.items():
+        if key != "dup-4":
+            assert tuple(memory.values()) == old[key], key
+    assert after["dup-4"]["merged_into"] is None
+
+
+def test_the_list_shows_whole_run_ids_and_undo_takes_a_unique_prefix(cli, agent, db_path,
+                                                                     monkeypatch):
+    first = consolidate(cli, "--type", "event_triggered")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:  # two runs alike at the start
+        conn.executemany("INSERT INTO memory_consolidations(consolidation_id, "
+                         "consolidation_type, consolidation_results) VALUES (?, 'daily', "
+                         "'{\"operation\": \"consolidate\"}')",
+                         [("abc12345-0000-4000-8000-000000000001",),
+                          ("abc12399-0000-4000-8000-000000000002",)])
+        conn.commit()
+    monkeypatch.setenv("COLUMNS", "80")
+    listed = cli("consolidate", "--list", "--format", "table")
+    assert listed.exit_code == 0, listed.stderr
+    for run_id in (first["run_id"], "abc12345-0000-4000-8000-000000000001"):
+        assert run_id in listed.stdout
+    assert max(map(len, listed.stdout.splitlines())) <= 80
+    state = contents(db_path)
+    ambiguous = one_line_error(cli("consolidate", "--undo", "abc123"))
+    assert "run id 'abc123' is ambiguous: it starts abc12399-" in ambiguous
+    assert "no consolidation run 'zzz'" in one_line_error(cli("consolidate", "--undo", "zzz"))
+    assert "no run id given" in one_line_error(cli("consolidate", "--undo", " "))
+    assert contents(db_path) == state
+    done = cli("consolidate", "--undo", first["run_id"][:6].upper(), "--format", "json")
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)["run_id"] == first["run_id"]
+    assert f"undone: run {first['run_id']}:" in done.stderr
+
+
 def test_a_dry_run_shows_the_plan_and_changes_nothing(cli, agent, db_path):
     before = contents(db_path)
     report = consolidate(cli, "--type", "event_triggered", "--dry-run")
@@ -421,3 +497,15 @@ def test_log_keeps_working_while_a_consolidation_runs(tmp_path):
     assert slowest < 4, slowest  # a process start and a short wait for the lock, no more
     stored = sqlite3.connect(path).execute("SELECT count(*) FROM actionlog").fetchone()[0]
     assert stored == logged
+
+
+def test_quiet_prints_nothing_on_success_unless_a_format_is_asked_for(cli, agent, rows):
+    result = cli("--quiet", "consolidate", "--type", "event_triggered")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    (run,) = rows("memory_consolidations")
+    assert run["success"] == 1 and json.loads(run["consolidation_results"])["merged"] > 0
+    undone = cli("--quiet", "consolidate", "--undo", run["consolidation_id"])
+    assert (undone.exit_code, undone.stdout, undone.stderr) == (0, "", "")
+    asked = cli("--quiet", "consolidate", "--format", "json")
+    assert asked.exit_code == 0 and asked.stderr == "" and json.loads(asked.stdout)["run_id"]
+    assert "abc" in one_line_error(cli("--quiet", "consolidate", "--undo", "abc"))

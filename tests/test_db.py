@@ -112,6 +112,42 @@ def test_a_database_url_that_is_not_sqlite_is_shown_with_its_password_masked(cli
     assert "secret" not in result.stderr + result.stdout
 
 
+SECRET_URLS = [
+    ("postgresql://user:s3cr3t@host/db?sslmode=require", "postgresql://user:***@host/db?sslmode=***"),
+    ("postgresql://host/db?user=me&pwd=s3cr3t", "postgresql://host/db?user=***&pwd=***"),
+    ("mysql://h/db?password=s3cr3t;token=s3cr3t", "mysql://h/db?password=***;token=***"),
+    ("sqlite:///x.db?key=s3cr3t", "sqlite:///x.db?key=***"),
+    ("sqlite:///x.db?secret=s3cr3t#s3cr3t", "sqlite:///x.db?secret=***#***"),
+    ("sqlite:///x.db?s3cr3t", "sqlite:///x.db?***"),
+    ("x.db?token=s3cr3t", "x.db?token=***"),
+]
+
+
+@pytest.mark.parametrize("given, shown", SECRET_URLS, ids=[s for s, _ in SECRET_URLS])
+@pytest.mark.parametrize("where", ["DATABASE_URL", "RAVANA_DB", "--db", "--db after"])
+def test_secrets_in_a_database_url_are_never_echoed(cli, monkeypatch, tmp_path, given, shown,
+                                                     where):
+    args = {"--db": ["--db", given], "--db after": []}.get(where, [])
+    after = ["--db", given] if where == "--db after" else []
+    if where in ("DATABASE_URL", "RAVANA_DB"):
+        monkeypatch.setenv(where, given)
+    for command in (["init"], ["status"], ["log", "action", "--action-name", "a"]):
+        result = cli(*args, *command, *after, db=False)
+        stderr = one_line_error(result)
+        assert "s3cr3t" not in stderr and shown in stderr, stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sqlite_url_without_parameters_names_the_file(cli, monkeypatch, tmp_path):
+    for where in ("DATABASE_URL", "RAVANA_DB", "--db"):
+        path = tmp_path / f"{where.strip('-')}.db"
+        args = ["--db", f"sqlite:///{path}"] if where == "--db" else []
+        if where != "--db":
+            monkeypatch.setenv(where, f"sqlite:///{path}")
+        result = cli(*args, "init", db=False)
+        assert (result.exit_code, result.stdout) == (0, f"{path}\n"), result.stderr
+
+
 def test_a_backup_is_owner_only_before_sqlite_opens_it(cli, db_path, monkeypatch):
     older_file(db_path)
     seen = []
@@ -242,6 +278,11 @@ NOT_OURS = {
     "only-a-view": sql_file("CREATE VIEW v AS SELECT 1 AS x"),
     "unrelated-tables": sql_file("CREATE TABLE notes(x)", "INSERT INTO notes VALUES ('mine')"),
     "not-sqlite": lambda path: path.write_bytes(b"just some text, not a database\n" * 200),
+    # No tables, but marked as another application's file, or holding freed pages.
+    "application-id": sql_file("PRAGMA application_id = 1234"),
+    "user-version": sql_file("PRAGMA user_version = 7"),
+    "dropped-tables": sql_file("CREATE TABLE t(x)", "INSERT INTO t VALUES (zeroblob(20000))",
+                               "DROP TABLE t"),
 }
 
 
@@ -256,6 +297,99 @@ def test_a_file_that_is_not_ours_is_left_byte_for_byte_unchanged(cli, db_path, k
         assert "not a ravana-db one" in result.stderr or "not a SQLite database" in result.stderr
     assert (db_path.read_bytes(), db_path.stat().st_mtime_ns) == before
     assert [p.name for p in db_path.parent.iterdir()] == ["agent.db"]
+    if kind != "not-sqlite":
+        with contextlib.closing(stdlib_sqlite3.connect(db_path)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+WRITES = [["log", "action", "--action-name", "a"], ["ingest", "jsonl", "-", "--table", "moodlog"],
+          ["ingest", "events"]]
+
+
+@pytest.mark.parametrize("command", WRITES, ids=" ".join)
+def test_a_write_command_that_creates_the_file_says_so_once(cli, db_path, command):
+    stdin = '{"mood_vector": {"calm": 1}}\n'
+    first = cli("--quiet", *command, input=stdin)  # said even with --quiet: a typo shows
+    assert first.exit_code == 0, first.stderr
+    assert first.stderr == f"created new database {db_path}\n"
+    again = cli(*command, input=stdin)
+    assert again.exit_code == 0 and "new database" not in again.stderr
+    assert db_path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("command, stdin", [
+    (["ingest", "jsonl", "-", "--table", "memory"], '{"text": "x", "importance": 2}\n'),
+    (["log", "memory", "--stdin"], '{"text": "x"}\n{"text": "y", "importance": 2}\n')],
+    ids=["ingest", "log"])
+def test_a_first_write_that_fails_says_only_its_error(cli, db_path, command, stdin):
+    assert one_line_error(cli(*command, input=stdin)).startswith("error: line ")
+
+
+def test_init_says_created_new_database_then_up_to_date(cli, db_path):
+    made = cli("init")
+    assert (made.exit_code, made.stdout, made.stderr) == (
+        0, f"{db_path}\n", f"created new database {db_path}\n")
+    again = cli("init")
+    assert (again.stdout, again.stderr) == (f"{db_path}\n", f"up to date: {db_path}\n")
+    quiet = cli("--quiet", "init", "--db", db_path.with_name("other.db"), db=False)
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+
+
+def test_reading_commands_never_say_created(cli, db_path):
+    cli("init")
+    for command in (["status"], ["query", "x", "--mode", "fts"], ["export", "memory"]):
+        result = cli(*command)
+        assert result.exit_code == 0 and "new database" not in result.stderr, result.stderr
+
+
+def test_an_empty_file_is_made_owner_only_before_sqlite_writes_to_it(cli, db_path, monkeypatch):
+    db_path.touch()
+    os.chmod(db_path, 0o644)
+    seen = []
+    recording_driver(monkeypatch, before=lambda uri: seen.append(
+        (db_path.stat().st_mode & 0o777, db_path.stat().st_size)))
+    result = cli("log", "action", "--action-name", "a")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"created new database {db_path} (in the empty file there, now owner-only: mode 0600)")
+    assert seen[0] == (0o600, 0)
+    assert db_path.stat().st_mode & 0o777 == 0o600
+    with contextlib.closing(stdlib_sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT action_name FROM actionlog").fetchall() == [("a",)]
+
+
+def test_an_empty_file_is_not_a_database_for_reading_commands(cli, db_path):
+    db_path.touch()
+    os.chmod(db_path, 0o644)
+    for command in (["status"], ["query", "x"], ["export", "memory"], ["consolidate"]):
+        assert one_line_error(cli(*command)) == (
+            f"error: {db_path} is an empty file, not a database yet: run `ravana-db init` or "
+            "pass --db PATH\n")
+    assert db_path.read_bytes() == b"" and db_path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in db_path.parent.iterdir()] == ["agent.db"]
+
+
+def test_an_empty_file_of_another_user_is_not_taken_over(cli, db_path):
+    if os.getuid() != 0:
+        pytest.skip("needs root, to give the file to user nobody")
+    db_path.touch()
+    os.chmod(db_path, 0o666)
+    os.chown(db_path, 65534, 65534)
+    for command in (["init"], ["log", "action", "--action-name", "a"]):
+        assert one_line_error(cli(*command)) == (
+            f"error: {db_path} is an empty file of another user (uid 65534): not taking it "
+            "over; remove it or pass another --db\n")
+    assert db_path.read_bytes() == b"" and db_path.stat().st_mode & 0o777 == 0o666
+    assert [p.name for p in db_path.parent.iterdir()] == ["agent.db"]
+
+
+@pytest.mark.parametrize("command", [["init"], ["status"]])
+def test_a_device_or_pipe_is_not_a_database_file(cli, tmp_path, command):
+    fifo = tmp_path / "pipe.db"
+    os.mkfifo(fifo)
+    for path, what in (("/dev/null", "a character device"), (fifo, "a named pipe")):
+        assert one_line_error(cli(*command, "--db", path, db=False)) == (
+            f"error: {path} is {what}, not a database file\n")
 
 
 def _nobody_env(home):

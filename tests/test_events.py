@@ -321,3 +321,32 @@ def test_labelled_headlines_quality_floor(embedder):
                  for i in range(len(rows))]
     truth = [r["story"] or f"single-{i}" for i, r in enumerate(rows)]
     assert bcubed_f1(predicted, truth) >= 0.8
+
+
+def test_extreme_and_garbage_article_times_never_wedge_event_detection(cli, rows, db_path):
+    """Articles dated 9999-12-31 and 0001-01-01 (the repository's own fixture), and times
+    another client wrote by hand (year 0, garbage, a number), are clustered or left alone:
+    every ingest, then and later, succeeds."""
+    extreme = FIXTURES / "feeds" / "dates-extreme.xml"
+    result = cli("ingest", "feeds", extreme)
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    stored = len(rows("article"))
+    conn = open_db(db_path)
+    feed = conn.execute("SELECT id FROM feed").fetchone()[0]
+    with conn.conn:
+        for n, published in enumerate(["0000-01-01T00:00:00Z", "0001-01-01T00:00:00.000Z",
+                                       "9999-12-31T23:59:59.999Z", "garbage", "99999-01-01",
+                                       1e300, "-4713-11-24T12:00:00Z"]):
+            conn.execute("INSERT INTO article(feed_id, guid, title, link, published, fetched_at) "
+                         "VALUES (?, ?, ?, '', ?, ?)",
+                         [feed, f"hand-{n}", f"Hand written archive piece {n}", published,
+                          "9999-12-31T23:59:59.999Z" if n % 2 else "0001-01-01T00:00:00Z"])
+    conn.close()
+    for args in (["ingest", "events"], ["reindex", "--vectors"], ["ingest", "events"],
+                 ["ingest", "feeds", STORY[0]], ["ingest", "events", "--window", "36500d"]):
+        result = cli(*args)
+        assert result.exit_code == 0, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert len(rows("article")) > stored + 7
+    assert rows("SELECT count(*) AS n FROM article WHERE cluster_id IS NULL")[0]["n"] == 0

@@ -488,15 +488,36 @@ def test_force_replaces_a_file_and_only_an_earlier_export_folder(filled, tmp_pat
     ok(invoke(filled, "export", "all", "-o", out, "-f", "csv"))
     assert "error: " + f"{out} is not empty: pass --force to replace an earlier export there\n" \
         == one_line_error(invoke(filled, "export", "all", "-o", out))
-    ok(invoke(filled, "export", "all", "-o", out, "--force"))  # jsonl now: the csv files went
-    assert sorted(os.listdir(out)) == sorted([t + ".jsonl" for t in TABLES] + ["manifest.json"])
+    csv = sorted(os.listdir(out))
+    ok(invoke(filled, "export", "all", "-o", out, "--force"))  # jsonl now: the csv files stay
+    assert sorted(os.listdir(out)) == sorted(csv + [t + ".jsonl" for t in TABLES])
+    assert json.loads((out / "manifest.json").read_text())["format"] == "jsonl"
 
+
+def test_force_replaces_only_the_files_the_export_writes(filled, tmp_path):
+    """A user's files and folders in an export folder are never deleted, even one named as a
+    table's file of another format; a folder where the export must write a file is refused,
+    and nothing changes."""
+    out = tmp_path / "dump"
+    ok(invoke(filled, "export", "all", "-o", out))
     (out / "notes.txt").write_text("mine")
-    assert one_line_error(invoke(filled, "export", "all", "-o", out, "--force")) == (
-        f"error: {out} holds 'notes.txt', which no export wrote: it is never replaced, even "
-        "with --force; give another folder\n")
+    (out / "memory.csv").mkdir()
+    (out / "memory.csv" / "kept.txt").write_text("mine too")
+    (out / "moodlog.jsonl").write_text("stale\n")
+    ok(invoke(filled, "export", "all", "-o", out, "--force"))
     assert (out / "notes.txt").read_text() == "mine"
-    assert sorted(os.listdir(tmp_path)) == ["dump", "taken.csv"]
+    assert (out / "memory.csv" / "kept.txt").read_text() == "mine too"
+    assert (out / "moodlog.jsonl").read_text() != "stale\n"
+    (out / "memory.jsonl").unlink()
+    (out / "memory.jsonl").mkdir()
+    (out / "memory.jsonl" / "kept.txt").write_text("mine three")
+    before = {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)}
+    assert one_line_error(invoke(filled, "export", "all", "-o", out, "--force")) == (
+        f"error: {out}/memory.jsonl is a folder, where the export writes a file: move it, or "
+        "give another folder\n")
+    assert (out / "memory.jsonl" / "kept.txt").read_text() == "mine three"
+    assert {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)} == before
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".dump")] == []  # no temporaries
 
 
 def failing_select(after, error):

@@ -6,6 +6,7 @@ real sqlite-vec; the CLI in-process (CliRunner) or as `python -m ravana_db` proc
 Events are another engineer's (ravana_db/events.py): every run here passes --no-events.
 """
 
+import contextlib
 import gzip
 import html
 import json
@@ -389,12 +390,14 @@ def test_json_rows_on_stdout_and_exit_0_when_every_feed_succeeds(tmp_path):
 def test_without_format_the_table_goes_to_stderr_and_stdout_stays_empty(tmp_path):
     db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
     feed.write_bytes(rss("News", items("news", 3)))
-    result = invoke(db, "ingest", "feeds", "--no-events", feed, tmp_path / "missing.xml")
+    page = tmp_path / "page.html"
+    page.write_bytes((FIXTURES / "not-a-feed.html").read_bytes())
+    result = invoke(db, "ingest", "feeds", "--no-events", feed, page)
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert "News" in result.stderr and "missing.xml" in result.stderr
+    assert "News" in result.stderr and "page.html" in result.stderr
     assert re.search(r"News\s+ok\s+3\s+0\s+0", result.stderr), result.stderr
-    assert "no file at" in result.stderr and "Traceback" not in result.stderr
+    assert "not a feed" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("target", ["ftp://files.example/feed.xml", "http:///feed.xml",
@@ -422,16 +425,33 @@ def test_an_unparseable_url_is_exit_2_with_one_line(tmp_path, where):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_a_missing_local_file_is_that_feeds_error(tmp_path):
+def test_a_subscribed_file_that_went_away_is_that_feeds_error(tmp_path):
     db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
     feed.write_bytes(rss("News", items("news", 2)))
-    missing = tmp_path / "gone.xml"
-    result, reports = ingest(db, feed, missing)
+    gone = tmp_path / "gone.xml"
+    gone.write_bytes(rss("Gone", items("gone", 1)))
+    assert ingest(db, feed, gone)[0].exit_code == 0
+    gone.unlink()
+    result, reports = ingest(db)
     assert result.exit_code == 1
-    assert reports[missing.as_uri()]["status"] == "error"
-    assert "no file at" in reports[missing.as_uri()]["error"]
-    assert reports[feed.as_uri()]["new"] == 2
-    assert one(db, "SELECT failures FROM feed WHERE url = ?", missing.as_uri()) == 1
+    assert reports[gone.as_uri()]["status"] == "error"
+    assert "no file at" in reports[gone.as_uri()]["error"]
+    assert one(db, "SELECT failures FROM feed WHERE url = ?", gone.as_uri()) == 1
+    assert one(db, "SELECT count(*) FROM article") == 3
+
+
+@pytest.mark.parametrize("target", ["", " ", "no/such/typo.xml", "/no/such/typo.xml",
+                                    "file:///no/such/typo.xml", "."])
+def test_a_name_that_is_no_feed_file_is_exit_2_and_subscribes_nothing(tmp_path, target):
+    db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
+    feed.write_bytes(rss("News", items("news", 2)))
+    assert ingest(db, feed)[0].exit_code == 0
+    before = query(db, "SELECT * FROM feed ORDER BY id")
+    result = invoke(db, "ingest", "feeds", "--no-events", feed, target)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert query(db, "SELECT * FROM feed ORDER BY id") == before
+    assert one(db, "SELECT count(*) FROM article") == 2
 
 
 def test_a_feed_named_twice_reports_its_new_articles(tmp_path):
@@ -701,6 +721,99 @@ def test_a_slow_loris_is_bounded_by_the_timeout(server, tmp_path):
     assert time.monotonic() - start < 2.5
 
 
+def test_a_feed_whose_parse_outlives_the_timeout_fails_alone_and_is_stopped(server, tmp_path):
+    """feedparser's SAX path is quadratic in the attributes of one element: --timeout bounds
+    the parse too (a child process killed at the deadline), that feed alone fails, and no
+    CPU is spent on it after the deadline."""
+    import resource
+
+    attributes = " ".join(f'a{n}="{n}"' for n in range(60_000))
+    slow = rss("Slow", items("slow", 1)).replace(b"<item>", f"<item {attributes}>".encode())
+    server.route("/slow/attrs.xml", Reply(body=slow))
+    server.route("/slow/fine.xml", Reply(body=rss("Fine", items("fine", 2))))
+    db, timeout = tmp_path / "agent.db", 3
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    proc = subprocess.run([*RAVANA, "--db", db, "ingest", "feeds", "--no-events", "--format",
+                           "json", "--timeout", str(timeout), server.url("/slow/attrs.xml"),
+                           server.url("/slow/fine.xml")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert "Traceback" not in proc.stderr, proc.stderr[-500:]
+    assert proc.returncode == 1
+    rows = {r["feed"]: r for r in json.loads(proc.stdout)}
+    assert rows[server.url("/slow/fine.xml")]["new"] == 2
+    assert rows[server.url("/slow/attrs.xml")]["status"] == "error"
+    assert f"longer than {timeout} s" in rows[server.url("/slow/attrs.xml")]["error"]
+    assert wall < timeout + 10 and cpu < timeout + 10, (wall, cpu)
+    assert one(db, "SELECT last_status FROM feed WHERE url = ?",
+               server.url("/slow/attrs.xml")) == "error"
+
+
+def test_no_more_feeds_are_fetched_or_held_than_concurrency(server, tmp_path):
+    """A feed's body is fetched only when a slot is free: with --concurrency 1, the second
+    feed is asked for only once the first is stored (bodies never queue while embedding)."""
+    import sqlite3
+
+    db, seen = tmp_path / "agent.db", {}
+    server.route("/held/a.xml", Reply(body=rss("Held A", items("helda", 3))))
+
+    def second(request):
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            seen["stored before"] = conn.execute("SELECT count(*) FROM article").fetchone()[0]
+        return Reply(body=rss("Held B", items("heldb", 2)))
+
+    server.route("/held/b.xml", second)
+    result, reports = ingest(db, "--concurrency", 1, server.url("/held/a.xml"),
+                             server.url("/held/b.xml"))
+    assert result.exit_code == 0, result.stderr
+    assert seen == {"stored before": 3}
+    assert one(db, "SELECT count(*) FROM article") == 5
+
+
+def children(pid):
+    """The pids of a process's children."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += map(int, (task / "children").read_text().split())
+    return found
+
+
+def test_a_killed_ingest_leaves_no_parser_behind(server, tmp_path):
+    attributes = " ".join(f'a{n}="{n}"' for n in range(60_000))
+    slow = rss("Slow", items("slow", 1)).replace(b"<item>", f"<item {attributes}>".encode())
+    server.route("/orphan/attrs.xml", Reply(body=slow))
+    proc = subprocess.Popen([*RAVANA, "--db", tmp_path / "agent.db", "ingest", "feeds",
+                             "--no-events", "--timeout", "120", server.url("/orphan/attrs.xml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, parsers = time.monotonic() + 60, []
+        while not parsers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            parsers = [p for p in children(proc.pid) if "spawn_main" in
+                       Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        assert parsers, "no parser process started"
+        (parser,) = parsers
+        time.sleep(1)  # it is parsing
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{parser}").exists() and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{parser}/stat").read_text().split(") ")[1][0] == "Z":
+                    break  # ended, waiting for init to reap it
+            time.sleep(0.05)
+        alive = Path(f"/proc/{parser}").exists() and \
+            Path(f"/proc/{parser}/stat").read_text().split(") ")[1][0] != "Z"
+        assert not alive, "the parser outlived its parent"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # 4. Backoff ---------------------------------------------------------------------------------
 
 
@@ -760,12 +873,12 @@ def test_a_failing_feed_backs_off_is_retried_when_due_and_never_dropped(server, 
 def test_the_fixture_opml_subscribes_relative_paths_from_its_folder(tmp_path):
     db = tmp_path / "agent.db"
     result, reports = ingest(db, "--opml", FIXTURES / "subscriptions.opml")
-    # The http://127.0.0.1:PORT/ placeholders are no URLs: skipped, each with a notice; the
-    # broken outline is a relative path to no file: that feed's error.
-    assert result.exit_code == 1, result.stderr
+    # The http://127.0.0.1:PORT/ placeholders are no URLs, and the broken outline is a
+    # relative path to no file: skipped, each with a line.
+    assert result.exit_code == 0, result.stderr
     assert result.stderr.count("skipped: 'http://127.0.0.1:PORT/") == 4
-    (broken,) = [r for r in reports.values() if r["status"] == "error"]
-    assert broken["error"].startswith("no file at ") and "not%20a%20url" in broken["feed"]
+    assert re.search(r"skipped: file://\S*not%20a%20url\S*: no such file", result.stderr)
+    assert [r for r in reports.values() if r["status"] == "error"] == []
     local = ["rss20-guid-permalink.xml", "atom10.xml", "atom10-xml-base.xml",
              "enc-utf8-bom.xml", "enc-utf16le-bom.xml", "enc-shift-jis.xml",
              "rss20-guid-not-permalink.xml", "rss10-rdf.xml", "rss20-enclosures.xml"]
@@ -819,6 +932,135 @@ def test_opml_out_and_back_in_gives_the_same_feeds(server, tmp_path):
                             "failures", "next_attempt"}
         assert (row["last_status"], row["failures"], row["next_attempt"]) == ("ok", 0, None)
         assert ISO.fullmatch(row["last_fetched"])
+
+
+def test_an_opml_list_names_http_or_files_in_its_own_folder_only(server, tmp_path):
+    """A shared OPML list cannot make us read the reader's other files: file:///etc/...,
+    ../ paths and other schemes are skipped (one line each) unless --allow-local-files."""
+    folder = tmp_path / "lists"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "inside.xml").write_bytes(rss("Inside", items("inside", 2)))
+    outside = tmp_path / "outside.xml"
+    outside.write_bytes(rss("Outside", items("outside", 2)))
+    server.route("/opml/web.xml", Reply(body=rss("Web", items("web", 2))))
+    names = [server.url("/opml/web.xml"), "sub/inside.xml", "../outside.xml",
+             outside.as_uri(), "file:///etc/shadow", "../../../../../../etc/passwd",
+             "ftp://files.example/feed.xml", "javascript:alert(1)"]
+    subs = folder / "subs.opml"
+    subs.write_text('<?xml version="1.0"?><opml version="2.0"><head/><body>' + "".join(
+        f'<outline type="rss" text="{n}" xmlUrl="{html.escape(n)}"/>' for n in names)
+        + "</body></opml>")
+    db = tmp_path / "agent.db"
+    result, reports = ingest(db, "--opml", subs)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(reports) == sorted([server.url("/opml/web.xml"),
+                                      (folder / "sub" / "inside.xml").as_uri()])
+    skipped = [line for line in result.stderr.splitlines() if "skipped:" in line]
+    assert len(skipped) == 6, result.stderr
+    assert sum("outside the OPML file's folder" in line for line in skipped) == 4
+    assert {r["url"] for r in query(db, "SELECT url FROM feed")} == set(reports)
+    assert one(db, "SELECT count(*) FROM article") == 4
+
+    result, reports = ingest(db, "--opml", subs, "--allow-local-files")
+    assert outside.as_uri() in reports and reports[outside.as_uri()]["new"] == 2
+    # What the user allowed is read (and /etc/passwd is no feed); other schemes stay out.
+    assert sum("skipped:" in line for line in result.stderr.splitlines()) == 2
+    assert reports["file:///etc/passwd"]["status"] == "error"
+
+
+def test_an_opml_list_in_its_declared_encoding_is_read(tmp_path):
+    feed = tmp_path / "café.xml"
+    feed.write_bytes(rss("Café", items("cafe", 2)))
+    subs = tmp_path / "latin.opml"
+    subs.write_bytes('<?xml version="1.0" encoding="ISO-8859-1"?>\n<opml version="2.0"><head>'
+                     '<title>Abonnements à café</title></head><body><outline type="rss" '
+                     'text="Café" xmlUrl="café.xml"/></body></opml>\n'.encode("latin-1"))
+    result, reports = ingest(tmp_path / "agent.db", "--opml", subs)
+    assert result.exit_code == 0, result.stderr
+    assert reports[feed.as_uri()]["new"] == 2
+
+
+@pytest.mark.parametrize("body", [
+    b'<?xml version="1.0" encoding="UTF-8"?><opml><body><outline xmlUrl="caf\xe9.xml"/>',
+    b'<?xml version="1.0" encoding="klingon-8"?><opml/>', b"\x00\xff\xfe garbage",
+    b"", b"<html><p>not a list</p></html>"])
+def test_a_bad_opml_list_is_one_line_and_exit_2(tmp_path, body):
+    subs = tmp_path / "bad.opml"
+    subs.write_bytes(body)
+    db = tmp_path / "agent.db"
+    result = invoke(db, "ingest", "feeds", "--no-events", "--opml", subs)
+    assert result.exit_code == 2 and result.stdout == "", result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert not db.exists() or one(db, "SELECT count(*) FROM feed") == 0
+
+
+def test_quiet_ingest_says_nothing_on_success_and_a_line_per_failed_feed(server, tmp_path):
+    db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
+    feed.write_bytes(rss("News", items("news", 2)))
+    server.route("/quiet/down.xml", Reply(500))
+    result = CliRunner().invoke(app, ["--db", str(db), "--quiet", "ingest", "feeds", str(feed)])
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    result = CliRunner().invoke(app, ["--db", str(db), "--quiet", "ingest", "feeds", str(feed),
+                                      server.url("/quiet/down.xml")])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == f"error: {server.url('/quiet/down.xml')}: HTTP 500 " \
+                            "Internal Server Error\n"
+
+
+LINKS = {"ok": "https://safe.example/news/1", "js": "javascript:alert(document.cookie)",
+         "js-case": "  JaVaScRiPt:alert(1)", "js-tab": "java\tscript:alert(1)",
+         "js-nl": "\njava\nscript:alert(1)", "js-ctl": "\x01javascript:alert(1)",
+         "data": "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+         "vb": "VBScript:MsgBox(1)", "file": "file:///etc/passwd", "other": "tel:+123",
+         "relative": "/news/relative"}
+
+
+def test_links_other_than_http_and_https_are_dropped_and_the_articles_kept(server, tmp_path):
+    body = rss("Links", [{"title": f"Item {name}", "link": link, "guid": f"g-{name}",
+                          "description": f"About {name}"} for name, link in LINKS.items()])
+    server.route("/links.xml", Reply(body=body))
+    db = tmp_path / "agent.db"
+    result, reports = ingest(db, server.url("/links.xml"))
+    assert result.exit_code == 0 and reports[server.url("/links.xml")]["new"] == len(LINKS)
+    stored = {r["title"]: r["link"] for r in query(db, "SELECT title, link FROM article")}
+    assert stored.pop("Item ok") == LINKS["ok"]
+    assert stored.pop("Item relative") == server.url("/news/relative")
+    assert stored == {f"Item {name}": "" for name in LINKS if name not in ("ok", "relative")}
+
+    exported = invoke(db, "export", "article", "--format", "jsonl")
+    again = tmp_path / "again.db"
+    invoke(again, "ingest", "feeds", "--no-events", server.url("/links.xml"))
+    rows = [{**json.loads(line), "link": LINKS["js-tab"]} for line in exported.stdout.splitlines()]
+    lines = tmp_path / "articles.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = invoke(again, "ingest", "jsonl", lines, "--table", "article")
+    assert result.exit_code == 0, result.stderr
+    assert {r["link"] for r in query(again, "SELECT link FROM article")} == {""}
+
+
+def test_control_characters_in_feed_text_are_not_stored(server, tmp_path):
+    """NUL, the C0 controls (but tab and newline) and the C1 controls are dropped from what a
+    feed says, raw or as character references; the article is kept."""
+    body = ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            "<title>&#27;]0;PWNED&#7;&#27;[2J&#27;[31m Wire\u0085\u009b</title>"
+            "<link>https://ctl.example/</link><item><title>Head&#0;line\u009b31m &#x1b;[0m"
+            "</title><link>https://ctl.example/1&#27;</link><guid>ctl-&#1;1</guid>"
+            "<description>visible&#0;hidden \u0090text\u007f</description></item>"
+            "</channel></rss>").encode()
+    server.route("/ctl.xml", Reply(body=body))
+    db = tmp_path / "agent.db"
+    result, reports = ingest(db, server.url("/ctl.xml"))
+    assert result.exit_code == 0, result.stderr
+    (article,) = query(db, "SELECT * FROM article")
+    control = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+    texts = [v for v in article.values() if isinstance(v, str)]
+    texts += [v for v in query(db, "SELECT * FROM feed")[0].values() if isinstance(v, str)]
+    assert not [t for t in texts if control.search(t)], texts
+    # (feedparser reads C1 characters as the windows-1252 ones they usually are: › for 0x9b)
+    assert article["title"] in ("Headline31m [0m", "Headline\u203a31m [0m")
+    assert article["summary"] == "visiblehidden text"
+    assert article["guid"] == "ctl-1"
+    assert reports[server.url("/ctl.xml")]["title"].startswith("]0;PWNED[2J[31m Wire")
 
 
 def test_export_feeds_refuses_an_unknown_format(tmp_path):
@@ -901,3 +1143,139 @@ def test_a_killed_ingest_leaves_a_sound_file_and_the_next_run_completes(tmp_path
     assert _sound(db) == 1500
     assert one(db, "SELECT count(DISTINCT guid) FROM article") == 1500
     assert one(db, "SELECT count(*) FROM embed_queue") == 0
+
+
+# 7. Subscriptions: feeds list, remove, pause, resume; pausing a feed that keeps failing -----
+
+
+def set_feed(db, sql, *params):
+    conn = open_db(db)
+    with transaction(conn):
+        conn.execute(sql, params)
+    conn.close()
+
+
+def status_feeds(db):
+    result = invoke(db, "status", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)["feeds"]
+
+
+def test_a_feed_failing_for_days_is_paused_skipped_and_resumed(server, tmp_path):
+    db, url, state = tmp_path / "agent.db", server.url("/dying.xml"), {"up": True}
+    body = rss("Dying", items("dying", 2))
+    server.route("/dying.xml", lambda r: Reply(body=body) if state["up"] else Reply(500))
+    assert ingest(db, url)[0].exit_code == 0
+    state["up"] = False
+    long_ago = "2000-01-01T00:00:00.000Z"
+
+    # Many failures, but within a day: retried, not paused.
+    set_feed(db, "UPDATE feed SET failures = 30, next_attempt = ?, failing_since = "
+                 "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day')", long_ago)
+    result, reports = ingest(db)
+    assert result.exit_code == 1 and "paused" not in reports[url]["error"]
+    assert status_feeds(db) == {"subscribed": 1, "paused": 0}
+
+    # The tenth failure in a row, the first eight days ago: paused, and said so.
+    set_feed(db, "UPDATE feed SET failures = 9, next_attempt = ?, failing_since = "
+                 "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-8 days')", long_ago)
+    result, reports = ingest(db)
+    assert result.exit_code == 1
+    assert "paused after 10 failures" in reports[url]["error"]
+    assert status_feeds(db) == {"subscribed": 1, "paused": 1}
+    listed = json.loads(invoke(db, "feeds", "list", "--format", "json").stdout)
+    assert [(r["url"], r["status"], r["failures"], r["articles"]) for r in listed] == \
+        [(url, "paused", 10, 2)]
+
+    # `ingest feeds` with no arguments leaves it alone, however long ago it was due.
+    set_feed(db, "UPDATE feed SET next_attempt = ?", long_ago)
+    asked = len(server.received("/dying.xml"))
+    result, reports = ingest(db)
+    assert (result.exit_code, reports) == (0, {})
+    assert len(server.received("/dying.xml")) == asked
+
+    state["up"] = True
+    result = invoke(db, "feeds", "resume", url)
+    assert result.exit_code == 0 and result.stderr == f"resumed: {url}\n"
+    result, reports = ingest(db)
+    assert result.exit_code == 0 and reports[url]["status"] == "unchanged"
+    assert status_feeds(db) == {"subscribed": 1, "paused": 0}
+    assert one(db, "SELECT count(*) FROM article") == 2
+
+
+def test_remove_ends_the_subscription_and_keeps_the_articles(tmp_path):
+    db, feed, other = tmp_path / "agent.db", tmp_path / "news.xml", tmp_path / "other.xml"
+    feed.write_bytes(rss("News", items("news", 3)))
+    other.write_bytes(rss("Other", items("other", 2)))
+    assert ingest(db, feed, other)[0].exit_code == 0
+    articles = query(db, "SELECT * FROM article ORDER BY id")
+
+    result = invoke(db, "feeds", "remove", feed)  # a path names its file:// feed
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == f"removed: {feed.as_uri()} (its 3 article(s) stay)\n"
+    assert query(db, "SELECT * FROM article ORDER BY id") == articles
+    listed = json.loads(invoke(db, "feeds", "list", "--format", "json").stdout)
+    assert [r["url"] for r in listed] == [other.as_uri()]
+    assert feed.as_uri() not in invoke(db, "export", "feeds").stdout
+    assert feed.as_uri() not in invoke(db, "export", "feeds", "--format", "json").stdout
+    assert status_feeds(db) == {"subscribed": 1, "paused": 0}
+    result, reports = ingest(db)
+    assert list(reports) == [other.as_uri()]
+    found = invoke(db, "query", "News harbour", "--mode", "fts", "--kind", "article",
+                   "--format", "json")
+    assert any(r["kind"] == "article" for r in json.loads(found.stdout))
+
+    # Named again, it is subscribed again: the same row, no article twice.
+    result, reports = ingest(db, feed)
+    assert result.exit_code == 0 and reports[feed.as_uri()]["new"] == 0
+    assert one(db, "SELECT count(*) FROM article") == 5
+    assert len(json.loads(invoke(db, "feeds", "list", "--format", "json").stdout)) == 2
+
+
+@pytest.mark.parametrize("action", ["remove", "pause", "resume"])
+def test_an_unknown_feed_is_exit_2_and_changes_nothing(tmp_path, action):
+    db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
+    feed.write_bytes(rss("News", items("news", 1)))
+    assert ingest(db, feed)[0].exit_code == 0
+    before = query(db, "SELECT * FROM feed")
+    result = invoke(db, "feeds", action, feed, "https://nowhere.example/rss")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == ("error: 'https://nowhere.example/rss' is not a subscribed feed "
+                             "(see `ravana-db feeds list`)\n")
+    assert query(db, "SELECT * FROM feed") == before
+
+
+def test_pause_by_hand_and_quiet_says_nothing(tmp_path):
+    db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
+    feed.write_bytes(rss("News", items("news", 1)))
+    assert ingest(db, feed)[0].exit_code == 0
+    result = invoke(db, "--quiet", "feeds", "pause", feed.as_uri())
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    assert ingest(db)[1] == {}
+    table = invoke(db, "feeds", "list", "--format", "csv").stdout.splitlines()
+    assert table[0] == "url,title,status,failures,last_error,last_fetched,articles"
+    assert table[1].startswith(f"{feed.as_uri()},News,paused,0,,")
+
+
+def test_m009_brings_an_older_file_up_with_its_failing_feeds(tmp_path):
+    from ravana_db.schema import migrations
+
+    db, feed = tmp_path / "agent.db", tmp_path / "news.xml"
+    feed.write_bytes(rss("News", items("news", 1)))
+    assert ingest(db, feed, tmp_path / "news.xml")[0].exit_code == 0
+    set_feed(db, "UPDATE feed SET failures = 4, last_fetched = '2026-01-02T03:04:05.000Z'")
+    conn = open_db(db)
+    with transaction(conn):
+        for column in ("paused_at", "paused_reason", "removed_at", "failing_since"):
+            conn.execute(f"ALTER TABLE feed DROP COLUMN {column}")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm009_feed_pause_and_removal'")
+    conn.close()
+    result = invoke(db, "feeds", "list", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)[0]["status"] == "active"
+    assert query(db, "SELECT failures, failing_since, paused_at, removed_at FROM feed") == [
+        {"failures": 4, "failing_since": "2026-01-02T03:04:05.000Z", "paused_at": None,
+         "removed_at": None}]
+    conn = open_db(db)
+    assert migrations.pending(conn) == []
+    conn.close()

@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -338,6 +340,37 @@ def test_unknown_table_and_missing_file_are_refused(cli, tmp_path):
         cli("ingest", "jsonl", "-", "--table", "memory", input="\n"))
 
 
+def test_a_line_over_the_limit_is_refused_naming_it_without_reading_on(cli, db_path, rows):
+    """/dev/zero is one endless line: refused at the limit, at once (no MemoryError)."""
+    run = subprocess.run([sys.executable, "-m", "ravana_db", "--db", str(db_path), "ingest",
+                          "jsonl", "/dev/zero", "--table", "memory"], capture_output=True,
+                         timeout=120)
+    assert one_line_error(run) == ("error: /dev/zero line 1: longer than 16 MiB, the most a "
+                                   "line may hold\n")
+    cli("log", "memory", "--text", "kept", "--key", "k")
+    big = jsonl({"text": "fine"}) + '{"text": "' + "x" * (16 << 20) + '"}\n'
+    error = one_line_error(cli("ingest", "jsonl", "-", "--table", "memory", input=big))
+    assert error == "error: line 2: longer than 16 MiB, the most a line may hold\n"
+    ok(cli("export", "all", "--output", "dump"))
+    Path("dump/memory.jsonl").write_text(big)
+    error = one_line_error(cli("ingest", "dir", "dump"))
+    assert error == "error: memory.jsonl line 2: longer than 16 MiB, the most a line may hold\n"
+    assert [r["text"] for r in rows("memory")] == ["kept"]
+
+
+def test_many_batches_are_checked_before_any_is_written(cli, db_path):
+    """Lines are checked in a first pass that holds one batch at a time: a bad line after
+    two batches still stores nothing; good ones from stdin are all stored, once."""
+    good = "".join(json.dumps({"text": f"note {i}", "key": f"k{i}"}) + "\n" for i in range(1100))
+    bad = cli("ingest", "jsonl", "-", "--table", "memory", input=good + '{"text": 5}\n')
+    assert "line 1101: text" in one_line_error(bad)
+    assert contents(db_path)["memory"] == []
+    first = ok(cli("ingest", "jsonl", "-", "-t", "memory", "-f", "json", input=good + good))
+    assert report(first)["memory"] == dict(read=2200, new=1100, updated=0, existing=1100,
+                                           refused=0)
+    assert len(contents(db_path)["memory"]) == 1100
+
+
 # 3. ingest ravana: the original system's database ----------------------------------------------
 
 
@@ -413,6 +446,33 @@ def test_the_originals_quirks_are_mapped(ravana, cli, rows):
     assert rows("memory_consolidations")[0]["success"] == 1  # Postgres' 't'
     hits = json.loads(ok(cli("query", "friday deploys", "--kind", "vltm", "--no-touch")).stdout)
     assert hits[0]["id"] == original.VLTM
+
+
+def test_a_wal_original_is_read_with_its_wal_and_its_folder_untouched(tmp_path, cli, rows):
+    """The original left as a running system leaves it: WAL mode, rows still in its -wal,
+    one summary whose text is not UTF-8. Its folder holds the same files, byte for byte and
+    mtime, after the import; the WAL's rows are read; the bad row alone is refused, counted."""
+    made = original.make(tmp_path / "ravana_agi.db")
+    folder = tmp_path / "original"
+    folder.mkdir()
+    with contextlib.closing(sqlite3.connect(made)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("INSERT INTO summary (id, timestamp, summary_text) VALUES "
+                     "(10, '2024-05-08T10:00:00', 'Only in the WAL: ports reopened.'), "
+                     "(11, '2024-05-08T11:00:00', CAST(X'6e6f74207574662d3820ff' AS TEXT))")
+        conn.commit()
+        for name in os.listdir(tmp_path):
+            if name.startswith("ravana_agi.db") and not name.endswith("-shm"):
+                shutil.copy2(tmp_path / name, folder / name)
+    path = folder / "ravana_agi.db"
+    before = {name: fingerprint(folder / name) for name in os.listdir(folder)}
+    assert sorted(before) == ["ravana_agi.db", "ravana_agi.db-wal"]
+    result = ok(cli("ingest", "ravana", path, "--format", "json"))
+    assert report(result)["summary"] == dict(read=5, new=3, updated=0, existing=1, refused=1)
+    assert "summary id 11: summary_text: not valid UTF-8 text" in result.stderr
+    assert "Only in the WAL: ports reopened." in [r["summary_text"] for r in rows("summary")]
+    assert {name: fingerprint(folder / name) for name in os.listdir(folder)} == before
 
 
 def test_an_original_without_the_very_long_term_tables(tmp_path, cli, rows):

@@ -1,10 +1,22 @@
 """`ravana-db log KIND`: every kind stored and read back; bad input rejected, nothing written."""
 
+import contextlib
+import importlib.util
 import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import jsonl
+from conftest import jsonl, one_line_error
+
+spec = importlib.util.spec_from_file_location(
+    "make_original", Path(__file__).parent.parent / "fixtures" / "ravana" / "make_original.py")
+make_original = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(make_original)
 
 
 def test_action_from_options(cli, rows):
@@ -194,3 +206,54 @@ def test_an_id_already_taken_is_updated_not_duplicated(cli, rows):
 def test_options_and_stdin_together_is_a_usage_error(cli):
     result = cli("log", "memory", "--stdin", "--text", "x", input='{"text": "y"}\n')
     assert result.exit_code == 2 and "not both" in result.stderr
+
+
+def test_stdin_is_bounded_a_line_a_text_and_the_whole(cli, rows):
+    """Each limit is one line naming it, exit 2, and nothing of the batch written."""
+
+    def refused(result, expected):
+        assert one_line_error(result) == expected
+
+    cli("log", "memory", "--text", "kept")
+    refused(cli("log", "memory", "--stdin", input=jsonl({"text": "a"}) + "x" * (17 << 20) + "\n"),
+            "error: line 2: longer than 16 MiB, the most a line may hold\n")
+    refused(cli("log", "memory", "--stdin", input=jsonl({"text": "y" * (5 << 20)})),
+            "error: line 1: text: longer than 4 Mi characters, the most a text may hold\n")
+    refused(cli("log", "summary", "--summary-text", "z" * (5 << 20)),
+            "error: --summary-text: longer than 4 Mi characters, the most a text may hold\n")
+    lines = "".join(jsonl({"text": f"{i} " + "w" * (3 << 20)}) for i in range(22))
+    refused(cli("log", "memory", "--stdin", input=lines),
+            "error: line 22: more than 64 MiB on stdin, the most one transaction holds: "
+            "split it, or store rows of one table in batches with `ravana-db ingest "
+            "jsonl - --table TABLE`\n")
+    assert [r["text"] for r in rows("memory")] == ["kept"]
+
+
+def test_the_readmes_pipe_recipes_work_as_written(tmp_path):
+    """log --stdin takes the original's JSON-as-text, Python literals included (the function
+    `ingest ravana` uses); the original's own file, quirks and all, goes in through
+    `ingest ravana`. Both lines run as the README gives them."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    recipes = [line.split("#")[0].strip() for line in readme.splitlines()
+               if "| ravana-db log action --stdin" in line
+               or line.startswith("ravana-db ingest ravana ravana_agi_original.db")]
+    assert len(recipes) == 2, recipes
+    bin_folder = Path(sys.executable).parent
+    make_original.make(tmp_path / "ravana_agi_original.db")
+    with contextlib.closing(sqlite3.connect(tmp_path / "logs.db")) as conn:
+        conn.execute("CREATE TABLE actionlog (id INTEGER PRIMARY KEY, timestamp VARCHAR, "
+                     "action_name VARCHAR, params VARCHAR, status VARCHAR, result VARCHAR)")
+        conn.execute("""INSERT INTO actionlog VALUES (1, '2024-05-06 10:01:00', 'download',
+                        "{'url': 'https://news.example', 'n': 2, 'ok': True}", 'success',
+                        '{"new": 3}')""")
+        conn.commit()
+    env = {**os.environ, "PATH": f"{bin_folder}:{os.environ['PATH']}",
+           "RAVANA_DB": str(tmp_path / "agent.db")}
+    for recipe in recipes:
+        run = subprocess.run(["sh", "-c", recipe], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, (recipe, run.stderr)
+    with contextlib.closing(sqlite3.connect(tmp_path / "agent.db")) as conn:
+        params = dict(conn.execute("SELECT action_name, params FROM actionlog"))
+    assert json.loads(params["download"]) == {"url": "https://news.example", "n": 2, "ok": True}
+    assert json.loads(params["search"]) == {"q": "chips"}  # from the original, through ingest

@@ -167,11 +167,10 @@ def test_any_text_is_a_valid_fts_query(text, tmp_path_factory):
 def test_query_stdin_answers_each_line(cli, memories):
     lines = ("how long should replies be?\n"
              '{"text": "Stockfish", "mode": "fts", "top_n": 1}\n'
-             "\n"
              '{"text": "Kyoto", "kind": "memory", "top_n": 2}\n')
     answers = query(cli, "--stdin", "--no-touch", input=lines)
     assert [(a["line"], a["text"], len(a["results"])) for a in answers] == [
-        (1, "how long should replies be?", 5), (2, "Stockfish", 1), (4, "Kyoto", 2)]
+        (1, "how long should replies be?", 5), (2, "Stockfish", 1), (3, "Kyoto", 2)]
     assert [r["key"] for r in answers[1]["results"]] == ["mem-026"]
     # A bad line is refused on its own: the lines around it are still answered.
     bad = cli("query", "--stdin", input='Kyoto\n{"text": "x", "mode": "psychic"}\nchess\n')
@@ -204,6 +203,54 @@ def test_one_open_process_answers_each_line_before_the_next_is_sent(memories, db
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_a_blank_line_gets_its_answer_at_once(memories, db_path):
+    """An agent that writes an empty line and waits is answered (an error line: there is no
+    question), and the next lines still are; exit 2 at the end, as for any refused line."""
+    proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(db_path), "query",
+                             "--stdin", "--no-touch", "--top-n", "1"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for number, text in enumerate(("", "   ", "Stockfish"), 1):
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()
+            assert select.select([proc.stdout], [], [], 60)[0], f"no answer to {text!r}"
+            answer = json.loads(proc.stdout.readline())
+            if text.strip():
+                assert [r["key"] for r in answer["results"]] == ["mem-026"]
+            else:
+                assert answer == {"line": number,
+                                  "error": f"line {number}: give a query text (or --like ID)"}
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 2
+        assert proc.stderr.read().count("\n") == 2
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_a_line_over_the_limit_is_answered_with_its_error_and_the_next_lines_too(
+        memories, db_path, tmp_path):
+    """A 200 MB line is read in bounded pieces, never held: its answer names the limit."""
+    path = tmp_path / "questions.txt"
+    with open(path, "wb") as f:
+        f.write(b"Stockfish\n")
+        for _ in range(200):
+            f.write(b"x" * 1_000_000)
+        f.write(b"\nStockfish\n")
+    with open(path, "rb") as stdin:
+        run = subprocess.run([sys.executable, "-m", "ravana_db", "--db", str(db_path), "query",
+                              "--stdin", "--no-touch", "--top-n", "1", "--mode", "fts"],
+                             stdin=stdin, capture_output=True, timeout=300)
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    error = "line 2: longer than 16 MiB, the most a line may hold"
+    assert answers[1] == {"line": 2, "error": error}
+    assert [a["line"] for a in answers] == [1, 2, 3]
+    assert [r["key"] for r in answers[2]["results"]] == ["mem-026"]
+    assert (run.returncode, run.stderr.decode()) == (2, f"error: {error}\n")
 
 
 def test_returned_memories_count_as_accessed_unless_no_touch(cli, rows):

@@ -15,12 +15,20 @@ from ..output import Format, Progress, emit, message, pick, width
 from ..text import replaced
 
 
-def _errors_to_exit_codes(invoke, ctx):
+def _errors_to_exit_codes(ctx, invoke):
     """Our errors as one line on stderr and an exit code (2 input, 1 runtime, 130 ^C).
-    A command that had to replace stored text it could not decode or encode says so once."""
+
+    A command that made a new database says so when it ends (even with --quiet: a mistyped
+    --db must not pass unseen), unless it ends in one of these errors: that line stays the
+    only one. A command that had to replace stored text it could not decode or encode says
+    so once.
+    """
     replaced()  # count from zero for this command
     try:
         result = invoke()
+    except typer.Exit:
+        _after(ctx)  # the command did its work and chose its exit status
+        raise
     except RavanaError as e:
         message(f"error: {e}")
         raise typer.Exit(e.exit_code) from None
@@ -37,8 +45,7 @@ def _errors_to_exit_codes(invoke, ctx):
     except KeyboardInterrupt:
         message("interrupted: nothing of the unfinished transaction was written")
         raise typer.Exit(130) from None
-    if replaced() and not (ctx.obj or {}).get("quiet"):
-        message(REPLACED)
+    _after(ctx)
     return result
 
 
@@ -47,11 +54,20 @@ REPLACED = ("note: stored text that is not valid UTF-8 (written by another clien
             "the search index's copy")
 
 
+def _after(ctx):
+    """What a command that ended without an error says last: a file it created, text it
+    had to replace."""
+    if replaced() and not (ctx.obj or {}).get("quiet"):
+        message(REPLACED)
+    if ctx.obj and ctx.obj.get("created"):
+        message(ctx.obj["created"])
+
+
 class App(typer.core.TyperGroup):
     """The top group: the one error handler, around every command."""
 
     def invoke(self, ctx):
-        return _errors_to_exit_codes(lambda: super(App, self).invoke(ctx), ctx)
+        return _errors_to_exit_codes(ctx, lambda: super(App, self).invoke(ctx))
 
 
 def _db_after_command(ctx, param, value):
@@ -59,14 +75,27 @@ def _db_after_command(ctx, param, value):
         ctx.obj["db"] = value
 
 
+QUIET_HELP = ("no output on success, only errors (one line each); data still comes when asked "
+              "for: status, query, export, or --format")
+
+
+def _quiet_after_command(ctx, param, value):
+    if value:
+        ctx.obj["quiet"] = True
+
+
 class Command(typer.core.TyperCommand):
-    """A command that also takes --db after its name: `ravana-db query "x" --db f.db`."""
+    """A command that also takes --db and --quiet after its name:
+    `ravana-db query "x" --db f.db`, `ravana-db consolidate -q`."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.params.append(typer.core.TyperOption(
             param_decls=["--db"], metavar="PATH", expose_value=False,
             callback=_db_after_command, help="database file (as before the command)"))
+        self.params.append(typer.core.TyperOption(
+            param_decls=["--quiet", "-q"], is_flag=True, expose_value=False,
+            callback=_quiet_after_command, help=QUIET_HELP))
 
 
 app = typer.Typer(
@@ -107,10 +136,29 @@ app.add_typer(log_app, name="log")
 
 FormatOption = Annotated[Optional[Format], typer.Option(
     "--format", "-f", help="table (default on a terminal), json (default in a pipe), jsonl, csv")]
+# Commands that print something else unless asked: their own words for the same option.
+LogFormatOption = Annotated[Optional[Format], typer.Option(
+    "--format", "-f", help="print the records with their status (inserted, updated, existing) "
+    "as table, json, jsonl or csv [default: their ids, one a line]")]
+ReportFormatOption = Annotated[Optional[Format], typer.Option(
+    "--format", "-f", help="print the report to stdout as table, json, jsonl or csv "
+    "[default: a table on stderr, nothing on stdout]")]
+QueryFormatOption = Annotated[Optional[Format], typer.Option(
+    "--format", "-f", help="table (default on a terminal), json (default in a pipe; jsonl with "
+    "--stdin), jsonl, csv")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="same as --format json")]
 ModelOption = Annotated[Optional[str], typer.Option(
     "--model", metavar="NAME|FOLDER", help="embedding model: a fastembed model name or a "
-    "local model folder [default: $RAVANA_DB_MODEL, all-MiniLM-L6-v2 (int8, bundled)]")]
+    "local model folder [default: the one the file's vectors were made with; for a file "
+    "without vectors $RAVANA_DB_MODEL, else ravana-db/all-MiniLM-L6-v2-int8 (bundled)]")]
+
+
+def _print_version(value):
+    if value:
+        from .. import __version__
+
+        print(f"ravana-db {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -119,8 +167,11 @@ def common(
     db: Annotated[Optional[str], typer.Option(
         "--db", metavar="PATH", help="database file [default: $RAVANA_DB, $DATABASE_URL "
         "(sqlite:///path), ./ravana_agi.db]")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress or notices")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
     model: ModelOption = None,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="print ravana-db's version and exit")] = False,
 ):
     """ravana-db: an autonomous agent's whole memory in one SQLite file."""
     ctx.obj = {"db": db, "quiet": quiet, "model": model}
@@ -129,17 +180,42 @@ def common(
 def _embedder(ctx, model=None, *, threads=None):
     from ..embed import Embedder
 
-    return Embedder(model or ctx.obj["model"], threads=threads)
+    return Embedder(model or ctx.obj["model"], recorded=ctx.obj.get("recorded_model"),
+                    threads=threads)
 
 
 def _open(ctx, *, create=True, write=True):
+    """Open the chosen file; a new database is announced when the command ends."""
+    from ..index import recorded_model
+
     path = resolve_path(ctx.obj["db"])
-    return open_db(path, create=create, write=write), path
+    db = open_db(path, create=create, write=write)
+    if db.created:
+        ctx.obj["created"] = _created(db, path)
+    try:  # the file's model is the default for its commands
+        ctx.obj["recorded_model"] = recorded_model(db)[0]
+    except RavanaError:  # a damaged record: the command that needs it says so
+        pass
+    return db, path
+
+
+def _created(db, path):
+    mode = db.made_private
+    return f"created new database {path}" + (
+        f" (in the empty file there, now owner-only: mode {mode:04o})" if mode else "")
 
 
 def _notice(ctx, text):
     if not ctx.obj["quiet"]:
         message(text)
+
+
+def _report_format(ctx, fmt, json_flag):
+    """The format of a command's report, or None for none: with --quiet, a report comes only
+    when --format or --json asks for it."""
+    if ctx.obj["quiet"] and not (fmt or json_flag):
+        return None
+    return pick(fmt, json_flag)
 
 
 @app.command(cls=Command)
@@ -149,10 +225,11 @@ def init(ctx: typer.Context):
     Example: ravana-db --db agent.db init
     """
     path = resolve_path(ctx.obj["db"])
-    existed = path.exists()
-    open_db(path).close()
-    _notice(ctx, f"{'up to date' if existed else 'created'}: {path}")
-    print(path)
+    db = open_db(path)
+    db.close()
+    _notice(ctx, _created(db, path) if db.created else f"up to date: {path}")
+    if not ctx.obj["quiet"]:
+        print(path)
 
 
 @app.command(cls=Command)
@@ -168,21 +245,29 @@ def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = F
     emit([describe(db, path)], fmt, one=True)
 
 
-def _stdin_lines(*, strict=True):
-    """(line number, line) of each non-blank line on stdin, read as it comes.
+def _stdin_lines(*, strict=True, blank=False):
+    """(line number, line) of each line on stdin, read as it comes: blank lines only with
+    blank=True (a question expects an answer, even an empty one).
 
-    A line that is not UTF-8 raises InputError, or with strict=False comes as the error.
+    A line that is not UTF-8 or longer than lines.MAX_LINE raises InputError, or with
+    strict=False comes as the error (the rest of a line too long is skipped, never held).
     """
-    for number, raw in enumerate(iter(sys.stdin.buffer.readline, b""), 1):
+    from ..lines import read_lines, too_long
+
+    for number, raw in read_lines(sys.stdin.buffer):
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            error = InputError(f"line {number}: not valid UTF-8")
+            if raw is None:
+                raise too_long(f"line {number}")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"line {number}: not valid UTF-8") from None
+        except InputError as error:
             if strict:
-                raise error from None
+                raise
             yield number, error
             continue
-        if line.strip():
+        if blank or line.strip():
             yield number, line
 
 
@@ -200,8 +285,16 @@ def _json_line(number, line):
 def _read_stdin(model):
     from ..models import validate
 
-    records = [(number, validate(model, _json_line(number, line), line=number))
-               for number, line in _stdin_lines()]
+    from ..lines import MAX_BATCH
+
+    records, size = [], 0
+    for number, line in _stdin_lines():
+        size += len(line)
+        if size > MAX_BATCH:
+            raise InputError(f"line {number}: more than {MAX_BATCH >> 20} MiB on stdin, the "
+                             "most one transaction holds: split it, or store rows of one "
+                             "table in batches with `ravana-db ingest jsonl - --table TABLE`")
+        records.append((number, validate(model, _json_line(number, line), line=number)))
     if not records:
         raise InputError("no records on stdin (expected one JSON object per line)")
     return records
@@ -232,7 +325,7 @@ def _log(ctx, kind, model, stdin, fmt, json_flag, options):
         _notice(ctx, f"already stored as {kind} {results[0]['id']}")
     if fmt:
         emit(({"kind": kind, "line": line, **r} for (line, _), r in zip(records, results)), fmt)
-    else:
+    elif not ctx.obj["quiet"]:
         print("\n".join(str(r["id"]) for r in results))
     _notice(ctx, _counts(kind, results))
 
@@ -257,7 +350,7 @@ def _log_command(target, kind, model):
                           annotation=Annotated[bool, typer.Option(
                               "--stdin", help="read many records as JSON lines from stdin")]),
         inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=FormatOption),
+                          annotation=LogFormatOption),
         inspect.Parameter("json_flag", inspect.Parameter.KEYWORD_ONLY, default=False,
                           annotation=JsonFlag),
     ]
@@ -333,7 +426,8 @@ def query(
     ctx: typer.Context,
     text: Annotated[Optional[str], typer.Argument(help="what to look for, in any words")] = None,
     mode: Annotated[str, typer.Option(
-        "--mode", "-m", help="hybrid (words and meaning, fused by rank), vector, fts")] = "hybrid",
+        "--mode", "-m", help="hybrid (words and meaning, fused by score: the mean of cosine "
+        "similarity and BM25 scaled to 0..1), vector (meaning), fts (words)")] = "hybrid",
     kind: Annotated[str, typer.Option(
         "--kind", "-k", help="memory, article, event, summary, vltm, pattern, knowledge or all; "
         "several with commas")] = "all",
@@ -361,9 +455,10 @@ def query(
         "--no-touch", help="read only: do not count returned memories as accessed")] = False,
     stdin: Annotated[bool, typer.Option(
         "--stdin", help="many queries, one per line (plain text, or JSON with `text` and any "
-        "of these options), each answered as soon as it is read: a JSON line per query")] = False,
+        "of these options), each answered as soon as it is read (in a pipe: a JSON line per "
+        "query)")] = False,
     model: ModelOption = None,
-    fmt: FormatOption = None,
+    fmt: QueryFormatOption = None,
     json_flag: JsonFlag = False,
 ):
     """Find what the agent knows: by meaning and by words, across everything stored.
@@ -414,7 +509,7 @@ def _answer_stdin(ctx, db, embedder, defaults, fmt, *, touch):
 
     def answers():
         nonlocal failed, answered
-        for number, line in _stdin_lines(strict=False):
+        for number, line in _stdin_lines(strict=False, blank=True):
             answered += 1
             try:
                 q = _query_line(number, line, defaults)
@@ -491,13 +586,14 @@ def reindex(
     """
     from ..index import reindex as rebuild
 
-    fmt = pick(fmt, json_flag)
+    fmt = _report_format(ctx, fmt, json_flag)
     both = not (fts or vectors)
     db, _ = _open(ctx, create=False)
     with Progress("embedding", quiet=ctx.obj["quiet"]) as bar:
         report = rebuild(db, _embedder(ctx, model), fts=fts or both,
                          vectors=vectors or both, progress=bar)
-    emit([report], fmt, one=True)
+    if fmt:
+        emit([report], fmt, one=True)
 
 
 ingest_app = typer.Typer(no_args_is_help=True, help="Bring data in: news feeds (RSS, Atom, "
@@ -513,24 +609,31 @@ def ingest_feeds(
         metavar="[URL|PATH]...", help="feeds to add and fetch now; none: every subscribed "
         "feed that is due")] = None,
     opml: Annotated[Optional[str], typer.Option(
-        "--opml", metavar="FILE", help="subscribe to (and fetch) the feeds of an OPML list")
+        "--opml", metavar="FILE", help="subscribe to (and fetch) the feeds of an OPML list: "
+        "its http(s) URLs and feed files in its own folder (others are skipped, one line each)")
     ] = None,
+    allow_local_files: Annotated[bool, typer.Option(
+        "--allow-local-files", help="let the OPML list name feed files outside its folder")
+    ] = False,
     events: Annotated[bool, typer.Option(
         "--events/--no-events", help="group new articles into events after the fetch")] = True,
     concurrency: Annotated[int, typer.Option(
-        min=1, max=32, help="feeds fetched at once")] = 4,
+        min=1, max=32, help="feeds fetched or held at once (each up to --max-bytes)")] = 4,
     timeout: Annotated[float, typer.Option(
-        min=0.1, max=600, help="seconds for one feed's whole fetch")] = 20.0,
+        min=0.1, max=600, help="seconds for one feed's fetch and parse together")] = 20.0,
     max_bytes: Annotated[int, typer.Option(
         "--max-bytes", min=1024, help="largest feed accepted (decompressed)")] = 10 << 20,
-    fmt: FormatOption = None,
+    fmt: ReportFormatOption = None,
     json_flag: JsonFlag = False,
 ):
     """Fetch news feeds (RSS 0.9x/1.0/2.0, Atom, local files) and store their articles.
 
-    A table per feed goes to stderr (or the rows to stdout with --format). Exit 1 when any
-    feed failed (the others are stored all the same); a failed feed is retried after a
-    growing pause (15 minutes doubling to a day).
+    A table per feed goes to stderr (or the rows to stdout with --format; with --quiet,
+    only a line per failed feed). Exit 1 when any feed failed (the others are stored all the
+    same); a failed feed is retried after a growing pause (15 minutes doubling to a day), and
+    paused after 10 failures in a row spanning 7 days. A feed named here is subscribed (again,
+    if it was removed or paused); `ravana-db feeds` lists, removes, pauses and resumes them.
+    --timeout bounds each feed's fetch and parse together.
 
     Example: ravana-db ingest feeds https://example.org/rss.xml news.atom --opml subs.opml
     """
@@ -539,10 +642,10 @@ def ingest_feeds(
     fmt = pick(fmt, json_flag) if fmt or json_flag else None
     urls = [f.feed_url(t) for t in targets or []]
     if opml:
-        listed, refused = f.opml_urls(opml)
+        listed, refused = f.opml_urls(opml, allow_local_files=allow_local_files)
         urls += listed
         for why in refused:
-            _notice(ctx, f"{opml}: skipped: {why}")
+            message(f"{opml}: skipped: {why}")
     db, _ = _open(ctx)
     chosen = f.subscribe(db, urls) if urls else f.due(db)
     if not chosen:
@@ -556,6 +659,10 @@ def ingest_feeds(
         emit(({**r, "feed": r["title"] or r["feed"].rsplit("/", 1)[-1]} for r in reports),
              Format.table, columns=["feed", "status", "new", "updated", "skipped", "error"],
              out=sys.stderr)
+    elif ctx.obj["quiet"]:  # cron's mail: nothing when all went well, a line per failure
+        for r in reports:
+            if r["status"] == "error":
+                message(f"error: {r['feed']}: {r['error']}")
     if events:
         _detect_events(ctx, db)
     if any(r["status"] == "error" for r in reports):
@@ -592,13 +699,14 @@ def ingest_events(
 
     Example: ravana-db ingest events --min-sources 3
     """
-    fmt = pick(fmt, json_flag)
+    fmt = _report_format(ctx, fmt, json_flag)
     days = parse_days(window, field="window")
     db, _ = _open(ctx)
     report = _detect_events(ctx, db, window_days=days, min_articles=min_articles,
                             min_sources=min_sources, threshold=threshold)
-    emit([report], fmt, one=True)
+    if fmt:
+        emit([report], fmt, one=True)
 
 
 # Command groups with a module of their own register themselves on `app`.
-from . import compress, consolidate, export, load  # noqa: E402, F401
+from . import compress, consolidate, export, feeds, load  # noqa: E402, F401

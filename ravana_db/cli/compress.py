@@ -55,6 +55,8 @@ def compress_command(
     """
     from ..compress import compress, summarizer_argv
 
+    # --quiet: no report on success, unless a format is asked for (warnings are always said).
+    silent = ctx.obj["quiet"] and fmt is None and not json_flag
     fmt = pick(fmt, json_flag)
     if not (knowledge or vltm):
         raise InputError("--no-knowledge and --no-vltm together leave nothing to do")
@@ -73,6 +75,8 @@ def compress_command(
             report["knowledge"]["text"] is not None:
         _notice(ctx, "dry run: the summarizer was not run; the extractive summary is shown")
     _notice(ctx, _summary_line(report))
+    if silent:
+        return
     if fmt is Format.table:
         emit([_for_people(report)], fmt, one=True)
         rows = (report["vltm"] or {}).get("rows")
@@ -91,6 +95,9 @@ def _summary_line(report):
             waiting = knowledge["waiting"]
             parts.append(f"{waiting} new {_plural(waiting, 'summary')} {_plural(waiting, 'waits')} "
                          "for more" if waiting else "no new summaries to compress")
+            if knowledge["not_smaller"] is not None:
+                parts[-1] += (f": their summary would not be smaller ({knowledge['not_smaller']}"
+                              " bytes)")
         else:
             what = f"summary {knowledge['summary_id']}" if knowledge["summary_id"] else \
                 "a new summary"

@@ -23,9 +23,12 @@ def consolidate_command(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="show what would be done; change nothing")] = False,
     undo: Annotated[str | None, typer.Option(
-        "--undo", metavar="RUN_ID", help="undo that run's merges and links exactly")] = None,
+        "--undo", metavar="RUN_ID", help="undo that run's merges and links (its id from "
+        "--list, or a prefix only it starts with); values written since the run are kept")
+    ] = None,
     list_runs: Annotated[bool, typer.Option(
-        "--list", help="list the latest consolidation runs")] = False,
+        "--list", help="list the latest consolidation runs, with the ids --undo takes")
+    ] = False,
     wait: Annotated[bool, typer.Option(
         "--wait", help="if another run holds the lock, wait for it instead of exiting")] = False,
     max_seconds: Annotated[float | None, typer.Option(
@@ -42,7 +45,8 @@ def consolidate_command(
 
     Deterministic, no LLM. Only memories whose words agree (same numbers, names and content
     words in the same order) merge; similar ones are linked. Merged memories leave search but
-    are kept, and --undo RUN_ID restores them exactly. A second run while one runs exits 0
+    are kept, and --undo RUN_ID restores them (keeping what was written since; a later run
+    on the same memories is undone first). A second run while one runs exits 0
     at once (--wait to queue); thresholds are rows of consolidation_policy.
 
     Example: ravana-db consolidate --type weekly --dry-run --format table
@@ -50,6 +54,8 @@ def consolidate_command(
     from ..consolidate import Busy, consolidate, history
     from ..consolidate import undo as undo_run
 
+    # --quiet: no report on success, unless a format is asked for (errors are always said).
+    silent = ctx.obj["quiet"] and fmt is None and not json_flag
     fmt = pick(fmt, json_flag)
     if type not in TYPES:
         raise InputError(f"--type: {type!r} is not one of {', '.join(TYPES)}")
@@ -57,14 +63,20 @@ def consolidate_command(
         raise InputError("--dry-run, --undo and --list go one at a time")
     db, path = _open(ctx, create=False, write=not (dry_run or list_runs))
     if list_runs:
-        emit(history(db), fmt)
+        runs = history(db)
+        emit(map(_run_for_people, runs) if fmt is Format.table else runs, fmt)
         return
     try:
         if undo is not None:
             report = undo_run(db, path=path, run_id=undo, wait=wait)
-            _notice(ctx, f"undone: run {undo}: {report['restored']} memories restored, "
-                    f"{report['links_removed']} links removed")
-            emit([report], fmt, one=True)
+            kept = sum(len(k["columns"]) for k in report["kept"])
+            _notice(ctx, f"undone: run {report['run_id']}: {report['restored']} memories "
+                    f"restored, {report['links_removed']} links removed" + (
+                        f", {kept} later {'change' if kept == 1 else 'changes'} kept (memory "
+                        f"{', '.join(str(k['memory_id']) for k in report['kept'])})"
+                        if kept else ""))
+            if not silent:
+                emit([report], fmt, one=True)
             return
         report = consolidate(db, path=path, embedder=_embedder(ctx), type=type,
                              dry_run=dry_run, max_seconds=max_seconds, limit=limit, wait=wait)
@@ -74,6 +86,8 @@ def consolidate_command(
     _notice(ctx, _summary_line(report))
     if report["stopped"]:
         _notice(ctx, f"consolidate: {report['stopped']} ({report['remaining']} memories wait)")
+    if silent:
+        return
     if fmt is Format.table:
         emit([_counts(report)], fmt, one=True)
         plan = list(_plan_rows(report))
@@ -81,6 +95,15 @@ def consolidate_command(
             emit(plan, fmt, columns=PLAN_COLUMNS)
     else:
         emit([report], fmt, one=True)
+
+
+def _run_for_people(run):
+    """A run as a table row that fits 80 columns with its whole id (for --undo)."""
+    state = "undone" if run["undone_at"] else "done" if run["success"] else \
+        run["error_message"] if run["error_message"] in ("running", "interrupted") else "failed"
+    return {"run_id": run["consolidation_id"],
+            "date": str(run["consolidation_date"])[:16].replace("T", " "),
+            "merged": run["merged"], "state": state}
 
 
 def _counts(report):

@@ -64,7 +64,8 @@ Since = Annotated[Optional[str], typer.Option(
 Until = Annotated[Optional[str], typer.Option(
     help="only rows up to this time (inclusive): ISO date/time or an age like 7d")]
 Force = Annotated[bool, typer.Option(
-    "--force", help="replace an existing file (or a folder holding an earlier export)")]
+    "--force", help="replace an existing file (for `all`: the files it writes in a folder "
+    "that holds anything; nothing else there is touched)")]
 
 
 def _table_command(name):
@@ -161,7 +162,7 @@ def export_feeds(
 
     Example: ravana-db export feeds --format opml > feeds.opml
     """
-    from ..feeds import opml
+    from ..feeds import SUBSCRIBED, opml
 
     db, _ = _open(ctx, create=False, write=False)
     if fmt == "opml":
@@ -169,7 +170,7 @@ def export_feeds(
         return
     rows = [dict(r) for r in db.query(
         "SELECT id, url, title, last_fetched, last_status, last_error, failures, next_attempt "
-        "FROM feed WHERE url != 'unknown:' ORDER BY id")]
+        f"FROM feed WHERE {SUBSCRIBED} ORDER BY id")]
     emit(rows, pick(fmt if fmt in Format.__members__ else _bad_format(fmt)))
 
 

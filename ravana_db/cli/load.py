@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from ..output import Format, Progress, emit, pick
-from . import Command, FormatOption, JsonFlag, _embedder, _notice, _open, ingest_app
+from ..output import Format, Progress, emit, message, pick
+from . import (Command, JsonFlag, ReportFormatOption, _embedder, _notice, _open,
+               ingest_app)
 
 REPORT_COLUMNS = ["table", "read", "new", "updated", "existing", "refused"]
 
@@ -21,7 +22,10 @@ def _load(ctx, fmt, json_flag, load, *args):
         reports, notes = load(db, *args, embedder=_embedder(ctx),
                               progress=bar if bar.enabled else None)
     for note in notes:
-        _notice(ctx, note)
+        if " refused" in note:  # rows refused are a failure: said even with --quiet
+            message(note)
+        else:
+            _notice(ctx, note)
     if fmt:
         emit(reports, fmt, columns=REPORT_COLUMNS)
     elif not ctx.obj["quiet"]:
@@ -35,7 +39,7 @@ def ingest_jsonl(
         metavar="PATH|-", help="JSON lines, one row a line ('-': stdin)")],
     table: Annotated[str, typer.Option(
         "--table", "-t", metavar="TABLE", help="the table the rows belong to")],
-    fmt: FormatOption = None,
+    fmt: ReportFormatOption = None,
     json_flag: JsonFlag = False,
 ):
     """Store rows of one table from JSON lines, as `export TABLE --format jsonl` writes them.
@@ -60,7 +64,7 @@ def ingest_dir(
     ctx: typer.Context,
     folder: Annotated[str, typer.Argument(
         metavar="DIR", help="a folder written by `export all --format jsonl`")],
-    fmt: FormatOption = None,
+    fmt: ReportFormatOption = None,
     json_flag: JsonFlag = False,
 ):
     """Store a whole export (manifest.json and a .jsonl per table) in this file, which may
@@ -79,7 +83,7 @@ def ingest_ravana(
     ctx: typer.Context,
     path: Annotated[str, typer.Argument(
         metavar="PATH", help="the original system's SQLite file (e.g. ravana_agi.db)")],
-    fmt: FormatOption = None,
+    fmt: ReportFormatOption = None,
     json_flag: JsonFlag = False,
 ):
     """Import a database of the original RAVANA system, opened read-only: its articles,
