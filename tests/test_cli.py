@@ -307,14 +307,13 @@ def test_years_before_1000_are_stored_and_filtered(cli, rows):
 
 # --quiet: no output on success, one line per failure; data only where it is asked for -------
 
-ASKED_FOR_DATA = {("status",), ("query",), ("export", "feeds")}
-OTHER_LANES = {("consolidate",), ("compress",)}  # their --quiet is tested with them
+ASKED_FOR_DATA = {("status",), ("query",), ("export", "feeds"), ("feeds", "list")}
 EXPORTS = [("export", "memory", "--output", "m.jsonl"), ("export", "all", "--output", "dump")]
 
 
 @pytest.mark.parametrize("flag, where", [("--quiet", "before"), ("-q", "after"),
                                          ("--quiet", "after")])
-@pytest.mark.parametrize("command", [c for c in WALKED if c not in OTHER_LANES] + EXPORTS,
+@pytest.mark.parametrize("command", WALKED + EXPORTS,
                          ids=" ".join)
 def test_quiet_means_no_output_on_success(cli, agent, command, flag, where):
     args = [*command, *valid_args(command)]
@@ -335,11 +334,13 @@ def test_quiet_keeps_data_asked_for_and_drops_notices(cli, agent):
     assert "The user likes jasmine tea" in [r["text"] for r in json.loads(found.stdout)]
     assert "wait for embedding" in cli("query", "tea", "--no-touch").stderr
     exported = cli("export", "memory", "-q")
-    assert exported.stderr == "" and len(exported.stdout.splitlines()) == 3
+    memories = len(contents(agent)["memory"])
+    assert exported.stderr == "" and len(exported.stdout.splitlines()) == memories
     logged = cli("log", "action", "--action-name", "a", "-q", "--format", "jsonl")
     assert logged.stderr == "" and json.loads(logged.stdout)["status"] == "inserted"
     rebuilt = cli("reindex", "--fts", "-q", "--json")
-    assert rebuilt.stderr == "" and json.loads(rebuilt.stdout)["fts_rows"] == 3
+    assert rebuilt.stderr == ""
+    assert json.loads(rebuilt.stdout)["fts_rows"] == len(contents(agent)["doc"])
 
 
 def test_quiet_still_says_each_failure_in_one_line(cli, agent, tmp_path):
@@ -368,7 +369,8 @@ def test_after_a_model_switch_every_command_uses_the_files_model(cli, agent, tmp
     other = tmp_path / "models" / "minilm-copy"
     shutil.copytree(default_model_folder(), other)
     switched = cli("reindex", "--vectors", "--model", "models/minilm-copy", "--json")
-    assert switched.exit_code == 0 and json.loads(switched.stdout)["embedded"] == 2
+    assert switched.exit_code == 0, switched.stderr
+    assert json.loads(switched.stdout)["embedded"] == len(contents(agent)["doc"])
     elsewhere = tmp_path / "elsewhere"  # cron runs in another folder, with its own settings
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -420,10 +422,11 @@ def test_a_files_model_folder_that_is_gone_is_one_line_naming_the_fix(cli, agent
 
 
 def help_of(command):
-    """A command's --help as one line of words (the terminal width folds it anywhere)."""
+    """A command's --help as one line of words (the terminal width folds it anywhere, also
+    after a hyphen)."""
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.stderr
-    return " ".join(result.stdout.split())
+    return " ".join(re.sub(r"(?<=\w-)\n\s+", "", result.stdout).split())
 
 
 def is_json(out):
@@ -479,8 +482,7 @@ def test_version_is_the_installed_packages(cli, tmp_path):
 
 # The README's crontab lines, run as cron runs them ------------------------------------------
 
-CRONTAB = re.findall(r"^(?:[0-9*/,-]+\s+){5}(\S*ravana-db .*)$", README, re.M)
-QUIET_ELSEWHERE = ("consolidate",)  # its --quiet is the maint branch's (issue 16, item 19)
+CRONTAB = re.findall(r"^(?:[0-9*/,-]+\s+){5}(\S*ravana-db .*)$", README, re.MULTILINE)
 
 
 def test_the_readme_has_crontab_lines():
@@ -498,7 +500,5 @@ def test_a_readme_crontab_line_works_under_crons_path(tmp_path, line):
     subprocess.run([program, "--db", home / "agent.db", "init"], check=True,
                    capture_output=True)
     done = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "sh", "-c", line],
-                          capture_output=True, text=True, timeout=300)
-    assert (done.returncode, done.stderr) == (0, ""), done.stderr
-    if not line.endswith(QUIET_ELSEWHERE):
-        assert done.stdout == ""
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done.stderr

@@ -350,7 +350,7 @@ def test_an_empty_file_is_made_owner_only_before_sqlite_writes_to_it(cli, db_pat
         (db_path.stat().st_mode & 0o777, db_path.stat().st_size)))
     result = cli("log", "action", "--action-name", "a")
     assert result.exit_code == 0, result.stderr
-    assert result.stderr.splitlines()[0] == (
+    assert result.stderr.splitlines()[-1] == (
         f"created new database {db_path} (in the empty file there, now owner-only: mode 0600)")
     assert seen[0] == (0o600, 0)
     assert db_path.stat().st_mode & 0o777 == 0o600
