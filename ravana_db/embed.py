@@ -22,10 +22,11 @@ BATCH_SIZE = 32
 # at the model's length (some 100 bytes of memory per character): a prefix this long holds far
 # more than 256 tokens of any ordinary text, so the vector is the same, and the memory bounded.
 MAX_CHARS = 16_384
-# Tokens in one batch (about 4 characters each): onnxruntime's memory grows with the batch
-# times its length squared, and keeps what it took (32 texts of 256 tokens: 1.2 GB more RSS,
-# 8 of them: 0.23 GB, at the same speed). Short texts still go 32 at a time.
-BATCH_TOKENS = 2048
+# A batch's size times its longest text's tokens squared (about 4 characters a token):
+# onnxruntime's memory grows with that (attention) and keeps what it took. 32 texts of 256
+# tokens took 1.2 GB more RSS, 8 took 0.23 GB, 4 take 0.1 GB, at about the same speed; texts
+# of up to 90 tokens still go 32 at a time.
+BATCH_ATTENTION = 4 * MAX_TOKENS ** 2
 TOKENIZER_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json",
                    "tokenizer_config.json")
 
@@ -166,10 +167,10 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         model, start = self._load(), 0
-        while start < len(order):  # batches of at most BATCH_TOKENS (texts sorted by length)
+        while start < len(order):  # batches within BATCH_ATTENTION (texts sorted by length)
             size = 1
             while size < BATCH_SIZE and start + size < len(order) and \
-                    (size + 1) * _tokens(texts[order[start + size]]) <= BATCH_TOKENS:
+                    (size + 1) * _tokens(texts[order[start + size]]) ** 2 <= BATCH_ATTENTION:
                 size += 1
             batch = order[start:start + size]
             vectors[batch] = np.asarray(list(model.embed([texts[i] for i in batch],

@@ -140,15 +140,17 @@ def detect(db, *, embedder, window_days=3, min_articles=2, min_sources=2, thresh
     report["clusters_joined"] = len(stored)
     report["clusters_started"] = len(touched) - len(stored)
 
-    # Background for keywords: the words of every article in the window, and of the new ones.
-    background = [_words(title, summary) for _, _, _, title, summary, _ in window]
-    background += [_words(m.title, m.summary) for m in new.values()]
-    df = Counter(word for words in background for word in words)
+    # Background for keywords: the words of every article in the window, and of the new ones
+    # (counted one article at a time: a set per article would hold every long text's words).
+    df, documents = Counter(), len(window) + len(new)
+    for title, summary in [(w[3], w[4]) for w in window] + [(m.title, m.summary)
+                                                             for m in new.values()]:
+        df.update(_words(title, summary))
     events = []
     for cluster, found in members.items():
         if len(found) < min_articles or len({m.source for m in found}) < min_sources:
             continue
-        description, words = describe(found, df, len(background))
+        description, words = describe(found, df, documents)
         first = min(m.time for m in found if m.time is not None)
         events.append(Event(cluster_id=cluster, description=description, keywords=words,
                             timestamp=_iso(first)))

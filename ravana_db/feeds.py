@@ -6,7 +6,6 @@ text is embedded before the write lock is taken. A feed that fails is recorded w
 and retried later, never dropped; the other feeds are stored all the same.
 """
 
-import asyncio
 import calendar
 import contextlib
 import email.utils
@@ -247,6 +246,8 @@ def fetch_all(feeds, *, concurrency=CONCURRENCY, timeout=TIMEOUT, max_bytes=MAX_
     are fetched or held at once: a feed's slot is freed only once the caller has taken the
     next one, so bodies never pile up while the caller embeds and stores.
     """
+    import asyncio  # here: the parse child imports this module and needs none of it
+
     results, started = queue.Queue(), queue.Queue()
     thread = threading.Thread(daemon=True, target=lambda: asyncio.run(_fetch_all(
         feeds, results, started, concurrency=concurrency, timeout=timeout,
@@ -261,6 +262,8 @@ def fetch_all(feeds, *, concurrency=CONCURRENCY, timeout=TIMEOUT, max_bytes=MAX_
 
 
 async def _fetch_all(feeds, results, started, *, concurrency, timeout, max_bytes):
+    import asyncio
+
     limit = asyncio.Semaphore(concurrency)
     started.put((asyncio.get_running_loop(), limit))
     async with contextlib.AsyncExitStack() as stack:
@@ -318,15 +321,17 @@ class Parser:
 
     feedparser is pure Python and can take minutes on a hostile body (its SAX path is
     quadratic in the attributes of one element); a thread cannot be stopped, a process can.
-    One child serves every feed of a run. It is spawned (the parent has threads, which fork
-    does not copy safely) when the first body is to be parsed (a run of 304s needs none),
-    and again after a kill; its start is not counted in any feed's time.
+    One child serves every feed of a run: a new interpreter (the parent has threads, which
+    fork does not copy safely; and unlike multiprocessing's spawn, it never runs the parent's
+    main script again), started when the first body is to be parsed (a run of 304s needs
+    none) and again after a kill; its start is not counted in any feed's time. Bodies and
+    articles cross its stdin and stdout as multiprocessing messages.
     """
 
     STARTUP = 60.0  # seconds for a child to import feedparser, however busy the machine
 
     def __init__(self):
-        self.process = self.pipe = None
+        self.process = self.send = self.receive = None
 
     def __enter__(self):
         return self
@@ -335,14 +340,19 @@ class Parser:
         self.close()
 
     def start(self):
-        import multiprocessing
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
 
-        context = multiprocessing.get_context("spawn")
-        self.pipe, child = context.Pipe()
-        self.process = context.Process(target=_parse_forever, args=(child,), daemon=True,
-                                       name="ravana-db feed parser")
-        self.process.start()
-        child.close()
+        package = str(Path(__file__).parent.parent)
+        code = (f"import sys; sys.path.insert(0, {package!r}); "
+                "from ravana_db.feeds import _parse_forever; _parse_forever()")
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.send = Connection(os.dup(self.process.stdin.fileno()), readable=False)
+        self.receive = Connection(os.dup(self.process.stdout.fileno()), writable=False)
+        self.process.stdin.close()
+        self.process.stdout.close()
         self.ready = False
 
     def parse(self, body, *, url, content_type, seconds, timeout):
@@ -350,13 +360,13 @@ class Parser:
             self.start()
         try:
             if not self.ready:
-                if not self.pipe.poll(self.STARTUP):
+                if not self.receive.poll(self.STARTUP):
                     raise FeedError(f"the parser process did not start in {self.STARTUP:g} s")
-                self.ready = self.pipe.recv()
-            self.pipe.send((body, url, content_type))
-            if not self.pipe.poll(seconds):
+                self.ready = self.receive.recv()
+            self.send.send((body, url, content_type))
+            if not self.receive.poll(seconds):
                 raise FeedError(f"took longer than {timeout:g} s (parsing)")
-            ok, value = self.pipe.recv()
+            ok, value = self.receive.recv()
         except (EOFError, OSError):  # it died (out of memory?): the next feed gets another
             self.close()
             raise FeedError("the parser process ended while parsing this feed") from None
@@ -370,15 +380,18 @@ class Parser:
     def close(self):
         if self.process is not None:
             self.process.kill()
-            self.process.join()
-            self.pipe.close()
-            self.process = self.pipe = None
+            self.process.wait()
+            self.send.close()
+            self.receive.close()
+            self.process = self.send = self.receive = None
 
 
-def _parse_forever(pipe):
-    """The child's loop: a body in, (True, (title, entries)) or (False, error) out, until the
-    parent goes away (its end of the pipe closes)."""
+def _parse_forever():
+    """The child's loop: a body in on stdin, (True, (title, entries)) or (False, error) out
+    on stdout, until the parent goes away (stdin ends)."""
     import signal
+    import sys
+    from multiprocessing.connection import Connection
 
     import feedparser  # noqa: F401 - imported before the child says it is ready
 
@@ -387,17 +400,21 @@ def _parse_forever(pipe):
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    pipe.send(True)
+    receive = Connection(os.dup(0), writable=False)
+    send = Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the messages
+    sys.stdout = sys.stderr
+    send.send(True)
     while True:
         try:
-            body, url, content_type = pipe.recv()
+            body, url, content_type = receive.recv()
         except (EOFError, OSError):
             return
         try:
             answer = (True, parse(body, url=url, content_type=content_type))
         except Exception as e:  # noqa: BLE001 - any error is that feed's
             answer = (False, _one_line(e))
-        pipe.send(answer)
+        send.send(answer)
 
 
 def _one_line(error):

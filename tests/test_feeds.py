@@ -747,7 +747,8 @@ def test_a_feed_whose_parse_outlives_the_timeout_fails_alone_and_is_stopped(serv
     assert rows[server.url("/slow/fine.xml")]["new"] == 2
     assert rows[server.url("/slow/attrs.xml")]["status"] == "error"
     assert f"longer than {timeout} s" in rows[server.url("/slow/attrs.xml")]["error"]
-    assert wall < timeout + 10 and cpu < timeout + 10, (wall, cpu)
+    # (the unbounded parse took a minute of CPU; the wall time allows for a busy machine)
+    assert cpu < timeout + 10 and wall < timeout + 20, (wall, cpu)
     assert one(db, "SELECT last_status FROM feed WHERE url = ?",
                server.url("/slow/attrs.xml")) == "error"
 
@@ -793,7 +794,7 @@ def test_a_killed_ingest_leaves_no_parser_behind(server, tmp_path):
         deadline, parsers = time.monotonic() + 60, []
         while not parsers and time.monotonic() < deadline:
             time.sleep(0.1)
-            parsers = [p for p in children(proc.pid) if "spawn_main" in
+            parsers = [p for p in children(proc.pid) if "_parse_forever" in
                        Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
         assert parsers, "no parser process started"
         (parser,) = parsers
