@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/consolidate_bench.py
 	$(BIN)/python bench/limits_bench.py
+	$(BIN)/python bench/text_bench.py
 
 lint: install
 	$(BIN)/pip install --quiet ruff

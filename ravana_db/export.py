@@ -24,7 +24,7 @@ from pathlib import Path
 from .db import driver, now, parse_time, remove_ours, still_ours, uri
 from .errors import InputError, RavanaError
 from .schema import TABLES, migrations
-from .text import csv_cell
+from .text import FORMULA_START, csv_cell
 
 FORMATS = {"json": ".json", "jsonl": ".jsonl", "csv": ".csv", "markdown": ".md"}
 SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
@@ -288,7 +288,10 @@ def _write_csv(out, columns, rows):
     writer.writerow(map(csv_cell, columns))
     count = 0
     for count, row in enumerate(rows, 1):
-        row = tuple(map(csv_cell, row))
+        for value in row:  # csv_cell's test inline: a call per cell would slow every row
+            if value.__class__ is str and value[:1] in FORMULA_START:
+                row = tuple(map(csv_cell, row))
+                break
         if "" in row or bytes in map(type, row):
             out.write(",".join(map(_csv_field, row)) + "\r\n")
         else:

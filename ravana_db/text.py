@@ -8,9 +8,11 @@ cannot be decoded or encoded becomes U+FFFD, and `replaced()` tells the CLI to s
 """
 
 import codecs
-import functools
 import json
+import operator
 import re
+
+from .errors import RavanaError
 
 _replaced = 0
 _last = None
@@ -27,9 +29,10 @@ def _count_and_replace(error):
 
 codecs.register_error("ravana-db-replace", _count_and_replace)
 
-# The connections' text_factory: a C call, as fast as the driver's own while the text is
-# UTF-8; the error handler runs only for the bytes that are not.
-decode = functools.partial(str, encoding="utf-8", errors="ravana-db-replace")
+# The connections' text_factory: bytes.decode, called from C (of the callables a driver
+# accepts, the quickest measured: bench/text_bench.py); the error handler runs only for
+# bytes that are not UTF-8.
+decode = operator.methodcaller("decode", "utf-8", "ravana-db-replace")
 
 
 def replaced():
@@ -59,9 +62,19 @@ def encodable(value):
     return value
 
 
+class DeepJSONError(RavanaError, ValueError):
+    """Stored JSON nested deeper than Python's json reads (SQLite accepts 1,000 levels)."""
+
+
 def loads(text):
-    """Stored JSON text as Python values that can be encoded again (see encodable())."""
-    value = json.loads(text)
+    """Stored JSON text as Python values that can be encoded again (see encodable()).
+
+    Raises DeepJSONError (a RavanaError and a ValueError) for JSON nested too deeply."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise DeepJSONError("a stored JSON value is nested deeper than Python can read "
+                            f"(SQLite allows 1,000 levels): {text[:40]!r}...") from None
     if isinstance(text, str) and "\\" in text and _SURROGATE_ESCAPE.search(text):
         return encodable(value)
     return value
@@ -78,12 +91,12 @@ def printable(text):
 
 
 # A spreadsheet takes a cell starting with one of these for a formula (OWASP's list).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = frozenset("=+-@\t\r")
 
 
 def csv_cell(value):
     """A text cell as CSV may carry it to a spreadsheet: one that would start a formula gets
     a leading `'` (OWASP's advice). Numbers (int, float values) are left alone."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    if isinstance(value, str) and value[:1] in FORMULA_START:
         return "'" + value
     return value

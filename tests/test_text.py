@@ -348,3 +348,21 @@ def test_a_query_without_results_says_so_on_stderr(cli, agent, mode):
     stdin = ok(cli("query", "--stdin", "--mode", mode, *strict, "--format", "table",
                    input="zzqx\n"))
     assert (stdin.stdout, stdin.stderr) == ("", "1: zzqx: no results\n")
+
+
+# JSON nested as deep as SQLite allows, deeper than Python's json reads ----------------------
+
+def test_json_nested_1000_levels_is_one_line_or_skipped_never_a_traceback(cli, agent, rows):
+    deep = '{"d": ' + "[" * 998 + "]" * 998 + "}"
+    plain(agent, f"UPDATE memory SET metadata = '{deep}' WHERE key = 'tea'",
+          f"UPDATE very_long_term_memories SET compressed_content = '{deep}'")
+    result = ok(cli("compress", "--format", "json"))
+    assert "left as it is (a stored JSON value is nested deeper than Python can read" in \
+        result.stderr
+    plain(agent, f"UPDATE memory SET metadata = '{deep}'")  # the duplicates' merge reads it
+    result = cli("consolidate", "--type", "event_triggered")
+    if result.exit_code:  # it cannot merge what it cannot read: one line, no traceback
+        one_line_error(result, code=1)
+    for args in (["export", "all", "--output", "exported"], ["reindex"],
+                 ["query", "deploy", "--format", "json"]):
+        ok(cli(*args))

@@ -414,9 +414,9 @@ def _show(ctx, results, *, title=None, label=""):
     rows = [_for_people(r) for r in results]
     if not rows:
         return _notice(ctx, f"{label}no results")
-    columns = list(rows[0])
-    if width() < 140:
-        columns = ["kind", "id", "text", "date", "score"] if width() >= 70 else [
+    columns, room = list(rows[0]), width()
+    if room < 140:
+        columns = ["kind", "id", "text", "date", "score"] if room >= 70 else [
             "kind", "id", "text", "score"]
     emit(rows, Format.table, columns=columns, title=title)
 
