@@ -5,6 +5,8 @@ The default model, all-MiniLM-L6-v2 (384-d), is assembled on first use from two 
 fastembed and onnxruntime are imported only when text must be embedded.
 """
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -120,6 +122,8 @@ class Embedder:
         from fastembed import TextEmbedding
         from fastembed.common.model_description import ModelSource, PoolingType
 
+        _return_large_blocks()
+
         folder = default_model_folder() if self.name == DEFAULT_MODEL else Path(self.name)
         try:
             if folder.is_dir():
@@ -135,10 +139,10 @@ class Embedder:
                         sources=ModelSource(hf="local/" + folder.name), dim=self._dim,
                         model_file=_onnx_file(folder))
                 self._model = TextEmbedding(custom, specific_model_path=str(folder),
-                                            threads=self.threads)
+                                            threads=self.threads, enable_cpu_mem_arena=False)
             else:
                 self._model = TextEmbedding(self.name, cache_dir=str(cache_dir() / "fastembed"),
-                                            threads=self.threads)
+                                            threads=self.threads, enable_cpu_mem_arena=False)
                 self._dim = self._model.embedding_size
         except InputError:
             raise
@@ -178,6 +182,22 @@ class Embedder:
             start += size
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms == 0, 1, norms)
+
+
+def _return_large_blocks():
+    """Without its arena, onnxruntime allocates each tensor from malloc, and glibc keeps freed
+    heap for reuse (and raises its mapping threshold as large blocks come and go). Blocks of
+    4 MiB or more, a batch's attention scores, are mapped and unmapped on their own instead:
+    a process that embedded a large batch gives that memory back at once, while the many small
+    tensors still come from the heap (a 64 KiB threshold returns a little more and costs
+    several times the system time)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 4 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 4 << 20)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def _tokens(text):
