@@ -25,10 +25,10 @@ from datetime import datetime, timedelta
 from .. import runs
 from ..db import format_time, parse_time, transaction
 from ..db import now as utc_now
-from ..errors import InputError
+from ..errors import InputError, RecordError
 from ..schema import CONSOLIDATION_TYPES, MEMORY_TYPES
 from ..store import write
-from ..text import loads
+from ..text import MAX_INTEGER, loads, stored_number, stored_time
 from . import duplicates
 from . import patterns as found
 from .lock import Busy, run_lock  # noqa: F401 (Busy: for the CLI)
@@ -59,6 +59,7 @@ STRATEGIC = {"strategic_knowledge": 0.9, "meta_learning_rule": 0.8, "critical_fa
              "architectural_insight": 0.7, "successful_improvement": 0.6,
              "evolution_pattern": 0.6, "failed_experiment": 0.5, "code_pattern": 0.5,
              "behavioral_pattern": 0.4}
+IDENTITY = {"vltm": "memory_id", "pattern": "pattern_id", "knowledge": "knowledge_id"}
 CATEGORY_RANK = {"long_term": 1, "very_long_term": 2, "permanent": 3}
 
 
@@ -142,6 +143,7 @@ class Run:
         self.merges, self.links, self.promotions = [], [], []
         self.patterns, self.knowledge, self.retention = [], [], []
         self.compressed = None
+        self.skipped = []  # rows another client wrote that a step cannot use: {step, row, reason}
 
     def seconds(self):
         return round(time.monotonic() - self.started, 3)
@@ -156,6 +158,7 @@ class Run:
                 "merged": sum(len(m["merged"]) for m in self.merges),
                 "linked": len(self.links), "promoted": len(self.promotions),
                 "patterns": len(self.patterns), "knowledge": len(self.knowledge),
+                "skipped": len(self.skipped),
                 "retention": {action: sum(r["action"] == action for r in self.retention)
                               for action in ("compress", "archive", "expire")}}
 
@@ -174,7 +177,70 @@ class Run:
                 "seconds": self.seconds(), "stopped": self.stopped, "merges": self.merges,
                 "links": self.links, "promotions": self.promotions,
                 "patterns_found": self.patterns, "knowledge_derived": self.knowledge,
-                "retention_plan": self.retention}
+                "retention_plan": self.retention, "skipped": self.skipped}
+
+    # Rows that cannot be used -----------------------------------------------------------
+    # Other clients write the file with plain sqlite3: any type in any column, times that do
+    # not parse, JSON nested too deeply, foreign keys that point nowhere. Such a row is left
+    # as it is, skipped by the step that needs it and reported; it never stops the run (or
+    # every later run: it would still be there).
+
+    def _skip(self, step, row, reason):
+        self.skipped.append({"step": step, "row": row, "reason": str(reason)[:300]})
+
+    def _metadata(self, memory, step):
+        """A memory's metadata as a dict, or None (skipped, reported) when it cannot be read."""
+        try:
+            meta = loads(memory["metadata"] or "{}")
+        except (ValueError, TypeError) as e:  # text.DeepJSONError is a ValueError
+            self._skip(step, f"memory {memory['id']}", f"metadata: {e}")
+            return None
+        return meta if isinstance(meta, dict) else {}
+
+    def _valid(self, kind, step, records):
+        """The records that validate as `kind`; the others skipped and reported."""
+        from ..models import KINDS, validate
+
+        out = []
+        for record in records:
+            try:
+                validate(KINDS[kind], record)
+                out.append(record)
+            except InputError as e:
+                self._skip(step, f"{kind} {record[IDENTITY[kind]]}", e)
+        return out
+
+    def _write(self, kind, step, items):
+        """write() (record, statements) items a batch at a time; an item that conflicts
+        with stored rows (a constraint, a foreign key another client left dangling) is
+        skipped and reported, and the rest of its batch written. Returns the records written,
+        each with its `status`."""
+        from ..db import driver
+
+        written = []
+        queue = [items[i:i + self.batch] for i in range(0, len(items), self.batch)]
+        while queue:
+            batch = queue.pop(0)
+            if not batch:
+                continue
+            try:
+                results = write(self.db, [r for r, _ in batch], kind=kind,
+                                embedder=self.embedder,
+                                statements=[s for _, more in batch for s in more])
+            except RecordError as e:
+                self._skip(step, f"{kind} {batch[e.index][0][IDENTITY[kind]]}", e)
+                queue.insert(0, batch[:e.index] + batch[e.index + 1:])
+                continue
+            except driver().IntegrityError as e:  # a statement's: try each item alone
+                if len(batch) == 1:
+                    self._skip(step, f"{kind} {batch[0][0][IDENTITY[kind]]}", e)
+                else:
+                    queue[:0] = [[item] for item in batch]
+                continue
+            for (record, _), result in zip(batch, results):
+                record["status"] = result["status"]
+                written.append(record)
+        return written
 
     # 1. Duplicates -------------------------------------------------------------------
 
@@ -222,11 +288,13 @@ class Run:
                 groups[memory["key"]].setdefault(memory["id"], memory)
         absorbed_before = self._absorbed([m["id"] for g in groups.values() for m in g.values()
                                           if g and len(g) > 1])
-        statements, merged = [], set()
+        merges, merged = [], set()
         for group in groups.values():
             members = [m for m in group.values() if m["id"] not in apart]
             if len(members) > 1:
-                statements += self._merge(members, absorbed_before, merged)
+                statements = self._merge(members, absorbed_before, merged)
+                if statements:
+                    merges.append((self.merges[-1]["survivor"], statements))
         for memory in keyed:
             self.bytes_before += len(memory["text"].encode())
             if memory["id"] not in merged:
@@ -235,16 +303,48 @@ class Run:
             self._link(keyed, groups)
         if self.dry_run:
             return
-        marks = [(("UPDATE memory SET dup_key = ?, consolidated_in = ? WHERE id = ? AND "
-                  "text = ? AND dup_key IS NULL"), [m["key"], self.id, m["id"], m["text"]])
-                 for m in keyed]
-        links = [(("INSERT OR IGNORE INTO memory_link(memory_id, related_id, similarity, reason, "
-                  "consolidation_id) VALUES (?, ?, ?, ?, ?)"),
-                  [link["memory_id"], link["related_id"], link["similarity"], link["reason"],
-                   self.id]) for link in self.links]
-        for work in (statements, marks, links):  # short transactions, a batch at a time
-            for start in range(0, len(work), self.batch):
-                write(self.db, [], statements=work[start:start + self.batch])
+        marks = [(m["id"], [(("UPDATE memory SET dup_key = ?, consolidated_in = ? WHERE id = ? "
+                              "AND text = ? AND dup_key IS NULL"),
+                             [m["key"], self.id, m["id"], m["text"]])]) for m in keyed]
+        links = [(link["memory_id"], [(("INSERT OR IGNORE INTO memory_link(memory_id, related_id, "
+                                        "similarity, reason, consolidation_id) VALUES "
+                                        "(?, ?, ?, ?, ?)"),
+                                       [link["memory_id"], link["related_id"],
+                                        link["similarity"], link["reason"], self.id])])
+                 for link in self.links]
+        skipped = self._statements("merge", merges)
+        self.merges = [m for m in self.merges if m["survivor"] not in skipped]
+        self._statements("mark", marks)
+        self._statements("link", links)
+
+    def _statements(self, step, units):
+        """Run (memory id, statements) units in short transactions, a batch at a time; a unit
+        that conflicts with stored rows (a foreign key another client left dangling, a
+        constraint) is skipped and reported, the rest written. Returns the skipped ids."""
+        from ..db import driver
+
+        batches, batch, size = [], [], 0
+        for unit in units:
+            batch.append(unit)
+            size += len(unit[1])
+            if size >= self.batch:
+                batches.append(batch)
+                batch, size = [], 0
+        batches.append(batch)
+        skipped = set()
+        for batch in filter(None, batches):
+            try:
+                write(self.db, [], statements=[s for _, more in batch for s in more])
+                continue
+            except driver().IntegrityError:
+                pass
+            for memory_id, statements in batch:  # which one: each alone
+                try:
+                    write(self.db, [], statements=statements)
+                except driver().IntegrityError as e:
+                    self._skip(step, f"memory {memory_id}", e)
+                    skipped.add(memory_id)
+        return skipped
 
     def _kept_apart(self):
         """Memories whose merge was undone: never merged again (they stay linked)."""
@@ -266,9 +366,18 @@ class Run:
 
     def _merge(self, members, absorbed_before, merged):
         """Statements merging a group of same-key memories into its most detailed one."""
+        metas = {}
+        for m in members:
+            meta = self._metadata(m, "merge")
+            if meta is not None:
+                metas[m["id"]] = meta
+        members = [m for m in members if m["id"] in metas]
+        if len(members) < 2:
+            return []
+
         def detail(m):
-            meta = loads(m["metadata"] or "{}")
-            return (len(m["text"].strip()), len(meta), m["importance"], -m["id"])
+            return (len(m["text"].strip()), len(metas[m["id"]]),
+                    stored_number(m["importance"], 0.0), -m["id"])
 
         survivor = max(members, key=detail)
         taken, reasons = [], {}
@@ -283,13 +392,13 @@ class Run:
                 self._add_link(survivor, m, None, why)
         if not taken:
             return []
-        meta = loads(survivor["metadata"] or "{}")
+        meta = dict(metas[survivor["id"]])
         for m in taken:
-            for k, v in loads(m["metadata"] or "{}").items():
+            for k, v in metas[m["id"]].items():
                 meta.setdefault(k, v)
-        importance = max(m["importance"] for m in [survivor, *taken])
-        accessed = max((m["last_accessed"] for m in [survivor, *taken] if m["last_accessed"]),
-                       default=None)
+        importance = max(stored_number(m["importance"], 0.0) for m in [survivor, *taken])
+        accessed = max((m["last_accessed"] for m in [survivor, *taken]
+                        if stored_time(m["last_accessed"])), default=None)
         # Memories merged into a taken memory by an earlier run now point at the survivor.
         moved = [i for m in taken for i in absorbed_before.get(m["id"], [])]
         self.merges.append({"survivor": survivor["id"], "merged": [m["id"] for m in taken],
@@ -307,9 +416,10 @@ class Run:
         for i in moved:
             out.append((note, [self.id, survivor["id"], "merged", "moved with its survivor", i]))
             out.append(("UPDATE memory SET merged_into = ? WHERE id = ?", [survivor["id"], i]))
-        added = sum(m["access_count"] for m in taken)
+        added = int(min(sum(max(stored_number(m["access_count"], 0), 0) for m in taken),
+                        MAX_INTEGER))
         out.append((("UPDATE memory SET importance = max(importance, ?), access_count = "
-                    "access_count + ?, last_accessed = CASE WHEN last_accessed IS NULL OR "
+                    f"min(access_count + ?, {MAX_INTEGER}), last_accessed = CASE WHEN last_accessed IS NULL OR "
                     "last_accessed < ? THEN ? ELSE last_accessed END, metadata = ? WHERE id = ?"),
                     [importance, added, accessed, accessed, json.dumps(meta, ensure_ascii=False),
                      survivor["id"]]))
@@ -413,7 +523,7 @@ class Run:
             records.append({
                 "memory_id": vltm_id, "memory_type": decision["memory_type"],
                 "compressed_content": {"text": memory["text"]},
-                "importance_score": memory["importance"],
+                "importance_score": stored_number(memory["importance"], 0.0),
                 "strategic_value": decision["strategic_value"],
                 "metadata_info": {"memory": memory["id"], "key": memory["key"],
                                   "memory_type": memory["memory_type"],
@@ -421,19 +531,31 @@ class Run:
                                   "consolidation_id": self.id},
                 "source_session": "consolidate", "retention_category": category,
                 "created_at": memory["created_at"],
-                "last_accessed": memory["last_accessed"] or memory["created_at"],
-                "access_count": memory["access_count"]})
+                "last_accessed": memory["last_accessed"] if stored_time(
+                    memory["last_accessed"]) else memory["created_at"],
+                "access_count": int(min(max(stored_number(memory["access_count"], 0), 0),
+                                        MAX_INTEGER))})
             if len(records) >= self.limit or len(records) % 500 == 0 and self.late():
                 break
+        records = self._valid("vltm", "promote", records)
         if not self.dry_run:
-            for start in range(0, len(records), self.batch):
-                write(self.db, records[start:start + self.batch], kind="vltm",
-                      embedder=self.embedder)
+            records = self._write("vltm", "promote", [(r, []) for r in records])
+        kept = {r["memory_id"] for r in records}
+        self.promotions = [p for p in self.promotions if p["memory_id"] in kept]
 
     def _promotion(self, memory, rules, now):
         """The highest rule a memory meets: {rule, memory_type, strategic_value,
         retention_category}, or None."""
-        meta = loads(memory["metadata"] or "{}")
+        created = stored_time(memory["created_at"])
+        if created is None:
+            self._skip("promote", f"memory {memory['id']}",
+                       f"created_at: {str(memory['created_at'])[:40]!r} is not a time")
+            return None
+        meta = self._metadata(memory, "promote")
+        if meta is None:
+            return None
+        importance = stored_number(memory["importance"], 0.0)
+        accesses = stored_number(memory["access_count"], 0)
         kind = memory["memory_type"] if memory["memory_type"] in MEMORY_TYPES else \
             meta.get("memory_type") if meta.get("memory_type") in MEMORY_TYPES else \
             classify(memory["text"])
@@ -441,16 +563,15 @@ class Run:
         if not isinstance(strategic, (int, float)) or isinstance(strategic, bool) or \
                 not 0 <= strategic <= 1:
             strategic = STRATEGIC[kind]
-        age = (now - datetime.fromisoformat(memory["created_at"].replace("Z", "+00:00"))) \
-            / timedelta(days=1)
+        age = (now - created) / timedelta(days=1)
         best = None
         for name, rule in rules.items():
             if rule.get("memory_types") and kind not in rule["memory_types"]:
                 continue
-            if memory["importance"] < rule["min_importance"] or \
+            if importance < rule["min_importance"] or \
                     strategic < rule.get("min_strategic", 0) or \
                     age < rule.get("min_age_days", 0) or \
-                    memory["access_count"] < rule.get("min_access", 0):
+                    accesses < rule.get("min_access", 0):
                 continue
             category = rule.get("retention_category", "long_term")
             if best is None or CATEGORY_RANK.get(category, 0) > \
@@ -466,23 +587,26 @@ class Run:
         support, confidence = settings.get("min_support", 3), settings.get("min_confidence", 0.6)
         since = format_time(datetime.fromisoformat(self.now.replace("Z", "+00:00")) -
                             timedelta(days=settings.get("lookback_days", 90)))
-        actions = self.db.execute(
-            "SELECT id, timestamp, action_name, status FROM actionlog WHERE timestamp >= ? "
-            "AND timestamp <= ? ORDER BY timestamp DESC, id DESC LIMIT ?",
-            [since, self.now, settings.get("max_actions", 50_000)]).fetchall()[::-1]
+        actions = []
+        for row_id, ts, name, status in self.db.execute(
+                "SELECT id, timestamp, action_name, status FROM actionlog WHERE timestamp >= ? "
+                "AND timestamp <= ? ORDER BY timestamp DESC, id DESC LIMIT ?",
+                [since, self.now, settings.get("max_actions", 50_000)]).fetchall()[::-1]:
+            if stored_time(ts) is None:
+                self._skip("patterns", f"actionlog {row_id}",
+                           f"timestamp: {str(ts)[:40]!r} is not a time")
+                continue
+            actions.append((row_id, ts, str(name), status))
         results = found.behavioral(actions, min_support=support, min_confidence=confidence)
         results += found.causal(actions, min_support=support, min_confidence=confidence,
                                 window_minutes=settings.get("causal_window_minutes", 60))
         results += found.temporal(actions, min_support=support, min_confidence=confidence)
         if not self.late():
             results += self._structural(settings, support, confidence)
-        self.patterns = results
-        if self.dry_run or not results:
+        self.patterns = self._valid("pattern", "patterns", results)
+        if self.dry_run or not self.patterns:
             return
-        written = write(self.db, [{k: v for k, v in p.items()} for p in results],
-                        kind="pattern", embedder=self.embedder)
-        for p, result in zip(results, written):
-            p["status"] = result["status"]
+        self.patterns = self._write("pattern", "patterns", [(p, []) for p in self.patterns])
 
     def _structural(self, settings, support, confidence):
         """Clusters of very-long-term memories: pairs from shared signature bands whose
@@ -494,9 +618,17 @@ class Run:
             "SELECT v.memory_id, v.memory_type, v.created_at, d.text, d.id, v.related_memories "
             "FROM very_long_term_memories v JOIN doc d ON d.kind = 'vltm' AND d.ref = "
             "v.memory_id").fetchall()
-        memories = {r[0]: (r[1], r[3], r[2]) for r in rows}
-        edges = [(min(r[0], other), max(r[0], other), 1.0) for r in rows
-                 for other in loads(r[5]) if other in memories and other != r[0]]
+        memories = {r[0]: (r[1], r[3], r[2] if stored_time(r[2]) else None) for r in rows}
+        edges = []
+        for r in rows:
+            try:
+                related = loads(r[5]) if isinstance(r[5], str) else []
+            except ValueError as e:
+                self._skip("patterns", f"vltm {r[0]}", f"related_memories: {e}")
+                related = []
+            edges += [(min(r[0], other), max(r[0], other), 1.0)
+                      for other in related if isinstance(related, list) and
+                      isinstance(other, str) and other in memories and other != r[0]]
         by_doc = {r[4]: r[0] for r in rows}
         vectors, sigs = {}, {}
         docs = list(by_doc)
@@ -534,8 +666,16 @@ class Run:
                   for r in self.db.execute(
                       "SELECT pattern_id, pattern_type, pattern_description, confidence_score, "
                       "pattern_data, validation_count FROM memory_patterns")}
-        for p in stored.values():
-            p["pattern_data"] = loads(p["pattern_data"])
+        for pattern_id, p in list(stored.items()):
+            try:
+                data = loads(p["pattern_data"])
+            except (ValueError, TypeError) as e:
+                self._skip("knowledge", f"pattern {pattern_id}", f"pattern_data: {e}")
+                del stored[pattern_id]
+                continue
+            p["pattern_data"] = data if isinstance(data, dict) else {}
+            p["confidence_score"] = stored_number(p["confidence_score"], 0.0)
+            p["validation_count"] = stored_number(p["validation_count"], 0)
         for p in self.patterns:  # a dry run's patterns are not stored yet
             stored[p["pattern_id"]] = p
         settings = self.policy.get("knowledge", {})
@@ -543,20 +683,22 @@ class Run:
                                          min_patterns=settings.get("min_patterns", 2))
         if self.dry_run or not self.knowledge:
             return
-        statements = []
+        items = []
         for k in self.knowledge:
-            statements.append((("DELETE FROM pattern_strategic_knowledge WHERE knowledge_id = ? "
-                               f"AND pattern_id NOT IN ({', '.join('?' * len(k['weights']))})"),
-                               [k["knowledge_id"], *k["weights"]]))
+            statements = [(("DELETE FROM pattern_strategic_knowledge WHERE knowledge_id = ? "
+                           f"AND pattern_id NOT IN ({', '.join('?' * len(k['weights']))})"),
+                           [k["knowledge_id"], *k["weights"]])]
             statements += [(("INSERT INTO pattern_strategic_knowledge(pattern_id, knowledge_id, "
                             "contribution_weight) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
                             "contribution_weight = excluded.contribution_weight"),
                             [p, k["knowledge_id"], w]) for p, w in k["weights"].items()]
-        records = [{key: v for key, v in k.items() if key != "weights"} for k in self.knowledge]
-        written = write(self.db, records, kind="knowledge", embedder=self.embedder,
-                        statements=statements)
-        for k, result in zip(self.knowledge, written):
-            k["status"] = result["status"]
+            items.append(({key: v for key, v in k.items() if key != "weights"}, statements))
+        written = {r["knowledge_id"]: r["status"] for r in self._write(
+            "knowledge", "knowledge", [(r, s) for r, s in items if self._valid(
+                "knowledge", "knowledge", [r])])}
+        self.knowledge = [k for k in self.knowledge if k["knowledge_id"] in written]
+        for k in self.knowledge:
+            k["status"] = written[k["knowledge_id"]]
 
     # 5. Retention --------------------------------------------------------------------
 
@@ -571,6 +713,10 @@ class Run:
             "OR p.archive_after_days IS NOT NULL", [self.now]).fetchall()
         statements = []
         for memory_id, kind, category, age, keep, archive in rows:
+            age, keep, archive = (stored_number(v) for v in (age, keep, archive))
+            if age is None:  # created_at is not a time: its age is unknown
+                self._skip("retention", f"vltm {memory_id}", "created_at is not a time")
+                continue
             action = "expire" if keep is not None and age >= keep else \
                 "archive" if archive is not None and age >= archive else None
             target = {"expire": "expired", "archive": "archived"}.get(action)
