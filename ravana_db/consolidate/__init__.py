@@ -661,11 +661,16 @@ class Run:
     # 4. Knowledge --------------------------------------------------------------------
 
     def derive_knowledge(self):
-        stored = {r[0]: dict(zip(("pattern_id", "pattern_type", "pattern_description",
-                                  "confidence_score", "pattern_data", "validation_count"), r))
-                  for r in self.db.execute(
-                      "SELECT pattern_id, pattern_type, pattern_description, confidence_score, "
-                      "pattern_data, validation_count FROM memory_patterns")}
+        stored = {}
+        for *r, raw in self.db.execute(
+                "SELECT pattern_id, pattern_type, pattern_description, confidence_score, "
+                "pattern_data, validation_count, hex(pattern_id) FROM memory_patterns"):
+            if not isinstance(r[0], str) or r[0].encode().hex().upper() != raw:
+                # not UTF-8 (read as U+FFFD) or a blob: no row has the id we would write
+                self._skip("knowledge", f"pattern {r[0]!r}", "pattern_id is not UTF-8 text")
+                continue
+            stored[r[0]] = dict(zip(("pattern_id", "pattern_type", "pattern_description",
+                                     "confidence_score", "pattern_data", "validation_count"), r))
         for pattern_id, p in list(stored.items()):
             try:
                 data = loads(p["pattern_data"])
