@@ -580,3 +580,18 @@ def test_a_bad_row_is_skipped_and_never_wedges_a_run(cli, agent, rows, db_path, 
     if report["skipped"]:  # said on stderr, one line
         warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
         assert len(warnings) == 1 and "skipped" in warnings[0], result.stderr
+
+
+def test_the_list_reads_a_run_record_another_client_wrote(cli, agent, db_path):
+    """Results nested deeper than Python reads, or holding a list: the run is still listed."""
+    deep = "[" * 990 + "]" * 990
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.executemany("INSERT INTO memory_consolidations(consolidation_id, "
+                         "consolidation_type, consolidation_results) VALUES (?, 'daily', ?)",
+                         [("deep-run", f'{{"operation": "consolidate", "d": {deep}}}'),
+                          ("odd-run", '{"operation": "consolidate", "merged": "some"}')])
+        conn.commit()
+    result = cli("consolidate", "--list", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    listed = {r["consolidation_id"]: r for r in json.loads(result.stdout)}
+    assert listed["deep-run"]["merged"] is None and listed["odd-run"]["merged"] == "some"
