@@ -544,6 +544,18 @@ BAD_ROWS = {
                                   "pattern_description, confidence_score, validation_count, "
                                   "source_memory_id) VALUES ('dangling', 'temporal', 'z', 0.8, "
                                   "3, 'no-such-vltm')"),
+    "text in the policy": ("UPDATE consolidation_policy SET value = json_set(value, "
+                           "'$.min_age_hours', 'twelve', '$.min_importance', 'low', "
+                           "'$.since_hours', json('[]')) WHERE key = 'window.event_triggered'; "
+                           "UPDATE consolidation_policy SET value = json_set(value, "
+                           "'$.min_importance', 'high', '$.memory_types', 7) "
+                           "WHERE key = 'promote.long_to_very_long'"),
+    "policy ages past year 9999": ("UPDATE consolidation_policy SET value = json_set(value, "
+                                   "'$.lookback_days', 1e300, '$.min_age_hours', -1e300) "
+                                   "WHERE key IN ('patterns', 'window.event_triggered')"),
+    "deep policy": ("UPDATE consolidation_policy SET value = '{\"d\": ' || "
+                    "replace(hex(zeroblob(990)), '00', '[') || "
+                    "replace(hex(zeroblob(990)), '00', ']') || '}' WHERE key = 'patterns'"),
     "dangling merged_into": "UPDATE memory SET merged_into = 99999 WHERE key = 'p-unimportant'",
 }
 
@@ -551,7 +563,7 @@ BAD_ROWS = {
 @pytest.mark.parametrize("sql", BAD_ROWS.values(), ids=BAD_ROWS)
 def test_a_bad_row_is_skipped_and_never_wedges_a_run(cli, agent, rows, db_path, sql):
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        conn.execute(sql)
+        conn.executescript(sql)
         conn.commit()
     kept = ("memory", "very_long_term_memories", "memory_patterns", "actionlog")
 

@@ -26,7 +26,7 @@ from .. import runs
 from ..db import format_time, parse_time, transaction
 from ..db import now as utc_now
 from ..errors import InputError, RecordError
-from ..schema import CONSOLIDATION_TYPES, MEMORY_TYPES
+from ..schema import CONSOLIDATION_POLICY, CONSOLIDATION_TYPES, MEMORY_TYPES
 from ..store import write
 from ..text import MAX_INTEGER, loads, stored_number, stored_time
 from . import duplicates
@@ -63,12 +63,68 @@ IDENTITY = {"vltm": "memory_id", "pattern": "pattern_id", "knowledge": "knowledg
 CATEGORY_RANK = {"long_term": 1, "very_long_term": 2, "permanent": 3}
 
 
-def policy(db):
-    """{key: value} of the consolidation policy rows."""
+def policy(db, problems=None):
+    """{key: value} of the consolidation policy rows.
+
+    A row another client wrote that cannot be read (nested too deeply, not an object) gives
+    the default value (schema.CONSOLIDATION_POLICY); a member of the wrong kind (text for a
+    number, a list or a number where the other is due) gives the default's member. Each is
+    appended to problems as (key, what)."""
+    problems = [] if problems is None else problems
     rows = {}
     for key, value in db.execute("SELECT key, value FROM consolidation_policy"):
-        rows[key] = loads(value)
+        default = CONSOLIDATION_POLICY.get(key, (None,))[0]
+        try:
+            value = loads(value)
+        except (ValueError, TypeError) as e:  # text.DeepJSONError is a ValueError
+            problems.append((key, str(e)))
+            value = default
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                problems.append((key, "is not a JSON object"))
+                value = default
+            value = dict(value)
+            for name in list(value):
+                usual = default.get(name, SHAPES.get(name))
+                if name in SHAPES and not _same_kind(value[name], usual):
+                    problems.append((key, f"{name}: {str(value[name])[:40]!r} is not "
+                                          f"{_kinds(usual)}"))
+                    if name in default:
+                        value[name] = default[name]
+                    else:
+                        del value[name]
+        if value is not None:
+            rows[key] = value
     return rows
+
+
+# A policy member's kind, by the first default that has it: a number, a list or text.
+SHAPES = {}
+for _value, _ in CONSOLIDATION_POLICY.values():
+    for _name, _usual in (_value.items() if isinstance(_value, dict) else ()):
+        SHAPES.setdefault(_name, _usual)
+
+
+def _hours_before(now, hours):
+    """The stored form of `hours` before now; a policy's age past year 1 (or 9999) gives
+    the earliest (latest) time instead of an OverflowError."""
+    try:
+        return format_time(now - timedelta(hours=hours))
+    except OverflowError:
+        return "0001-01-01T00:00:00.000Z" if hours > 0 else "9999-12-31T23:59:59.999Z"
+
+
+def _same_kind(value, usual):
+    if isinstance(usual, list):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if isinstance(usual, str):
+        return isinstance(value, str)
+    return stored_number(value) is not None or usual is None and value is None
+
+
+def _kinds(usual):
+    return "a list of names" if isinstance(usual, list) else "text" \
+        if isinstance(usual, str) else "a number"
 
 
 def consolidate(db, *, path, embedder, type="daily", dry_run=False, max_seconds=None,
@@ -134,7 +190,8 @@ class Run:
         self.started = time.monotonic()
         self.deadline = None if max_seconds is None else self.started + max_seconds
         self.now = parse_time(now, field="now") if now else utc_now()
-        self.policy = policy(db)
+        problems = []
+        self.policy = policy(db, problems)
         self.limit = limit or self.policy.get("limits", {}).get("max_memories", 100_000)
         self.batch = self.policy.get("limits", {}).get("batch", 2000)
         self.stopped = None
@@ -144,6 +201,8 @@ class Run:
         self.patterns, self.knowledge, self.retention = [], [], []
         self.compressed = None
         self.skipped = []  # rows another client wrote that a step cannot use: {step, row, reason}
+        for key, what in problems:
+            self._skip("policy", f"consolidation_policy {key}", f"{what} (its default used)")
 
     def seconds(self):
         return round(time.monotonic() - self.started, 3)
@@ -249,11 +308,11 @@ class Run:
         now = datetime.fromisoformat(self.now.replace("Z", "+00:00"))
         where = ["dup_key IS NULL", "merged_into IS NULL",
                  "created_at <= ?", "importance >= ?"]
-        params = [format_time(now - timedelta(hours=window.get("min_age_hours") or 0)),
+        params = [_hours_before(now, window.get("min_age_hours") or 0),
                   window.get("min_importance") or 0.0]
         if window.get("since_hours"):
             where.append("created_at >= ?")
-            params.append(format_time(now - timedelta(hours=window["since_hours"])))
+            params.append(_hours_before(now, window["since_hours"]))
         return " AND ".join(where), params
 
     def duplicates(self):
@@ -585,8 +644,8 @@ class Run:
     def find_patterns(self):
         settings = self.policy.get("patterns", {})
         support, confidence = settings.get("min_support", 3), settings.get("min_confidence", 0.6)
-        since = format_time(datetime.fromisoformat(self.now.replace("Z", "+00:00")) -
-                            timedelta(days=settings.get("lookback_days", 90)))
+        since = _hours_before(datetime.fromisoformat(self.now.replace("Z", "+00:00")),
+                              24 * settings.get("lookback_days", 90))
         actions = []
         for row_id, ts, name, status in self.db.execute(
                 "SELECT id, timestamp, action_name, status FROM actionlog WHERE timestamp >= ? "
