@@ -552,7 +552,11 @@ BAD_ROWS = {
                            "WHERE key = 'promote.long_to_very_long'"),
     "policy ages past year 9999": ("UPDATE consolidation_policy SET value = json_set(value, "
                                    "'$.lookback_days', 1e300, '$.min_age_hours', -1e300) "
-                                   "WHERE key IN ('patterns', 'window.event_triggered')"),
+                                   "WHERE key IN ('patterns', 'window.event_triggered'); "
+                                   "UPDATE consolidation_policy SET value = "
+                                   "'{\"batch\": 0, \"max_memories\": 1e300}' "
+                                   "WHERE key = 'limits'; UPDATE consolidation_policy SET "
+                                   "value = '{}' WHERE key = 'promote.long_to_very_long'"),
     "deep policy": ("UPDATE consolidation_policy SET value = '{\"d\": ' || "
                     "replace(hex(zeroblob(990)), '00', '[') || "
                     "replace(hex(zeroblob(990)), '00', ']') || '}' WHERE key = 'patterns'"),

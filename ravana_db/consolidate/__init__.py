@@ -68,8 +68,8 @@ def policy(db, problems=None):
 
     A row another client wrote that cannot be read (nested too deeply, not an object) gives
     the default value (schema.CONSOLIDATION_POLICY); a member of the wrong kind (text for a
-    number, a list or a number where the other is due) gives the default's member. Each is
-    appended to problems as (key, what)."""
+    number, a list or a number where the other is due) or left out gives the default's
+    member. Each problem is appended to problems as (key, what)."""
     problems = [] if problems is None else problems
     rows = {}
     for key, value in db.execute("SELECT key, value FROM consolidation_policy"):
@@ -83,7 +83,7 @@ def policy(db, problems=None):
             if not isinstance(value, dict):
                 problems.append((key, "is not a JSON object"))
                 value = default
-            value = dict(value)
+            value = {**default, **value}  # a member left out: the default's
             for name in list(value):
                 usual = default.get(name, SHAPES.get(name))
                 if name in SHAPES and not _same_kind(value[name], usual):
@@ -192,8 +192,9 @@ class Run:
         self.now = parse_time(now, field="now") if now else utc_now()
         problems = []
         self.policy = policy(db, problems)
-        self.limit = limit or self.policy.get("limits", {}).get("max_memories", 100_000)
-        self.batch = self.policy.get("limits", {}).get("batch", 2000)
+        limits = self.policy.get("limits", {})
+        self.limit = limit or int(min(max(limits.get("max_memories", 100_000), 1), MAX_INTEGER))
+        self.batch = int(min(max(limits.get("batch", 2000), 1), 100_000))
         self.stopped = None
         self.processed = self.remaining = 0
         self.bytes_before = self.bytes_after = 0
