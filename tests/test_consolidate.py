@@ -560,6 +560,8 @@ BAD_ROWS = {
     "deep policy": ("UPDATE consolidation_policy SET value = '{\"d\": ' || "
                     "replace(hex(zeroblob(990)), '00', '[') || "
                     "replace(hex(zeroblob(990)), '00', ']') || '}' WHERE key = 'patterns'"),
+    "blob text": ("INSERT INTO memory(key, text, importance, created_at, access_count) "
+                  "VALUES ('blob', x'ff00de', 0.95, '2026-01-01T00:00:00Z', 5)"),
     "dangling merged_into": "UPDATE memory SET merged_into = 99999 WHERE key = 'p-unimportant'",
 }
 

@@ -328,6 +328,9 @@ class Run:
         for i, memory in enumerate(due):
             if i % 1000 == 0 and self.late():
                 break
+            if not isinstance(memory["text"], str):
+                self._skip("merge", f"memory {memory['id']}", "text is a blob, not text")
+                continue
             memory["key"] = duplicates.key(memory["text"])
             keyed.append(memory)
         self.processed, self.remaining = len(keyed), total - len(keyed)
@@ -548,6 +551,8 @@ class Run:
             similarity = float(vectors[a] @ vectors[b])
             if similarity < threshold:
                 continue
+            if not isinstance(texts.get(a), str) or not isinstance(texts.get(b), str):
+                continue
             same, why = duplicates.check(texts[a], texts[b])
             if not same:
                 self._add_link({"id": a}, {"id": b}, similarity, why)
@@ -606,6 +611,9 @@ class Run:
     def _promotion(self, memory, rules, now):
         """The highest rule a memory meets: {rule, memory_type, strategic_value,
         retention_category}, or None."""
+        if not isinstance(memory["text"], str):
+            self._skip("promote", f"memory {memory['id']}", "text is a blob, not text")
+            return None
         created = stored_time(memory["created_at"])
         if created is None:
             self._skip("promote", f"memory {memory['id']}",
