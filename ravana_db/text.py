@@ -9,9 +9,10 @@ cannot be decoded or encoded becomes U+FFFD, and `replaced()` tells the CLI to s
 
 import codecs
 import json
-from datetime import datetime, timezone
+import math
 import operator
 import re
+from datetime import datetime, timezone
 
 from .errors import RavanaError
 
@@ -102,7 +103,7 @@ MAX_INTEGER = 2**63 - 1  # SQLite's largest integer
 def stored_number(value, default=None):
     """A stored number as it is (int or float), or default when the column holds something
     else: SQLite has no strict types, and a plain client can store 'lots' as a count."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         return default
     return value
 

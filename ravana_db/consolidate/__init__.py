@@ -87,8 +87,8 @@ def policy(db, problems=None):
             for name in list(value):
                 usual = default.get(name, SHAPES.get(name))
                 if name in SHAPES and not _same_kind(value[name], usual):
-                    problems.append((key, f"{name}: {str(value[name])[:40]!r} is not "
-                                          f"{_kinds(usual)}"))
+                    what = f"{name}: {str(value[name])[:40]!r} is not {_kinds(usual)}"
+                    problems.append((key, what))
                     if name in default:
                         value[name] = default[name]
                     else:
