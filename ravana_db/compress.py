@@ -42,7 +42,7 @@ from . import runs
 from .db import driver, now as utc_now, sha256
 from .errors import InputError, RavanaError
 from .store import write
-from .text import loads
+from .text import loads, stored_number
 
 MAX_SUMMARIES = 50
 BUDGET = 1200  # characters of the compression summary's sentences
@@ -657,9 +657,10 @@ def _plan_vltm(db, plan, embedder, *, max_level, now):
         summarised = [path for path, _ in _strings(value)[1] if (index, path) in shorter]
         if summarised:
             value = _replace(value, {p: shorter[index, p] for p in summarised})
-        new = pack(value, level=target, before=mark.get("bytes_before", _size(stored)),
-                   dropped=mark.get("dropped", []) + dropped,
-                   summarised=mark.get("summarised", []) + summarised)
+        new = pack(value, level=target,
+                   before=stored_number(mark.get("bytes_before"), _size(stored)),
+                   dropped=_listed(mark.get("dropped")) + dropped,
+                   summarised=_listed(mark.get("summarised")) + summarised)
         if _size(new) >= _size(stored):
             part["not_smaller"] += 1
             continue
@@ -673,6 +674,11 @@ def _plan_vltm(db, plan, embedder, *, max_level, now):
             "from_level": mark.get("level", 0), "to_level": target,
             "bytes_before": _size(stored), "bytes_after": _size(new),
             "dropped": dropped, "summarised": summarised})
+
+
+def _listed(value):
+    """A bookkeeping list as stored: [] when another client stored something else there."""
+    return value if isinstance(value, list) else []
 
 
 def pack(value, *, level, before=None, dropped=(), summarised=()):

@@ -131,7 +131,9 @@ def prepare(db, embedder, texts=(), *, backlog=BATCH, progress=None):
     bits = [r[0] for r in db.execute(
         "SELECT doc_id FROM bits_queue ORDER BY doc_id LIMIT ?", [backlog])]
     own = {sha256(t): t for t in texts if t.strip(BLANK)}
-    wanted = {**{sha256(t): t for _, t in queued if t.strip(BLANK)}, **own}
+    # a blob another client stored as text has nothing to embed (apply() unqueues it)
+    wanted = {**{sha256(t): t for _, t in queued if isinstance(t, str) and t.strip(BLANK)},
+              **own}
     blobs = {}
     for chunk in _chunks(wanted):
         blobs.update(db.execute(f"SELECT content_hash, embedding FROM doc_vec WHERE "
@@ -192,7 +194,7 @@ def apply(db, prepared, doc_ids=()):
                            f"({_marks(chunk)})", chunk).fetchall()
     done, rows = [], []
     for doc_id, text, *filters in docs:
-        if not text.strip(BLANK):
+        if not isinstance(text, str) or not text.strip(BLANK):
             done.append((doc_id,))
             continue
         digest = sha256(text)

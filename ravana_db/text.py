@@ -9,8 +9,10 @@ cannot be decoded or encoded becomes U+FFFD, and `replaced()` tells the CLI to s
 
 import codecs
 import json
+import math
 import operator
 import re
+from datetime import datetime, timezone
 
 from .errors import RavanaError
 
@@ -77,6 +79,32 @@ def loads(text):
                             f"(SQLite allows 1,000 levels): {text[:40]!r}...") from None
     if isinstance(text, str) and "\\" in text and _SURROGATE_ESCAPE.search(text):
         return encodable(value)
+    return value
+
+
+def stored_time(value):
+    """A stored time as an aware datetime (naive means UTC), or None when it is not one.
+
+    Another client may store anything in a time column ('', 'garbage', '0000-00-00',
+    '+10000-01-01', a number): such a time is unknown, and the step that needs it skips the
+    row (or takes it as it is), never the whole command."""
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+
+
+MAX_INTEGER = 2**63 - 1  # SQLite's largest integer
+
+
+def stored_number(value, default=None):
+    """A stored number as it is (int or float), or default when the column holds something
+    else: SQLite has no strict types, and a plain client can store 'lots' as a count."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return default
     return value
 
 

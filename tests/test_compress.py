@@ -564,6 +564,22 @@ def test_a_compressed_member_compress_did_not_write_is_left_alone(cli, agent, ro
     assert json.loads(content(rows, "mine")) == mine
 
 
+def test_bookkeeping_another_client_wrote_in_another_shape_is_taken_as_it_can_be(
+        cli, agent, rows):
+    """A level-1 mark whose lists and counts hold text (a plain sqlite3 client's doing):
+    compressed on to level 2 all the same, the odd bookkeeping left out, nothing lost."""
+    odd = {"text": "A record compressed once by hand.", "raw_output": "x " * 400,
+           "_compressed": {"level": 1, "bytes_before": "big", "dropped": "all of it",
+                           "summarised": {"$": 1}}}
+    logged = cli("log", "vltm", "--stdin", input=jsonl(
+        {"memory_id": "odd", "memory_type": "code_pattern", "created_at": "300d",
+         "compressed_content": odd}))
+    assert logged.exit_code == 0, logged.stderr
+    report, _ = compress(cli, "--no-knowledge")
+    assert {r["memory_id"]: r["to_level"] for r in report["vltm"]["rows"]}["odd"] == 2
+    assert c.restore(content(rows, "odd")) == {"text": odd["text"]}
+
+
 def test_max_level_caps_the_levels(cli, agent, rows):
     report, _ = compress(cli, "--no-knowledge", "--max-level", "2")
     assert {r["memory_id"]: r["to_level"] for r in report["vltm"]["rows"]} == {

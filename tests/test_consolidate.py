@@ -509,3 +509,107 @@ def test_quiet_prints_nothing_on_success_unless_a_format_is_asked_for(cli, agent
     asked = cli("--quiet", "consolidate", "--format", "json")
     assert asked.exit_code == 0 and asked.stderr == "" and json.loads(asked.stdout)["run_id"]
     assert "abc" in one_line_error(cli("--quiet", "consolidate", "--undo", "abc"))
+
+
+# Rows another client wrote with plain sqlite3 (no types, foreign keys off): each is skipped
+# and reported; the good rows are still consolidated; nothing stored is lost; and the next run
+# is not wedged by the same row.
+BAD_ROWS = {
+    "empty created_at": "UPDATE memory SET created_at = '' WHERE key = 'p-direct'",
+    "garbage created_at": "UPDATE memory SET created_at = 'garbage' WHERE key = 'p-direct'",
+    "zero created_at": "UPDATE memory SET created_at = '0000-00-00' WHERE key = 'p-direct'",
+    "year 10000 last_accessed": ("UPDATE memory SET last_accessed = '+10000-01-01' "
+                                 "WHERE key IN ('p-direct', 'dup-2')"),
+    "huge access_count": ("UPDATE memory SET access_count = 9223372036854775800 "
+                          "WHERE key IN ('dup-1', 'dup-3')"),
+    "deep metadata": ("UPDATE memory SET metadata = json('{\"d\": ' || "
+                      "replace(hex(zeroblob(990)), '00', '[') || "
+                      "replace(hex(zeroblob(990)), '00', ']') || '}') "
+                      "WHERE key IN ('dup-1', 'p-direct')"),
+    "text vltm access_count": "UPDATE very_long_term_memories SET access_count = 'lots'",
+    "text access_count": "UPDATE memory SET access_count = 'many' WHERE key = 'dup-3'",
+    "text validation_count": ("INSERT INTO memory_patterns(pattern_id, pattern_type, "
+                              "pattern_description, confidence_score, validation_count) "
+                              "VALUES ('bad-1', 'temporal', 'x', 0.7, 'lots'), "
+                              "('bad-2', 'temporal', 'y', 0.9, 'lots')"),
+    "garbage action time": ("INSERT INTO actionlog(timestamp, action_name, status) VALUES "
+                            "('2026-11-05T25:61:00Z', 'fetch_feeds', 'success')"),
+    "garbage vltm time": ("UPDATE very_long_term_memories SET created_at = 'garbage' "
+                          "WHERE memory_id = 'old-win'"),
+    # not UTF-8: read back as U+FFFD, an id no row has (FOREIGN KEY constraint failed)
+    "pattern id not UTF-8": ("INSERT INTO memory_patterns(pattern_id, pattern_type, "
+                             "pattern_description, confidence_score, validation_count) "
+                             "VALUES (CAST(x'ff6e6f74' AS TEXT), 'temporal', 'z', 0.99, 3)"),
+    "dangling source_memory_id": ("INSERT INTO memory_patterns(pattern_id, pattern_type, "
+                                  "pattern_description, confidence_score, validation_count, "
+                                  "source_memory_id) VALUES ('dangling', 'temporal', 'z', 0.8, "
+                                  "3, 'no-such-vltm')"),
+    "text in the policy": ("UPDATE consolidation_policy SET value = json_set(value, "
+                           "'$.min_age_hours', 'twelve', '$.min_importance', 'low', "
+                           "'$.since_hours', json('[]')) WHERE key = 'window.event_triggered'; "
+                           "UPDATE consolidation_policy SET value = json_set(value, "
+                           "'$.min_importance', 'high', '$.memory_types', 7) "
+                           "WHERE key = 'promote.long_to_very_long'"),
+    "policy ages past year 9999": ("UPDATE consolidation_policy SET value = json_set(value, "
+                                   "'$.lookback_days', 1e300, '$.min_age_hours', -1e300) "
+                                   "WHERE key IN ('patterns', 'window.event_triggered'); "
+                                   "UPDATE consolidation_policy SET value = "
+                                   "'{\"batch\": 0, \"max_memories\": 1e300}' "
+                                   "WHERE key = 'limits'; UPDATE consolidation_policy SET "
+                                   "value = '{}' WHERE key = 'promote.long_to_very_long'"),
+    "deep policy": ("UPDATE consolidation_policy SET value = '{\"d\": ' || "
+                    "replace(hex(zeroblob(990)), '00', '[') || "
+                    "replace(hex(zeroblob(990)), '00', ']') || '}' WHERE key = 'patterns'"),
+    "blob text": ("INSERT INTO memory(key, text, importance, created_at, access_count) "
+                  "VALUES ('blob', x'ff00de', 0.95, '2026-01-01T00:00:00Z', 5)"),
+    "dangling merged_into": "UPDATE memory SET merged_into = 99999 WHERE key = 'p-unimportant'",
+}
+
+
+@pytest.mark.parametrize("sql", BAD_ROWS.values(), ids=BAD_ROWS)
+def test_a_bad_row_is_skipped_and_never_wedges_a_run(cli, agent, rows, db_path, sql):
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.executescript(sql)
+        conn.commit()
+    kept = ("memory", "very_long_term_memories", "memory_patterns", "actionlog")
+
+    def counts():  # count(*): a row that is not UTF-8 cannot be read by Python's sqlite3
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            return {t: conn.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in kept}
+
+    before = counts()
+    for _ in range(2):  # the same row must not stop the next run either
+        result = cli("consolidate", "--type", "event_triggered", "--format", "json")
+        assert result.exit_code == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        report = json.loads(result.stdout)
+    m = memories(rows)
+    # the good rows are still consolidated: the tea duplicates merged, p-long promoted
+    assert m["dup-2"]["merged_into"] == m["dup-3"]["id"] or m["dup-1"]["merged_into"]
+    promoted = rows("SELECT json_extract(metadata_info, '$.memory') AS id FROM "
+                    "very_long_term_memories WHERE source_session = 'consolidate'")
+    assert m["p-long"]["id"] in {r["id"] for r in promoted}
+    assert {r["success"] for r in rows("memory_consolidations")} == {1}
+    assert "scheduling" in {r["knowledge_domain"] for r in rows("strategic_knowledge")}
+    # nothing stored was lost: every row there before is still there
+    after = counts()
+    assert all(after[t] >= before[t] for t in kept), (before, after)
+    assert all(isinstance(s, dict) and s["reason"] for s in report["skipped"])
+    if report["skipped"]:  # said on stderr, one line
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and "skipped" in warnings[0], result.stderr
+
+
+def test_the_list_reads_a_run_record_another_client_wrote(cli, agent, db_path):
+    """Results nested deeper than Python reads, or holding a list: the run is still listed."""
+    deep = "[" * 990 + "]" * 990
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.executemany("INSERT INTO memory_consolidations(consolidation_id, "
+                         "consolidation_type, consolidation_results) VALUES (?, 'daily', ?)",
+                         [("deep-run", f'{{"operation": "consolidate", "d": {deep}}}'),
+                          ("odd-run", '{"operation": "consolidate", "merged": "some"}')])
+        conn.commit()
+    result = cli("consolidate", "--list", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    listed = {r["consolidation_id"]: r for r in json.loads(result.stdout)}
+    assert listed["deep-run"]["merged"] is None and listed["odd-run"]["merged"] == "some"

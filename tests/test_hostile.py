@@ -114,7 +114,12 @@ def json_text(kind):
 
 
 def number():
-    return st.one_of(st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False))
+    """Numbers, SQLite's edge integers (a count summed past 2^63 overflows), and what a plain
+    client may store in a numeric column: SQLite keeps 'lots' there as text."""
+    return st.one_of(st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False),
+                     st.sampled_from([2**63 - 1, 2**63 - 10, -2**63, 1e308, -0.0]),
+                     st.sampled_from(["lots", "high", "", " 7 ", "1e999", "0x10", "NaN"]),
+                     hostile_text())
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
-from ..output import Format, emit, pick
+from ..output import Format, emit, message, pick
+from ..text import printable
 from . import Command, FormatOption, JsonFlag, _embedder, _notice, _open, app
 
 TYPES = ("daily", "weekly", "monthly", "quarterly", "event_triggered")
@@ -84,6 +85,11 @@ def consolidate_command(
         _notice(ctx, f"consolidate: {e}")
         return
     _notice(ctx, _summary_line(report))
+    if report["skipped"]:  # said even with --quiet: a row someone should look at
+        first = report["skipped"][0]
+        message(f"warning: consolidate skipped {len(report['skipped'])} stored row(s) it "
+                f"cannot use (the report's \"skipped\" lists them), first {first['row']} "
+                f"({first['step']}): " + printable(first["reason"][:120].replace("\n", " ")))
     if report["stopped"]:
         _notice(ctx, f"consolidate: {report['stopped']} ({report['remaining']} memories wait)")
     if silent:

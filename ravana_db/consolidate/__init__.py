@@ -25,10 +25,10 @@ from datetime import datetime, timedelta
 from .. import runs
 from ..db import format_time, parse_time, transaction
 from ..db import now as utc_now
-from ..errors import InputError
-from ..schema import CONSOLIDATION_TYPES, MEMORY_TYPES
+from ..errors import InputError, RecordError
+from ..schema import CONSOLIDATION_POLICY, CONSOLIDATION_TYPES, MEMORY_TYPES
 from ..store import write
-from ..text import loads
+from ..text import MAX_INTEGER, loads, stored_number, stored_time
 from . import duplicates
 from . import patterns as found
 from .lock import Busy, run_lock  # noqa: F401 (Busy: for the CLI)
@@ -59,15 +59,72 @@ STRATEGIC = {"strategic_knowledge": 0.9, "meta_learning_rule": 0.8, "critical_fa
              "architectural_insight": 0.7, "successful_improvement": 0.6,
              "evolution_pattern": 0.6, "failed_experiment": 0.5, "code_pattern": 0.5,
              "behavioral_pattern": 0.4}
+IDENTITY = {"vltm": "memory_id", "pattern": "pattern_id", "knowledge": "knowledge_id"}
 CATEGORY_RANK = {"long_term": 1, "very_long_term": 2, "permanent": 3}
 
 
-def policy(db):
-    """{key: value} of the consolidation policy rows."""
+def policy(db, problems=None):
+    """{key: value} of the consolidation policy rows.
+
+    A row another client wrote that cannot be read (nested too deeply, not an object) gives
+    the default value (schema.CONSOLIDATION_POLICY); a member of the wrong kind (text for a
+    number, a list or a number where the other is due) or left out gives the default's
+    member. Each problem is appended to problems as (key, what)."""
+    problems = [] if problems is None else problems
     rows = {}
     for key, value in db.execute("SELECT key, value FROM consolidation_policy"):
-        rows[key] = loads(value)
+        default = CONSOLIDATION_POLICY.get(key, (None,))[0]
+        try:
+            value = loads(value)
+        except (ValueError, TypeError) as e:  # text.DeepJSONError is a ValueError
+            problems.append((key, str(e)))
+            value = default
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                problems.append((key, "is not a JSON object"))
+                value = default
+            value = {**default, **value}  # a member left out: the default's
+            for name in list(value):
+                usual = default.get(name, SHAPES.get(name))
+                if name in SHAPES and not _same_kind(value[name], usual):
+                    what = f"{name}: {str(value[name])[:40]!r} is not {_kinds(usual)}"
+                    problems.append((key, what))
+                    if name in default:
+                        value[name] = default[name]
+                    else:
+                        del value[name]
+        if value is not None:
+            rows[key] = value
     return rows
+
+
+# A policy member's kind, by the first default that has it: a number, a list or text.
+SHAPES = {}
+for _value, _ in CONSOLIDATION_POLICY.values():
+    for _name, _usual in (_value.items() if isinstance(_value, dict) else ()):
+        SHAPES.setdefault(_name, _usual)
+
+
+def _hours_before(now, hours):
+    """The stored form of `hours` before now; a policy's age past year 1 (or 9999) gives
+    the earliest (latest) time instead of an OverflowError."""
+    try:
+        return format_time(now - timedelta(hours=hours))
+    except OverflowError:
+        return "0001-01-01T00:00:00.000Z" if hours > 0 else "9999-12-31T23:59:59.999Z"
+
+
+def _same_kind(value, usual):
+    if isinstance(usual, list):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if isinstance(usual, str):
+        return isinstance(value, str)
+    return stored_number(value) is not None or usual is None and value is None
+
+
+def _kinds(usual):
+    return "a list of names" if isinstance(usual, list) else "text" \
+        if isinstance(usual, str) else "a number"
 
 
 def consolidate(db, *, path, embedder, type="daily", dry_run=False, max_seconds=None,
@@ -133,15 +190,20 @@ class Run:
         self.started = time.monotonic()
         self.deadline = None if max_seconds is None else self.started + max_seconds
         self.now = parse_time(now, field="now") if now else utc_now()
-        self.policy = policy(db)
-        self.limit = limit or self.policy.get("limits", {}).get("max_memories", 100_000)
-        self.batch = self.policy.get("limits", {}).get("batch", 2000)
+        problems = []
+        self.policy = policy(db, problems)
+        limits = self.policy.get("limits", {})
+        self.limit = limit or int(min(max(limits.get("max_memories", 100_000), 1), MAX_INTEGER))
+        self.batch = int(min(max(limits.get("batch", 2000), 1), 100_000))
         self.stopped = None
         self.processed = self.remaining = 0
         self.bytes_before = self.bytes_after = 0
         self.merges, self.links, self.promotions = [], [], []
         self.patterns, self.knowledge, self.retention = [], [], []
         self.compressed = None
+        self.skipped = []  # rows another client wrote that a step cannot use: {step, row, reason}
+        for key, what in problems:
+            self._skip("policy", f"consolidation_policy {key}", f"{what} (its default used)")
 
     def seconds(self):
         return round(time.monotonic() - self.started, 3)
@@ -156,6 +218,7 @@ class Run:
                 "merged": sum(len(m["merged"]) for m in self.merges),
                 "linked": len(self.links), "promoted": len(self.promotions),
                 "patterns": len(self.patterns), "knowledge": len(self.knowledge),
+                "skipped": len(self.skipped),
                 "retention": {action: sum(r["action"] == action for r in self.retention)
                               for action in ("compress", "archive", "expire")}}
 
@@ -174,7 +237,70 @@ class Run:
                 "seconds": self.seconds(), "stopped": self.stopped, "merges": self.merges,
                 "links": self.links, "promotions": self.promotions,
                 "patterns_found": self.patterns, "knowledge_derived": self.knowledge,
-                "retention_plan": self.retention}
+                "retention_plan": self.retention, "skipped": self.skipped}
+
+    # Rows that cannot be used -----------------------------------------------------------
+    # Other clients write the file with plain sqlite3: any type in any column, times that do
+    # not parse, JSON nested too deeply, foreign keys that point nowhere. Such a row is left
+    # as it is, skipped by the step that needs it and reported; it never stops the run (or
+    # every later run: it would still be there).
+
+    def _skip(self, step, row, reason):
+        self.skipped.append({"step": step, "row": row, "reason": str(reason)[:300]})
+
+    def _metadata(self, memory, step):
+        """A memory's metadata as a dict, or None (skipped, reported) when it cannot be read."""
+        try:
+            meta = loads(memory["metadata"] or "{}")
+        except (ValueError, TypeError) as e:  # text.DeepJSONError is a ValueError
+            self._skip(step, f"memory {memory['id']}", f"metadata: {e}")
+            return None
+        return meta if isinstance(meta, dict) else {}
+
+    def _valid(self, kind, step, records):
+        """The records that validate as `kind`; the others skipped and reported."""
+        from ..models import KINDS, validate
+
+        out = []
+        for record in records:
+            try:
+                validate(KINDS[kind], record)
+                out.append(record)
+            except InputError as e:
+                self._skip(step, f"{kind} {record[IDENTITY[kind]]}", e)
+        return out
+
+    def _write(self, kind, step, items):
+        """write() (record, statements) items a batch at a time; an item that conflicts
+        with stored rows (a constraint, a foreign key another client left dangling) is
+        skipped and reported, and the rest of its batch written. Returns the records written,
+        each with its `status`."""
+        from ..db import driver
+
+        written = []
+        queue = [items[i:i + self.batch] for i in range(0, len(items), self.batch)]
+        while queue:
+            batch = queue.pop(0)
+            if not batch:
+                continue
+            try:
+                results = write(self.db, [r for r, _ in batch], kind=kind,
+                                embedder=self.embedder,
+                                statements=[s for _, more in batch for s in more])
+            except RecordError as e:
+                self._skip(step, f"{kind} {batch[e.index][0][IDENTITY[kind]]}", e)
+                queue.insert(0, batch[:e.index] + batch[e.index + 1:])
+                continue
+            except driver().IntegrityError as e:  # a statement's: try each item alone
+                if len(batch) == 1:
+                    self._skip(step, f"{kind} {batch[0][0][IDENTITY[kind]]}", e)
+                else:
+                    queue[:0] = [[item] for item in batch]
+                continue
+            for (record, _), result in zip(batch, results):
+                record["status"] = result["status"]
+                written.append(record)
+        return written
 
     # 1. Duplicates -------------------------------------------------------------------
 
@@ -183,11 +309,11 @@ class Run:
         now = datetime.fromisoformat(self.now.replace("Z", "+00:00"))
         where = ["dup_key IS NULL", "merged_into IS NULL",
                  "created_at <= ?", "importance >= ?"]
-        params = [format_time(now - timedelta(hours=window.get("min_age_hours") or 0)),
+        params = [_hours_before(now, window.get("min_age_hours") or 0),
                   window.get("min_importance") or 0.0]
         if window.get("since_hours"):
             where.append("created_at >= ?")
-            params.append(format_time(now - timedelta(hours=window["since_hours"])))
+            params.append(_hours_before(now, window["since_hours"]))
         return " AND ".join(where), params
 
     def duplicates(self):
@@ -202,6 +328,9 @@ class Run:
         for i, memory in enumerate(due):
             if i % 1000 == 0 and self.late():
                 break
+            if not isinstance(memory["text"], str):
+                self._skip("merge", f"memory {memory['id']}", "text is a blob, not text")
+                continue
             memory["key"] = duplicates.key(memory["text"])
             keyed.append(memory)
         self.processed, self.remaining = len(keyed), total - len(keyed)
@@ -222,11 +351,13 @@ class Run:
                 groups[memory["key"]].setdefault(memory["id"], memory)
         absorbed_before = self._absorbed([m["id"] for g in groups.values() for m in g.values()
                                           if g and len(g) > 1])
-        statements, merged = [], set()
+        merges, merged = [], set()
         for group in groups.values():
             members = [m for m in group.values() if m["id"] not in apart]
             if len(members) > 1:
-                statements += self._merge(members, absorbed_before, merged)
+                statements = self._merge(members, absorbed_before, merged)
+                if statements:
+                    merges.append((self.merges[-1]["survivor"], statements))
         for memory in keyed:
             self.bytes_before += len(memory["text"].encode())
             if memory["id"] not in merged:
@@ -235,16 +366,48 @@ class Run:
             self._link(keyed, groups)
         if self.dry_run:
             return
-        marks = [(("UPDATE memory SET dup_key = ?, consolidated_in = ? WHERE id = ? AND "
-                  "text = ? AND dup_key IS NULL"), [m["key"], self.id, m["id"], m["text"]])
-                 for m in keyed]
-        links = [(("INSERT OR IGNORE INTO memory_link(memory_id, related_id, similarity, reason, "
-                  "consolidation_id) VALUES (?, ?, ?, ?, ?)"),
-                  [link["memory_id"], link["related_id"], link["similarity"], link["reason"],
-                   self.id]) for link in self.links]
-        for work in (statements, marks, links):  # short transactions, a batch at a time
-            for start in range(0, len(work), self.batch):
-                write(self.db, [], statements=work[start:start + self.batch])
+        marks = [(m["id"], [(("UPDATE memory SET dup_key = ?, consolidated_in = ? WHERE id = ? "
+                              "AND text = ? AND dup_key IS NULL"),
+                             [m["key"], self.id, m["id"], m["text"]])]) for m in keyed]
+        links = [(link["memory_id"], [(("INSERT OR IGNORE INTO memory_link(memory_id, related_id, "
+                                        "similarity, reason, consolidation_id) VALUES "
+                                        "(?, ?, ?, ?, ?)"),
+                                       [link["memory_id"], link["related_id"],
+                                        link["similarity"], link["reason"], self.id])])
+                 for link in self.links]
+        skipped = self._statements("merge", merges)
+        self.merges = [m for m in self.merges if m["survivor"] not in skipped]
+        self._statements("mark", marks)
+        self._statements("link", links)
+
+    def _statements(self, step, units):
+        """Run (memory id, statements) units in short transactions, a batch at a time; a unit
+        that conflicts with stored rows (a foreign key another client left dangling, a
+        constraint) is skipped and reported, the rest written. Returns the skipped ids."""
+        from ..db import driver
+
+        batches, batch, size = [], [], 0
+        for unit in units:
+            batch.append(unit)
+            size += len(unit[1])
+            if size >= self.batch:
+                batches.append(batch)
+                batch, size = [], 0
+        batches.append(batch)
+        skipped = set()
+        for batch in filter(None, batches):
+            try:
+                write(self.db, [], statements=[s for _, more in batch for s in more])
+                continue
+            except driver().IntegrityError:
+                pass
+            for memory_id, statements in batch:  # which one: each alone
+                try:
+                    write(self.db, [], statements=statements)
+                except driver().IntegrityError as e:
+                    self._skip(step, f"memory {memory_id}", e)
+                    skipped.add(memory_id)
+        return skipped
 
     def _kept_apart(self):
         """Memories whose merge was undone: never merged again (they stay linked)."""
@@ -266,9 +429,18 @@ class Run:
 
     def _merge(self, members, absorbed_before, merged):
         """Statements merging a group of same-key memories into its most detailed one."""
+        metas = {}
+        for m in members:
+            meta = self._metadata(m, "merge")
+            if meta is not None:
+                metas[m["id"]] = meta
+        members = [m for m in members if m["id"] in metas]
+        if len(members) < 2:
+            return []
+
         def detail(m):
-            meta = loads(m["metadata"] or "{}")
-            return (len(m["text"].strip()), len(meta), m["importance"], -m["id"])
+            return (len(m["text"].strip()), len(metas[m["id"]]),
+                    stored_number(m["importance"], 0.0), -m["id"])
 
         survivor = max(members, key=detail)
         taken, reasons = [], {}
@@ -283,13 +455,13 @@ class Run:
                 self._add_link(survivor, m, None, why)
         if not taken:
             return []
-        meta = loads(survivor["metadata"] or "{}")
+        meta = dict(metas[survivor["id"]])
         for m in taken:
-            for k, v in loads(m["metadata"] or "{}").items():
+            for k, v in metas[m["id"]].items():
                 meta.setdefault(k, v)
-        importance = max(m["importance"] for m in [survivor, *taken])
-        accessed = max((m["last_accessed"] for m in [survivor, *taken] if m["last_accessed"]),
-                       default=None)
+        importance = max(stored_number(m["importance"], 0.0) for m in [survivor, *taken])
+        accessed = max((m["last_accessed"] for m in [survivor, *taken]
+                        if stored_time(m["last_accessed"])), default=None)
         # Memories merged into a taken memory by an earlier run now point at the survivor.
         moved = [i for m in taken for i in absorbed_before.get(m["id"], [])]
         self.merges.append({"survivor": survivor["id"], "merged": [m["id"] for m in taken],
@@ -307,9 +479,10 @@ class Run:
         for i in moved:
             out.append((note, [self.id, survivor["id"], "merged", "moved with its survivor", i]))
             out.append(("UPDATE memory SET merged_into = ? WHERE id = ?", [survivor["id"], i]))
-        added = sum(m["access_count"] for m in taken)
+        added = int(min(sum(max(stored_number(m["access_count"], 0), 0) for m in taken),
+                        MAX_INTEGER))
         out.append((("UPDATE memory SET importance = max(importance, ?), access_count = "
-                    "access_count + ?, last_accessed = CASE WHEN last_accessed IS NULL OR "
+                    f"min(access_count + ?, {MAX_INTEGER}), last_accessed = CASE WHEN last_accessed IS NULL OR "
                     "last_accessed < ? THEN ? ELSE last_accessed END, metadata = ? WHERE id = ?"),
                     [importance, added, accessed, accessed, json.dumps(meta, ensure_ascii=False),
                      survivor["id"]]))
@@ -378,6 +551,8 @@ class Run:
             similarity = float(vectors[a] @ vectors[b])
             if similarity < threshold:
                 continue
+            if not isinstance(texts.get(a), str) or not isinstance(texts.get(b), str):
+                continue
             same, why = duplicates.check(texts[a], texts[b])
             if not same:
                 self._add_link({"id": a}, {"id": b}, similarity, why)
@@ -413,7 +588,7 @@ class Run:
             records.append({
                 "memory_id": vltm_id, "memory_type": decision["memory_type"],
                 "compressed_content": {"text": memory["text"]},
-                "importance_score": memory["importance"],
+                "importance_score": stored_number(memory["importance"], 0.0),
                 "strategic_value": decision["strategic_value"],
                 "metadata_info": {"memory": memory["id"], "key": memory["key"],
                                   "memory_type": memory["memory_type"],
@@ -421,19 +596,34 @@ class Run:
                                   "consolidation_id": self.id},
                 "source_session": "consolidate", "retention_category": category,
                 "created_at": memory["created_at"],
-                "last_accessed": memory["last_accessed"] or memory["created_at"],
-                "access_count": memory["access_count"]})
+                "last_accessed": memory["last_accessed"] if stored_time(
+                    memory["last_accessed"]) else memory["created_at"],
+                "access_count": int(min(max(stored_number(memory["access_count"], 0), 0),
+                                        MAX_INTEGER))})
             if len(records) >= self.limit or len(records) % 500 == 0 and self.late():
                 break
+        records = self._valid("vltm", "promote", records)
         if not self.dry_run:
-            for start in range(0, len(records), self.batch):
-                write(self.db, records[start:start + self.batch], kind="vltm",
-                      embedder=self.embedder)
+            records = self._write("vltm", "promote", [(r, []) for r in records])
+        kept = {r["memory_id"] for r in records}
+        self.promotions = [p for p in self.promotions if p["memory_id"] in kept]
 
     def _promotion(self, memory, rules, now):
         """The highest rule a memory meets: {rule, memory_type, strategic_value,
         retention_category}, or None."""
-        meta = loads(memory["metadata"] or "{}")
+        if not isinstance(memory["text"], str):
+            self._skip("promote", f"memory {memory['id']}", "text is a blob, not text")
+            return None
+        created = stored_time(memory["created_at"])
+        if created is None:
+            self._skip("promote", f"memory {memory['id']}",
+                       f"created_at: {str(memory['created_at'])[:40]!r} is not a time")
+            return None
+        meta = self._metadata(memory, "promote")
+        if meta is None:
+            return None
+        importance = stored_number(memory["importance"], 0.0)
+        accesses = stored_number(memory["access_count"], 0)
         kind = memory["memory_type"] if memory["memory_type"] in MEMORY_TYPES else \
             meta.get("memory_type") if meta.get("memory_type") in MEMORY_TYPES else \
             classify(memory["text"])
@@ -441,16 +631,15 @@ class Run:
         if not isinstance(strategic, (int, float)) or isinstance(strategic, bool) or \
                 not 0 <= strategic <= 1:
             strategic = STRATEGIC[kind]
-        age = (now - datetime.fromisoformat(memory["created_at"].replace("Z", "+00:00"))) \
-            / timedelta(days=1)
+        age = (now - created) / timedelta(days=1)
         best = None
         for name, rule in rules.items():
             if rule.get("memory_types") and kind not in rule["memory_types"]:
                 continue
-            if memory["importance"] < rule["min_importance"] or \
+            if importance < rule["min_importance"] or \
                     strategic < rule.get("min_strategic", 0) or \
                     age < rule.get("min_age_days", 0) or \
-                    memory["access_count"] < rule.get("min_access", 0):
+                    accesses < rule.get("min_access", 0):
                 continue
             category = rule.get("retention_category", "long_term")
             if best is None or CATEGORY_RANK.get(category, 0) > \
@@ -464,25 +653,28 @@ class Run:
     def find_patterns(self):
         settings = self.policy.get("patterns", {})
         support, confidence = settings.get("min_support", 3), settings.get("min_confidence", 0.6)
-        since = format_time(datetime.fromisoformat(self.now.replace("Z", "+00:00")) -
-                            timedelta(days=settings.get("lookback_days", 90)))
-        actions = self.db.execute(
-            "SELECT id, timestamp, action_name, status FROM actionlog WHERE timestamp >= ? "
-            "AND timestamp <= ? ORDER BY timestamp DESC, id DESC LIMIT ?",
-            [since, self.now, settings.get("max_actions", 50_000)]).fetchall()[::-1]
+        since = _hours_before(datetime.fromisoformat(self.now.replace("Z", "+00:00")),
+                              24 * settings.get("lookback_days", 90))
+        actions = []
+        for row_id, ts, name, status in self.db.execute(
+                "SELECT id, timestamp, action_name, status FROM actionlog WHERE timestamp >= ? "
+                "AND timestamp <= ? ORDER BY timestamp DESC, id DESC LIMIT ?",
+                [since, self.now, settings.get("max_actions", 50_000)]).fetchall()[::-1]:
+            if stored_time(ts) is None:
+                self._skip("patterns", f"actionlog {row_id}",
+                           f"timestamp: {str(ts)[:40]!r} is not a time")
+                continue
+            actions.append((row_id, ts, str(name), status))
         results = found.behavioral(actions, min_support=support, min_confidence=confidence)
         results += found.causal(actions, min_support=support, min_confidence=confidence,
                                 window_minutes=settings.get("causal_window_minutes", 60))
         results += found.temporal(actions, min_support=support, min_confidence=confidence)
         if not self.late():
             results += self._structural(settings, support, confidence)
-        self.patterns = results
-        if self.dry_run or not results:
+        self.patterns = self._valid("pattern", "patterns", results)
+        if self.dry_run or not self.patterns:
             return
-        written = write(self.db, [{k: v for k, v in p.items()} for p in results],
-                        kind="pattern", embedder=self.embedder)
-        for p, result in zip(results, written):
-            p["status"] = result["status"]
+        self.patterns = self._write("pattern", "patterns", [(p, []) for p in self.patterns])
 
     def _structural(self, settings, support, confidence):
         """Clusters of very-long-term memories: pairs from shared signature bands whose
@@ -494,9 +686,17 @@ class Run:
             "SELECT v.memory_id, v.memory_type, v.created_at, d.text, d.id, v.related_memories "
             "FROM very_long_term_memories v JOIN doc d ON d.kind = 'vltm' AND d.ref = "
             "v.memory_id").fetchall()
-        memories = {r[0]: (r[1], r[3], r[2]) for r in rows}
-        edges = [(min(r[0], other), max(r[0], other), 1.0) for r in rows
-                 for other in loads(r[5]) if other in memories and other != r[0]]
+        memories = {r[0]: (r[1], r[3], r[2] if stored_time(r[2]) else None) for r in rows}
+        edges = []
+        for r in rows:
+            try:
+                related = loads(r[5]) if isinstance(r[5], str) else []
+            except ValueError as e:
+                self._skip("patterns", f"vltm {r[0]}", f"related_memories: {e}")
+                related = []
+            edges += [(min(r[0], other), max(r[0], other), 1.0)
+                      for other in related if isinstance(related, list) and
+                      isinstance(other, str) and other in memories and other != r[0]]
         by_doc = {r[4]: r[0] for r in rows}
         vectors, sigs = {}, {}
         docs = list(by_doc)
@@ -529,13 +729,26 @@ class Run:
     # 4. Knowledge --------------------------------------------------------------------
 
     def derive_knowledge(self):
-        stored = {r[0]: dict(zip(("pattern_id", "pattern_type", "pattern_description",
-                                  "confidence_score", "pattern_data", "validation_count"), r))
-                  for r in self.db.execute(
-                      "SELECT pattern_id, pattern_type, pattern_description, confidence_score, "
-                      "pattern_data, validation_count FROM memory_patterns")}
-        for p in stored.values():
-            p["pattern_data"] = loads(p["pattern_data"])
+        stored = {}
+        for *r, raw in self.db.execute(
+                "SELECT pattern_id, pattern_type, pattern_description, confidence_score, "
+                "pattern_data, validation_count, hex(pattern_id) FROM memory_patterns"):
+            if not isinstance(r[0], str) or r[0].encode().hex().upper() != raw:
+                # not UTF-8 (read as U+FFFD) or a blob: no row has the id we would write
+                self._skip("knowledge", f"pattern {r[0]!r}", "pattern_id is not UTF-8 text")
+                continue
+            stored[r[0]] = dict(zip(("pattern_id", "pattern_type", "pattern_description",
+                                     "confidence_score", "pattern_data", "validation_count"), r))
+        for pattern_id, p in list(stored.items()):
+            try:
+                data = loads(p["pattern_data"])
+            except (ValueError, TypeError) as e:
+                self._skip("knowledge", f"pattern {pattern_id}", f"pattern_data: {e}")
+                del stored[pattern_id]
+                continue
+            p["pattern_data"] = data if isinstance(data, dict) else {}
+            p["confidence_score"] = stored_number(p["confidence_score"], 0.0)
+            p["validation_count"] = stored_number(p["validation_count"], 0)
         for p in self.patterns:  # a dry run's patterns are not stored yet
             stored[p["pattern_id"]] = p
         settings = self.policy.get("knowledge", {})
@@ -543,20 +756,22 @@ class Run:
                                          min_patterns=settings.get("min_patterns", 2))
         if self.dry_run or not self.knowledge:
             return
-        statements = []
+        items = []
         for k in self.knowledge:
-            statements.append((("DELETE FROM pattern_strategic_knowledge WHERE knowledge_id = ? "
-                               f"AND pattern_id NOT IN ({', '.join('?' * len(k['weights']))})"),
-                               [k["knowledge_id"], *k["weights"]]))
+            statements = [(("DELETE FROM pattern_strategic_knowledge WHERE knowledge_id = ? "
+                           f"AND pattern_id NOT IN ({', '.join('?' * len(k['weights']))})"),
+                           [k["knowledge_id"], *k["weights"]])]
             statements += [(("INSERT INTO pattern_strategic_knowledge(pattern_id, knowledge_id, "
                             "contribution_weight) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
                             "contribution_weight = excluded.contribution_weight"),
                             [p, k["knowledge_id"], w]) for p, w in k["weights"].items()]
-        records = [{key: v for key, v in k.items() if key != "weights"} for k in self.knowledge]
-        written = write(self.db, records, kind="knowledge", embedder=self.embedder,
-                        statements=statements)
-        for k, result in zip(self.knowledge, written):
-            k["status"] = result["status"]
+            items.append(({key: v for key, v in k.items() if key != "weights"}, statements))
+        written = {r["knowledge_id"]: r["status"] for r in self._write(
+            "knowledge", "knowledge", [(r, s) for r, s in items if self._valid(
+                "knowledge", "knowledge", [r])])}
+        self.knowledge = [k for k in self.knowledge if k["knowledge_id"] in written]
+        for k in self.knowledge:
+            k["status"] = written[k["knowledge_id"]]
 
     # 5. Retention --------------------------------------------------------------------
 
@@ -571,6 +786,10 @@ class Run:
             "OR p.archive_after_days IS NOT NULL", [self.now]).fetchall()
         statements = []
         for memory_id, kind, category, age, keep, archive in rows:
+            age, keep, archive = (stored_number(v) for v in (age, keep, archive))
+            if age is None:  # created_at is not a time: its age is unknown
+                self._skip("retention", f"vltm {memory_id}", "created_at is not a time")
+                continue
             action = "expire" if keep is not None and age >= keep else \
                 "archive" if archive is not None and age >= archive else None
             target = {"expire": "expired", "archive": "archived"}.get(action)

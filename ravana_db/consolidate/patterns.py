@@ -8,7 +8,9 @@ always gives the same rows.
 
 import uuid
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import timedelta
+
+from ..text import stored_number, stored_time
 
 NAMESPACE = uuid.UUID("5b0b7a4e-3f0e-4c1e-9a51-7a7661616e61")
 SESSION_GAP = timedelta(hours=1)  # actions further apart belong to different sequences
@@ -23,7 +25,8 @@ def stable_id(*parts):
 
 
 def _time(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An action's timestamp (the caller keeps only actions whose timestamp parses)."""
+    return stored_time(text)
 
 
 def _pattern(kind, about, description, confidence, support, rows, data, last):
@@ -210,7 +213,8 @@ def structural(memories, edges, *, min_support, min_confidence):
                                    f"such as: {text}",
             "confidence_score": round(min(confidence, 1.0), 4),
             "supporting_memories": members[:MAX_SUPPORTING], "validation_count": len(members),
-            "last_validated": max(memories[m][2] for m in members),
+            "last_validated": max((memories[m][2] for m in members if memories[m][2]),
+                                  default=None),
             "source_memory_id": center,
             "pattern_data": {"support": len(members), "memory_types": dict(types),
                              "edges": len(weights[top])}})
@@ -220,9 +224,11 @@ def structural(memories, edges, *, min_support, min_confidence):
 def domain(pattern):
     """The knowledge domain a pattern informs."""
     if pattern["pattern_type"] == "structural":
-        types = pattern["pattern_data"].get("memory_types") or {"memory": 1}
-        return max(sorted(types), key=types.get)
-    return DOMAINS[pattern["pattern_type"]]
+        types = pattern["pattern_data"].get("memory_types")
+        if not isinstance(types, dict) or not types:
+            return "memory"
+        return max(sorted(map(str, types)), key=lambda t: stored_number(types.get(t), 0))
+    return DOMAINS.get(pattern["pattern_type"], str(pattern["pattern_type"]))
 
 
 def knowledge(patterns, *, min_patterns, top=10):
@@ -244,7 +250,7 @@ def knowledge(patterns, *, min_patterns, top=10):
         found.append({
             "knowledge_id": stable_id("knowledge", name), "knowledge_domain": name,
             "knowledge_summary": f"{title[0].upper()}{title[1:]}: " + "; ".join(
-                p["pattern_description"] for p in group[:5]) + ".",
+                str(p["pattern_description"]) for p in group[:5]) + ".",
             "confidence_level": round(min(confidence, 1.0), 4),
             "source_patterns": [p["pattern_id"] for p in group],
             "knowledge_structure": {"patterns": [

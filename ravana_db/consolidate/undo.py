@@ -149,12 +149,21 @@ def _json(value):
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
+def _results(text):
+    """A run's results as a dict; {} when another client stored something unreadable."""
+    try:
+        value = loads(text)
+    except (ValueError, TypeError):  # text.DeepJSONError is a ValueError
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def history(db, *, limit=20):
     """The latest consolidation runs, newest first."""
     columns = ("consolidation_id", "consolidation_date", "consolidation_type",
                "memories_processed", "patterns_extracted", "success", "error_message")
     return [dict(zip(columns, r)) | {
-        "merged": loads(r[-1]).get("merged"), "undone_at": loads(r[-1]).get(
+        "merged": _results(r[-1]).get("merged"), "undone_at": _results(r[-1]).get(
             "undone_at")} for r in db.execute(
         f"SELECT {', '.join(columns)}, consolidation_results FROM memory_consolidations "
         f"WHERE {RUNS} ORDER BY consolidation_date DESC, id DESC LIMIT ?", [limit])]
