@@ -1,5 +1,6 @@
 """The one emitter: a rich table for people, plain JSON, JSON lines or CSV for scripts."""
 
+import base64
 import csv
 import json
 import sys
@@ -38,8 +39,21 @@ def _text(value):
 
 def _cell(value):
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
+        return _dumps(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
     return "" if value is None else str(value)
+
+
+def _dumps(value, **options):
+    return json.dumps(value, ensure_ascii=False, default=_blob, **options)
+
+
+def _blob(value):
+    """A BLOB (a plain client may store one in any column) as sqlite-utils writes it in JSON."""
+    if isinstance(value, bytes):
+        return {"$base64": True, "encoded": base64.b64encode(value).decode()}
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def emit(rows, fmt, *, columns=None, one=False, out=None, live=False, title=None):
@@ -55,20 +69,19 @@ def emit(rows, fmt, *, columns=None, one=False, out=None, live=False, title=None
     out = out or sys.stdout
     rows = iter(rows)
     if fmt is Format.json and one:
-        out.write(json.dumps(next(rows), ensure_ascii=False, indent=2) + "\n")
+        out.write(_dumps(next(rows), indent=2) + "\n")
     elif fmt is Format.json:
         # "[" waits for the first row: an error before it leaves stdout empty, not broken JSON.
         empty = True
         for row in rows:
-            out.write(("[\n  " if empty else ",\n  ") + json.dumps(_only(row, columns),
-                                                                ensure_ascii=False))
+            out.write(("[\n  " if empty else ",\n  ") + _dumps(_only(row, columns)))
             empty = False
             if live:
                 out.flush()
         out.write("[]\n" if empty else "\n]\n")
     elif fmt is Format.jsonl:
         for row in rows:
-            out.write(json.dumps(_only(row, columns), ensure_ascii=False) + "\n")
+            out.write(_dumps(_only(row, columns)) + "\n")
             if live:
                 out.flush()
     elif fmt is Format.csv:

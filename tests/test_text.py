@@ -366,3 +366,17 @@ def test_json_nested_1000_levels_is_one_line_or_skipped_never_a_traceback(cli, a
     for args in (["export", "all", "--output", "exported"], ["reindex"],
                  ["query", "deploy", "--format", "json"]):
         ok(cli(*args))
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "table"])
+def test_a_blob_another_client_stored_in_a_text_column_is_shown_not_a_traceback(
+        cli, agent, fmt, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")  # wide enough for the key column
+    plain(agent, "UPDATE memory SET key = x'00626c6f62' WHERE key = 'tea'")
+    result = ok(cli("query", "green tea", "--kind", "memory", "--format", fmt))
+    if fmt in ("json", "jsonl"):
+        found = [json.loads(line) for line in result.stdout.splitlines()] if fmt == "jsonl" \
+            else json.loads(result.stdout)
+        assert {"$base64": True, "encoded": "AGJsb2I="} in [r["key"] for r in found]
+    else:
+        assert "AGJsb2I=" in result.stdout
