@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/consolidate_bench.py
 	$(BIN)/python bench/limits_bench.py
 	$(BIN)/python bench/text_bench.py
+	$(BIN)/python bench/embed_memory.py
 
 lint: install
 	$(BIN)/pip install --quiet ruff
