@@ -276,10 +276,10 @@ def bench_stream(runs, n=10_000, queries=30):
 
 def bench_lock(runs, n=1000):
     """How long one `write` of n memories holds the write lock, next to its whole time."""
+    from corpus import sentences
+
     from ravana_db.models import Memory
     from ravana_db.store import write
-
-    from corpus import sentences
 
     texts = sentences(n)
     embedder = Embedder()

@@ -39,7 +39,8 @@ import zlib
 from dataclasses import dataclass, field
 
 from . import runs
-from .db import driver, now as utc_now, sha256
+from .db import driver, sha256
+from .db import now as utc_now
 from .errors import InputError, RavanaError
 from .store import write
 from .text import loads, stored_number

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 from .db import sha256, transaction
 from .errors import InputError, RavanaError
-from .schema import (SEARCHABLE, SIGNATURE_BITS, _outdated, index_objects, install_index,
-                     part_of)
+from .schema import SEARCHABLE, SIGNATURE_BITS, _outdated, index_objects, install_index, part_of
 from .text import decode
 
 BATCH = 1024  # texts per embedding call: sorted by length within it, so larger pads less

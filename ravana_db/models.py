@@ -12,8 +12,15 @@ import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-    create_model, field_validator)
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from .db import parse_time, sha256
 from .errors import InputError

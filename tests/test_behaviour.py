@@ -12,10 +12,9 @@ import sys
 import time
 
 import pytest
+from conftest import cpu_seconds, jsonl
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-
-from conftest import cpu_seconds, jsonl
 
 FORMATS = ["json", "jsonl", "csv", "table"]
 RAVANA = [sys.executable, "-m", "ravana_db"]

@@ -6,8 +6,8 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import typer
+from conftest import contents, copy_db, jsonl, one_line_error, refused_line
 from typer.testing import CliRunner
 
-from conftest import copy_db, contents, jsonl, one_line_error, refused_line
 from ravana_db.cli import EXAMPLES, app
 from ravana_db.models import KINDS
 

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_db, jsonl
 from typer.testing import CliRunner
 
-from conftest import copy_db, jsonl
 from ravana_db.cli import app
 from ravana_db.db import driver
 from ravana_db.schema import TABLES

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from conftest import contents, copy_db, jsonl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import contents, copy_db, jsonl
 from ravana_db import compress as c
 from ravana_db.cli import app
 from ravana_db.db import driver, open_db

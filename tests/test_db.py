@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 import sqlite_vec
+from conftest import one_line_error
 from typer.testing import CliRunner
 
 import ravana_db
@@ -26,7 +27,6 @@ from ravana_db.cli import app
 from ravana_db.db import driver, format_time, open_db, parse_time
 from ravana_db.errors import InputError
 from ravana_db.schema import migrations
-from conftest import one_line_error
 
 
 def older_file(path):

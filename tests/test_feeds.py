@@ -24,10 +24,10 @@ from pathlib import Path
 import feedparser
 import listparser
 import pytest
+from conftest import cpu_seconds, write_locked
 from feedserver import FeedServer, Reply
 from typer.testing import CliRunner
 
-from conftest import cpu_seconds, write_locked
 from ravana_db.cli import app
 from ravana_db.db import open_db, transaction
 

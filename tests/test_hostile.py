@@ -11,11 +11,11 @@ import shutil
 import sqlite3
 
 import pytest
+from conftest import jsonl
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import jsonl
 from ravana_db.cli import app
 from ravana_db.schema import TABLES
 

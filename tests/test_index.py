@@ -8,9 +8,9 @@ import json
 import sqlite3
 
 import pytest
+from conftest import copy_db, jsonl, one_line_error
 from typer.testing import CliRunner
 
-from conftest import copy_db, jsonl, one_line_error
 from ravana_db.cli import app
 from ravana_db.db import open_db
 

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from conftest import contents, copy_db, jsonl, one_line_error
+from typer.testing import CliRunner
 
 from ravana_db.cli import app
 from ravana_db.db import open_db, sha256

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import jsonl, one_line_error
 
 spec = importlib.util.spec_from_file_location(
@@ -61,7 +60,7 @@ def test_summary_is_deduplicated_by_sha256(cli, rows):
         {"kind": "summary", "line": None, "id": 1, "status": "existing"}]
     assert "already stored as summary 1" in again.stderr
     (row,) = rows("summary")
-    assert row["content_hash"] == hashlib.sha256("Markets fell.".encode()).hexdigest()
+    assert row["content_hash"] == hashlib.sha256(b"Markets fell.").hexdigest()
     assert (row["source"], row["category"]) == ("unknown", "compression")
 
 

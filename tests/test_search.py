@@ -1,17 +1,18 @@
 """Search by meaning and by words: `ravana-db query`, the index, `reindex`."""
 
 import json
-from datetime import datetime, timezone
 import select
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import jsonl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from ravana_db.db import now, open_db
 from ravana_db.embed import default_model_folder
 

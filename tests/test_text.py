@@ -10,9 +10,9 @@ import re
 import sqlite3
 
 import pytest
+from conftest import copy_db, jsonl, one_line_error
 from typer.testing import CliRunner
 
-from conftest import copy_db, jsonl, one_line_error
 from ravana_db.cli import app
 from ravana_db.schema import TABLES
 

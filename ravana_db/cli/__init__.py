@@ -4,7 +4,7 @@ import inspect
 import json
 import signal
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 import typer.core
@@ -134,20 +134,20 @@ log_app = typer.Typer(cls=LogGroup, no_args_is_help=True, help="Store records: o
                       "options, or many as JSON lines with --stdin (one transaction).")
 app.add_typer(log_app, name="log")
 
-FormatOption = Annotated[Optional[Format], typer.Option(
+FormatOption = Annotated[Format | None, typer.Option(
     "--format", "-f", help="table (default on a terminal), json (default in a pipe), jsonl, csv")]
 # Commands that print something else unless asked: their own words for the same option.
-LogFormatOption = Annotated[Optional[Format], typer.Option(
+LogFormatOption = Annotated[Format | None, typer.Option(
     "--format", "-f", help="print the records with their status (inserted, updated, existing) "
     "as table, json, jsonl or csv [default: their ids, one a line]")]
-ReportFormatOption = Annotated[Optional[Format], typer.Option(
+ReportFormatOption = Annotated[Format | None, typer.Option(
     "--format", "-f", help="print the report to stdout as table, json, jsonl or csv "
     "[default: a table on stderr, nothing on stdout]")]
-QueryFormatOption = Annotated[Optional[Format], typer.Option(
+QueryFormatOption = Annotated[Format | None, typer.Option(
     "--format", "-f", help="table (default on a terminal), json (default in a pipe; jsonl with "
     "--stdin), jsonl, csv")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="same as --format json")]
-ModelOption = Annotated[Optional[str], typer.Option(
+ModelOption = Annotated[str | None, typer.Option(
     "--model", metavar="NAME|FOLDER", help="embedding model: a fastembed model name or a "
     "local model folder [default: the one the file's vectors were made with; for a file "
     "without vectors $RAVANA_DB_MODEL, else ravana-db/all-MiniLM-L6-v2-int8 (bundled)]")]
@@ -164,7 +164,7 @@ def _print_version(value):
 @app.callback()
 def common(
     ctx: typer.Context,
-    db: Annotated[Optional[str], typer.Option(
+    db: Annotated[str | None, typer.Option(
         "--db", metavar="PATH", help="database file [default: $RAVANA_DB, $DATABASE_URL "
         "(sqlite:///path), ./ravana_agi.db]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
@@ -283,9 +283,8 @@ def _json_line(number, line):
 
 
 def _read_stdin(model):
-    from ..models import validate
-
     from ..lines import MAX_BATCH
+    from ..models import validate
 
     records, size = [], 0
     for number, line in _stdin_lines():
@@ -358,7 +357,7 @@ def _log_command(target, kind, model):
         required = " [required]" if field.is_required() else ""
         params.append(inspect.Parameter(
             name, inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[Optional[str], typer.Option(
+            annotation=Annotated[str | None, typer.Option(
                 "--" + name.replace("_", "-"), help=(field.description or "") + required,
                 show_default=False)]))
     command.__signature__ = inspect.Signature(params)
@@ -424,30 +423,30 @@ def _show(ctx, results, *, title=None, label=""):
 @app.command(cls=Command)
 def query(
     ctx: typer.Context,
-    text: Annotated[Optional[str], typer.Argument(help="what to look for, in any words")] = None,
+    text: Annotated[str | None, typer.Argument(help="what to look for, in any words")] = None,
     mode: Annotated[str, typer.Option(
         "--mode", "-m", help="hybrid (words and meaning, fused by score: the mean of cosine "
         "similarity and BM25 scaled to 0..1), vector (meaning), fts (words)")] = "hybrid",
     kind: Annotated[str, typer.Option(
         "--kind", "-k", help="memory, article, event, summary, vltm, pattern, knowledge or all; "
         "several with commas")] = "all",
-    type: Annotated[Optional[str], typer.Option(
+    type: Annotated[str | None, typer.Option(
         "--type", "-t", help="memory_type, category, pattern_type or knowledge_domain")] = None,
-    source: Annotated[Optional[str], typer.Option(help="only items from this source")] = None,
-    since: Annotated[Optional[str], typer.Option(
+    source: Annotated[str | None, typer.Option(help="only items from this source")] = None,
+    since: Annotated[str | None, typer.Option(
         help="only items from this time on: ISO date/time or an age like 7d, 12h")] = None,
-    until: Annotated[Optional[str], typer.Option(
+    until: Annotated[str | None, typer.Option(
         help="only items up to this time: ISO date/time or an age like 7d")] = None,
     top_n: Annotated[int, typer.Option("--top-n", "-n", help="how many results")] = 5,
-    min_similarity: Annotated[Optional[float], typer.Option(
+    min_similarity: Annotated[float | None, typer.Option(
         "--min-similarity", help="drop results whose cosine similarity is below this")] = None,
-    like: Annotated[Optional[str], typer.Option(
+    like: Annotated[str | None, typer.Option(
         "--like", metavar="[KIND:]ID", help="more like this stored item (a memory id or key, "
         "or KIND:ID)")] = None,
-    recency: Annotated[Optional[str], typer.Option(
+    recency: Annotated[str | None, typer.Option(
         "--recency", metavar="HALF_LIFE", help="rank newer items higher: add 0.5^(age / "
         "half-life), e.g. 30d, 12h, 2w")] = None,
-    importance: Annotated[Optional[float], typer.Option(
+    importance: Annotated[float | None, typer.Option(
         "--importance", metavar="WEIGHT", help="rank important items higher: add WEIGHT x "
         "importance (a memory's, or a very-long-term memory's score; 0.5 for other kinds)")
     ] = None,
@@ -605,10 +604,10 @@ FEED_COLUMNS = ["feed", "title", "status", "new", "updated", "skipped", "error"]
 @ingest_app.command("feeds", cls=Command)
 def ingest_feeds(
     ctx: typer.Context,
-    targets: Annotated[Optional[list[str]], typer.Argument(
+    targets: Annotated[list[str] | None, typer.Argument(
         metavar="[URL|PATH]...", help="feeds to add and fetch now; none: every subscribed "
         "feed that is due")] = None,
-    opml: Annotated[Optional[str], typer.Option(
+    opml: Annotated[str | None, typer.Option(
         "--opml", metavar="FILE", help="subscribe to (and fetch) the feeds of an OPML list: "
         "its http(s) URLs and feed files in its own folder (others are skipped, one line each)")
     ] = None,

@@ -1,6 +1,6 @@
 """`ravana-db compress`: new summaries into one, old very-long-term memories made smaller."""
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,7 +26,7 @@ def compress_command(
     max_chars: Annotated[int, typer.Option(
         "--max-chars", min=80, max=100_000, help="length budget of the extractive summary's "
         "sentences")] = 1200,
-    summarizer: Annotated[Optional[str], typer.Option(
+    summarizer: Annotated[str | None, typer.Option(
         "--summarizer", metavar="CMD", help="a command that reads the summaries on stdin and "
         "writes one on stdout (run without a shell); the extractive summary is kept when it "
         "fails")] = None,

@@ -1,7 +1,7 @@
 """`ravana-db export ...`: take data out of the file."""
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 import typer.core
@@ -56,12 +56,12 @@ export_app = typer.Typer(
     "ravana-db export feeds [--format opml]")
 app.add_typer(export_app, name="export")
 
-ExportFormat = Annotated[Optional[str], typer.Option(
+ExportFormat = Annotated[str | None, typer.Option(
     "--format", "-f", metavar="FORMAT", show_default=False,
     help="json, jsonl, csv or markdown [default: from the --output suffix, else jsonl]")]
-Since = Annotated[Optional[str], typer.Option(
+Since = Annotated[str | None, typer.Option(
     help="only rows from this time on: ISO date/time or an age like 7d, 12h")]
-Until = Annotated[Optional[str], typer.Option(
+Until = Annotated[str | None, typer.Option(
     help="only rows up to this time (inclusive): ISO date/time or an age like 7d")]
 Force = Annotated[bool, typer.Option(
     "--force", help="replace an existing file (for `all`: the files it writes in a folder "
@@ -80,7 +80,7 @@ def _table_command(name):
         fmt: ExportFormat = None,
         since: Since = None,
         until: Until = None,
-        output: Annotated[Optional[str], typer.Option(
+        output: Annotated[str | None, typer.Option(
             "--output", "-o", metavar=what, help=(
                 "the folder to create: TABLE.jsonl (or .json, .csv, .md) per table and "
                 "manifest.json" if name == "all" else

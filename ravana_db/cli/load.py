@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 
 from ..output import Format, Progress, emit, message, pick
-from . import (Command, JsonFlag, ReportFormatOption, _embedder, _notice, _open,
-               ingest_app)
+from . import Command, JsonFlag, ReportFormatOption, _embedder, _notice, _open, ingest_app
 
 REPORT_COLUMNS = ["table", "read", "new", "updated", "existing", "refused"]
 
