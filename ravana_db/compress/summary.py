@@ -3,7 +3,7 @@
 Sentences are picked by maximal marginal relevance (Carbonell and Goldstein 1998) around the
 centroid of their vectors (centroid-based summarisation, Radev et al. 2004), within a character
 budget, a near-duplicate of a chosen sentence never chosen too, and put back in source order.
-No LLM: the same input gives the same summary, never larger than the budget.
+No LLM: the same input gives the same summary.
 """
 
 import re
