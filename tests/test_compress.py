@@ -648,7 +648,7 @@ def test_search_finds_compressed_memories_by_their_words(cli, agent, rows):
     # already embedded.
     for memory_id in ("verbose", "essay"):
         text, vector = after[memory_id]
-        assert text == " ".join(s for _, s in c._strings(c.restore(content(rows, memory_id)))[1])
+        assert text == " ".join(s for _, s in c.strings(c.restore(content(rows, memory_id)))[1])
         assert vector is not None and "level" not in text and "$." not in text
     assert rows("embed_queue") == []
     for words, memory_id in (("exponential backoff", "metrics"), ("pinning the clock", "verbose"),

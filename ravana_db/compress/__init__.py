@@ -14,4 +14,3 @@ __all__ = ["FIELD_BUDGET", "MAX_OUTPUT", "SWAP", "apply", "cited", "compress", "
            "extract", "level", "pack", "plan", "restore", "run_summarizer", "select",
            "sentences", "strings", "summarizer_argv"]
 
-_strings = strings  # the old name, which tests/test_compress.py still uses
