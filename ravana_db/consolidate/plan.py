@@ -1,10 +1,10 @@
-"""A consolidation run's plans (step 1's is merge.py): plain functions over the rows read,
-returning what to write.
+"""Steps 2 to 6's plans: plain functions over the rows read, returning what to write.
 
-Other clients write the file with plain sqlite3: any type in any column, times that do not
-parse, JSON nested too deeply, foreign keys that point nowhere. Such a row is left as it is,
-skipped by the step that needs it and reported (appended to `skipped`); it never stops the
-run (or every later run: it would still be there).
+Step 1's plan is merge.py; the helpers here (skip, metadata, valid) serve every step. Other
+clients write the file with plain sqlite3: any type in any column, times that do not parse,
+JSON nested too deeply, foreign keys that point nowhere. Such a row is left as it is, skipped
+by the step that needs it and reported (appended to `skipped`); it never stops the run (or
+every later run: it would still be there).
 """
 
 from datetime import timedelta

@@ -1,5 +1,8 @@
-"""One consolidation run, step by step: read (read.py), plan (merge.py, plan.py), write
-(write.py), each write a short transaction after the planning is done."""
+"""One consolidation run: its steps in order, each read, planned, then written.
+
+Each step reads (read.py), plans without a transaction open (merge.py, plan.py), then writes
+in short transactions (write.py), so the write lock is never held through CPU work.
+"""
 
 import os
 import time
@@ -101,14 +104,17 @@ class Run:
                       f"{what} (its default used)")
 
     def seconds(self):
+        """Seconds since the run started."""
         return round(time.monotonic() - self.started, 3)
 
     def late(self):
+        """Whether max-seconds has passed (then `stopped` says so): start no new work."""
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.stopped = self.stopped or "max-seconds reached: the rest waits for the next run"
         return self.stopped is not None
 
     def counts(self):
+        """The report's counts so far."""
         return {"processed": self.processed, "remaining": self.remaining,
                 "merged": sum(len(m["merged"]) for m in self.merges),
                 "linked": len(self.links), "promoted": len(self.promotions),
@@ -118,6 +124,7 @@ class Run:
                               for action in ("compress", "archive", "expire")}}
 
     def execute(self):
+        """Run the steps in order, as far as max-seconds allows; returns the report."""
         self.duplicates()
         for step in (self.promote, self.find_patterns, self.derive_knowledge, self.retain):
             if self.late():
@@ -126,6 +133,8 @@ class Run:
         return self.report()
 
     def report(self):
+        """What the run did (or would do, dry): counts, and each merge, link, promotion,
+        pattern, knowledge and retention action."""
         ratio = round(self.bytes_after / self.bytes_before, 4) if self.bytes_before else 1.0
         return {"run_id": None if self.dry_run else self.id, "type": self.type,
                 "dry_run": self.dry_run, **self.counts(), "compression_ratio": ratio,
