@@ -2,12 +2,14 @@
 (median of fresh copies) and merge counts; the time should grow about linearly.
 
 Memories are real sentences from the NFCorpus abstracts (/work/shared/eval/nfcorpus or
-$NFCORPUS), topped up with docstring sentences (bench/corpus.py); a near-duplicate is one of them with its case, punctuation, an article or an
-inflection changed. Setup only: embedding 100k texts with the model would take most of an
-hour on 2 cores, so each distinct sentence gets a random unit vector (a near-duplicate its
-original's vector plus a little noise, cosine about 0.97), stored through index.apply, the
-write path's own vector code. The consolidation itself is the real code path.
+$NFCORPUS), topped up with docstring sentences (bench/corpus.py); a near-duplicate is one of
+them with its case, punctuation, an article or an inflection changed. Setup only: embedding
+every text with the model would take far longer than the runs measured, so each distinct
+sentence gets a random unit vector (a near-duplicate its original's vector plus a little
+noise, cosine about 0.97), stored through index.apply, the write path's own vector code. The
+consolidation itself is the real code path.
 
+    make install  # ravana_db importable
     python bench/consolidate_bench.py [--sizes 10000,30000,100000] [--repeat 3]
 """
 
@@ -20,17 +22,14 @@ import random
 import re
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).parent.parent), str(Path(__file__).parent)]
-
 from ravana_db.consolidate import consolidate
 from ravana_db.db import open_db, sha256, transaction
 from ravana_db.embed import Embedder
-from ravana_db.index import Prepared, _signatures, apply
+from ravana_db.index import Prepared, apply, signature
 
 CORPUS = Path(os.environ.get("NFCORPUS", "/work/shared/eval/nfcorpus")) / "corpus.jsonl.gz"
 
@@ -78,7 +77,10 @@ def build(path, n, rng, dim=384):
     originals = [rng.choice(base) for _ in range(n - len(base))]
     texts = base + [variant(t, rng) for t in originals]
     noise = np.random.default_rng(n)
-    unit = lambda m: (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)
+
+    def unit(m):
+        return (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)
+
     matrix = unit(noise.standard_normal((len(base), dim)))
     index = {t: i for i, t in enumerate(base)}
     near = unit(matrix[[index[t] for t in originals]] +
@@ -91,7 +93,9 @@ def build(path, n, rng, dim=384):
             [(t, "2026-01-01T00:00:00.000Z", sha256(t)) for t in texts])
     blobs = {sha256(t): v.tobytes() for t, v in vectors.items()}
     prepared = Prepared(model=(Embedder().name, dim))
-    prepared.vectors = dict(zip(blobs, zip(blobs.values(), _signatures(list(blobs.values())))))
+    stacked = np.frombuffer(b"".join(blobs.values()), dtype=np.float32).reshape(len(blobs), -1)
+    sigs = [row.tobytes() for row in signature(stacked)]  # as index.prepare makes them
+    prepared.vectors = dict(zip(blobs, zip(blobs.values(), sigs)))
     with transaction(db):
         apply(db, prepared, [r[0] for r in db.execute("SELECT doc_id FROM embed_queue")])
     db.conn.close()

@@ -196,8 +196,11 @@ def test_undo_restores_the_exact_previous_state(cli, agent, rows, db_path):
     after = contents(db_path)
     for table in ("memory", "memory_link"):
         assert after[table] == before[table], table
-    docs = lambda c: sorted((kind, ref, text) for _, kind, ref, text, *_ in c["doc"]
-                            if kind == "memory")
+
+    def docs(c):
+        return sorted((kind, ref, text) for _, kind, ref, text, *_ in c["doc"]
+                      if kind == "memory")
+
     assert docs(after) == docs(before)
     assert "already undone" in one_line_error(cli("consolidate", "--undo", report["run_id"]))
     # The memories of an undone merge are kept apart from then on.

@@ -10,7 +10,9 @@ to link. Two texts are duplicates when:
     negations, quantifiers and prepositions carry meaning and stay); numbers are compared
     as numbers; a capitalised word (a name) must be the very same word.
 The duplicate key (the SHA-256 of the canonical words) finds candidates by an index lookup:
-no pair of memories is ever compared unless their keys are equal.
+no pair of memories is ever compared unless their keys are equal. Look-alikes to link are
+found the same way, without comparing pairs: rows whose SimHash signatures share a band of
+bits (`band_pairs()`).
 """
 
 import difflib
@@ -21,8 +23,9 @@ import unicodedata
 # Only words whose presence never changes a fact. Negations ("not", "no", "never",
 # "without"), quantifiers ("all", "some", "every"), prepositions ("to", "from", "before",
 # "after") and pronouns are content words.
-STOP = frozenset(["a", "an", "the", "that", "very", "really", "quite", "also", "indeed", "actually", "basically", "simply", "please"])
-NEGATIONS = frozenset(["not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot"])
+STOP = frozenset("a an the that very really quite also indeed actually basically simply "
+                 "please".split())
+NEGATIONS = frozenset("not no never none nobody nothing neither nor without cannot".split())
 IRREGULAR = {
     **dict.fromkeys(["is", "are", "was", "were", "am", "be", "been", "being"], "be"),
     **dict.fromkeys(["has", "have", "had", "having"], "have"),
@@ -72,16 +75,20 @@ SYNONYMS = {
     "percent": "per-cent pct %",
 }
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    ["zero", "_", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]) if w != "_"}
+    "zero _ two three four five six seven eight nine ten eleven twelve".split()) if w != "_"}
 NUMBER_WORDS.update({w: str(10 * i) for i, w in enumerate(
-    ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]) if w != "_"})
-KEEP_S = frozenset(["news", "series", "species", "physics", "always", "perhaps", "was", "has", "does", "is", "this", "its", "thus", "yes", "us", "bus", "gas", "plus", "minus", "lens", "bias", "analysis", "basis", "status", "process", "less", "unless", "across", "chaos", "canvas", "atlas"])
+    "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"})
+KEEP_S = frozenset("news series species physics always perhaps was has does is this its thus "
+                   "yes us bus gas plus minus lens bias analysis basis status process less "
+                   "unless across chaos canvas atlas".split())
 TOKEN = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?%?|\w+(?:['’]\w+)*", re.UNICODE)
 CONTRACTIONS = [(re.compile(p, re.IGNORECASE), r) for p, r in (
     (r"\bcan['’]t\b", "can not"), (r"\bwon['’]t\b", "will not"), (r"\bshan['’]t\b", "shall not"),
     (r"\bcannot\b", "can not"), (r"n['’]t\b", " not"), (r"['’]re\b", " are"), (r"['’]m\b", " am"),
     (r"['’]ve\b", " have"), (r"['’]ll\b", " will"))]
 SENTENCE_END = re.compile(r"[.!?:;\n]\W*$")
+BAND_BYTES = 3  # 24 SimHash bits a band: 42 bands of the 1024-bit signature
+MAX_BUCKET = 64  # a band bucket this full holds no look-alikes worth a link
 
 
 def _synonyms():
@@ -212,3 +219,28 @@ def _difference(ka, kb):
 
 def _is_number(token):
     return bool(token) and (token[0].isdigit() or token[0] in "+-" and len(token) > 1)
+
+
+def band_pairs(bits, *, due=None):
+    """Candidate look-alikes: the pairs of rows of `bits` (uint8, one signature a row) that
+    share a band of BAND_BYTES bytes, in buckets of at most MAX_BUCKET rows.
+
+    Args:
+        due: a boolean per row; when given, only buckets holding a due row count.
+
+    Returns:
+        A set of (i, j) row numbers, i < j.
+    """
+    import numpy as np
+
+    pairs = set()
+    for start in range(0, bits.shape[1] - BAND_BYTES + 1, BAND_BYTES):
+        band = bits[:, start:start + BAND_BYTES].astype(np.uint32)
+        value = (band[:, 0] << 16) | (band[:, 1] << 8) | band[:, 2]
+        order = np.argsort(value, kind="stable")
+        cuts = np.flatnonzero(np.diff(value[order])) + 1
+        for bucket in np.split(order, cuts):
+            if 1 < len(bucket) <= MAX_BUCKET and (due is None or due[bucket].any()):
+                rows = sorted(bucket.tolist())
+                pairs.update((a, b) for i, a in enumerate(rows) for b in rows[i + 1:])
+    return pairs

@@ -87,8 +87,11 @@ def behavioral(actions, *, min_support, min_confidence):
 def _related(a, b):
     """Actions are related when they share a word of their names (retry, or a fallback of
     the same thing: fetch_feed / fetch_feed_cached)."""
-    words = lambda name: set(name.replace("-", "_").replace(".", "_").lower().split("_"))
-    return a == b or bool(words(a) & words(b) - {""})
+    return a == b or bool(_words(a) & _words(b) - {""})
+
+
+def _words(name):
+    return set(name.replace("-", "_").replace(".", "_").lower().split("_"))
 
 
 def causal(actions, *, min_support, min_confidence, window_minutes):
@@ -192,7 +195,7 @@ def structural(memories, edges, *, min_support, min_confidence):
     for a, b, _ in edges:
         clusters[root(a)].update((a, b))
     weights = defaultdict(list)
-    for a, b, similarity in edges:
+    for a, _, similarity in edges:
         weights[root(a)].append(similarity)
     found = []
     for top, members in sorted(clusters.items()):
