@@ -566,6 +566,10 @@ BAD_ROWS = {
     "blob text": ("INSERT INTO memory(key, text, importance, created_at, access_count) "
                   "VALUES ('blob', x'ff00de', 0.95, '2026-01-01T00:00:00Z', 5)"),
     "dangling merged_into": "UPDATE memory SET merged_into = 99999 WHERE key = 'p-unimportant'",
+    # past the CHECK, as a client that turns checks off can write it
+    "related_memories not a list": ("PRAGMA ignore_check_constraints = ON; "
+                                    "UPDATE very_long_term_memories SET related_memories = "
+                                    "'5' WHERE memory_id = 'old-win'"),
 }
 
 

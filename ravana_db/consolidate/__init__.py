@@ -10,7 +10,7 @@ through store.write, so `log`, `ingest` and `query` go on meanwhile):
   2. promotion to very_long_term_memories by the policy rows `promote.*`;
   3. patterns (behavioral, causal, temporal from actionlog; structural among VLTMs);
   4. strategic knowledge per domain from its patterns;
-  5. retention: the policy table's archive, compress (compress.py's levels) and expiry;
+  5. retention: the policy table's archive, compress (compress/levels.py) and expiry;
   6. the run's record, metrics and what each merge changed (`memory_merge`, for undo).
 A file lock beside the database (flock: the kernel drops it when the process dies) keeps two
 runs apart.

@@ -182,9 +182,11 @@ def vltm_graph(rows, skipped):
         except ValueError as e:
             skip(skipped, "patterns", f"vltm {r[0]}", f"related_memories: {e}")
             related = []
-        edges += [(min(r[0], other), max(r[0], other), 1.0)
-                  for other in related if isinstance(related, list) and
-                  isinstance(other, str) and other in memories and other != r[0]]
+        if not isinstance(related, list):
+            skip(skipped, "patterns", f"vltm {r[0]}", "related_memories: not a list")
+            related = []
+        edges += [(min(r[0], other), max(r[0], other), 1.0) for other in related
+                  if isinstance(other, str) and other in memories and other != r[0]]
     return memories, edges
 
 
