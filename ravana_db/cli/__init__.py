@@ -1,7 +1,7 @@
 """The command line: resolve the path, open the file, make one library call, emit the result.
 
-Each module registers its commands on `common.app` when imported; `--help` lists commands in
-that order (then the groups, in theirs).
+Each module registers its commands on `common.app` when imported, and `--help` lists them in
+that order (commands first, then groups), so the imports below keep their order, unsorted.
 """
 
 from . import admin, query, compress, consolidate, log, ingest, export, feeds  # noqa: F401, I001

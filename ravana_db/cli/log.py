@@ -71,8 +71,8 @@ def log_command(kind, model):
               json_flag: JsonFlag = False):
         given = ctx.obj.get("fields", {})
         fields = {name: given[name] for name in model.model_fields if name in given}
-        log(ctx, kind=kind, model=model, stdin=stdin, fmt=fmt, json_flag=json_flag,
-            fields=fields)
+        log_records(ctx, kind=kind, model=model, stdin=stdin, fmt=fmt, json_flag=json_flag,
+                    fields=fields)
 
     command = typer.main.get_command(one)
     at = len(command.params) - 2  # before --db and --quiet, which Command adds last
@@ -96,7 +96,7 @@ def keep_field(ctx, param, value):
         ctx.obj.setdefault("fields", {})[param.name] = value
 
 
-def log(ctx, *, kind, model, stdin, fmt, json_flag, fields):
+def log_records(ctx, *, kind, model, stdin, fmt, json_flag, fields):
     """Store the record of the options, or the records on stdin, in one transaction."""
     from ..store import write
 
