@@ -19,7 +19,8 @@ import typer
 from conftest import contents, copy_db, jsonl, one_line_error, refused_line
 from typer.testing import CliRunner
 
-from ravana_db.cli import EXAMPLES, app
+from ravana_db.cli import app
+from ravana_db.cli.log import EXAMPLES
 from ravana_db.models import KINDS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()

@@ -6,7 +6,7 @@ import typer
 
 from ..errors import InputError
 from ..output import Format, emit, message, pick
-from . import Command, FormatOption, JsonFlag, _embedder, _notice, _open, app
+from .common import Command, FormatOption, JsonFlag, app, load_embedder, notice, open_database
 
 ROW_COLUMNS = ["memory_id", "memory_type", "age_days", "from_level", "to_level",
                "bytes_before", "bytes_after"]
@@ -65,16 +65,16 @@ def compress_command(
             summarizer_argv(summarizer)
         except InputError as e:
             raise InputError(f"--{e}") from None
-    db, _ = _open(ctx, create=False, write=not dry_run)
-    report = compress(db, embedder=_embedder(ctx), knowledge=knowledge, vltm=vltm,
+    db, _ = open_database(ctx, create=False, write=not dry_run)
+    report = compress(db, embedder=load_embedder(ctx), knowledge=knowledge, vltm=vltm,
                       max_summaries=max_summaries, budget=max_chars, summarizer=summarizer,
                       timeout=summarizer_timeout, max_level=max_level, dry_run=dry_run)
     for warning in report["warnings"]:
         message(f"warning: {warning}")
     if dry_run and summarizer is not None and report["knowledge"] and \
             report["knowledge"]["text"] is not None:
-        _notice(ctx, "dry run: the summarizer was not run; the extractive summary is shown")
-    _notice(ctx, _summary_line(report))
+        notice(ctx, "dry run: the summarizer was not run; the extractive summary is shown")
+    notice(ctx, _summary_line(report))
     if silent:
         return
     if fmt is Format.table:

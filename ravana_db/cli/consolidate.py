@@ -8,7 +8,7 @@ import typer
 from ..errors import InputError
 from ..output import Format, emit, message, pick
 from ..text import printable
-from . import Command, FormatOption, JsonFlag, _embedder, _notice, _open, app
+from .common import Command, FormatOption, JsonFlag, app, load_embedder, notice, open_database
 
 TYPES = ("daily", "weekly", "monthly", "quarterly", "event_triggered")
 PLAN_COLUMNS = ["step", "what", "ids", "detail"]
@@ -62,7 +62,7 @@ def consolidate_command(
         raise InputError(f"--type: {type!r} is not one of {', '.join(TYPES)}")
     if sum(bool(x) for x in (dry_run, undo, list_runs)) > 1:
         raise InputError("--dry-run, --undo and --list go one at a time")
-    db, path = _open(ctx, create=False, write=not (dry_run or list_runs))
+    db, path = open_database(ctx, create=False, write=not (dry_run or list_runs))
     if list_runs:
         runs = history(db)
         emit(map(_run_for_people, runs) if fmt is Format.table else runs, fmt)
@@ -71,7 +71,7 @@ def consolidate_command(
         if undo is not None:
             report = undo_run(db, path=path, run_id=undo, wait=wait)
             kept = sum(len(k["columns"]) for k in report["kept"])
-            _notice(ctx, f"undone: run {report['run_id']}: {report['restored']} memories "
+            notice(ctx, f"undone: run {report['run_id']}: {report['restored']} memories "
                     f"restored, {report['links_removed']} links removed" + (
                         f", {kept} later {'change' if kept == 1 else 'changes'} kept (memory "
                         f"{', '.join(str(k['memory_id']) for k in report['kept'])})"
@@ -79,19 +79,19 @@ def consolidate_command(
             if not silent:
                 emit([report], fmt, one=True)
             return
-        report = consolidate(db, path=path, embedder=_embedder(ctx), type=type,
+        report = consolidate(db, path=path, embedder=load_embedder(ctx), type=type,
                              dry_run=dry_run, max_seconds=max_seconds, limit=limit, wait=wait)
     except Busy as e:
-        _notice(ctx, f"consolidate: {e}")
+        notice(ctx, f"consolidate: {e}")
         return
-    _notice(ctx, _summary_line(report))
+    notice(ctx, _summary_line(report))
     if report["skipped"]:  # said even with --quiet: a row someone should look at
         first = report["skipped"][0]
         message(f"warning: consolidate skipped {len(report['skipped'])} stored row(s) it "
                 f"cannot use (the report's \"skipped\" lists them), first {first['row']} "
                 f"({first['step']}): " + printable(first["reason"][:120].replace("\n", " ")))
     if report["stopped"]:
-        _notice(ctx, f"consolidate: {report['stopped']} ({report['remaining']} memories wait)")
+        notice(ctx, f"consolidate: {report['stopped']} ({report['remaining']} memories wait)")
     if silent:
         return
     if fmt is Format.table:

@@ -8,7 +8,7 @@ import typer.core
 
 from ..errors import InputError
 from ..output import Format, Progress, emit, pick
-from . import Command, _notice, _open, app
+from .common import Command, app, notice, open_database
 
 
 class ExportGroup(typer.core.TyperGroup):
@@ -112,20 +112,20 @@ def _export(ctx, name, **options):
     from ..export import Export, run
 
     job = Export(name, **options)  # everything checked before the file is opened
-    db, _ = _open(ctx, create=False, write=False)
+    db, _ = open_database(ctx, create=False, write=False)
     with Progress(f"export {name}", quiet=ctx.obj["quiet"]) as bar:
         report = run(db, job, progress=bar if bar.enabled else None)
     if name != "all":
-        _notice(ctx, f"{name}: {_rows(report['rows'])}" +
+        notice(ctx, f"{name}: {_rows(report['rows'])}" +
                 (f" written to {report['file']}" if report["file"] else ""))
         return
     tables = report["tables"]
     if job.since or job.until:
         whole = [t["table"] for t in tables if not t["filtered"]]
         if whole:
-                _notice(ctx, f"note: --since/--until do not apply to {', '.join(whole)} (no "
-                    "time column): exported whole")
-    _notice(ctx, f"exported {_rows(sum(t['rows'] for t in tables))} of {len(tables)} tables to "
+            notice(ctx, f"note: --since/--until do not apply to {', '.join(whole)} (no "
+                   "time column): exported whole")
+    notice(ctx, f"exported {_rows(sum(t['rows'] for t in tables))} of {len(tables)} tables to "
             f"{job.output}/ (manifest.json lists them)")
 
 
@@ -146,9 +146,9 @@ def export_backup(
     """
     from ..export import backup
 
-    db, _ = _open(ctx, create=False, write=False)
+    db, _ = open_database(ctx, create=False, write=False)
     report = backup(db, file, force=force)
-    _notice(ctx, f"backup: {report['file']} ({report['bytes']:,} bytes, "
+    notice(ctx, f"backup: {report['file']} ({report['bytes']:,} bytes, "
             f"{_rows(report['rows'])}, integrity_check ok)")
 
 
@@ -164,7 +164,7 @@ def export_feeds(
     """
     from ..feeds import SUBSCRIBED, opml
 
-    db, _ = _open(ctx, create=False, write=False)
+    db, _ = open_database(ctx, create=False, write=False)
     if fmt == "opml":
         sys.stdout.write(opml(db))
         return

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from ..output import emit, pick
-from . import Command, FormatOption, JsonFlag, _notice, _open, app
+from .common import Command, FormatOption, JsonFlag, app, notice, open_database
 
 feeds_app = typer.Typer(no_args_is_help=True, help="The subscribed feeds: list them, remove, "
                         "pause or resume one. (Subscribe with `ingest feeds URL|PATH`.)")
@@ -25,16 +25,16 @@ def list_feeds(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag
     """
     from ..feeds import listing
 
-    db, _ = _open(ctx, create=False, write=False)
+    db, _ = open_database(ctx, create=False, write=False)
     emit(listing(db), pick(fmt, json_flag), columns=COLUMNS)
 
 
 def _change(ctx, urls, action, done):
     from ..feeds import change
 
-    db, _ = _open(ctx, create=False)
+    db, _ = open_database(ctx, create=False)
     for row in change(db, urls, action):
-        _notice(ctx, f"{done}: {row['url']}" + (
+        notice(ctx, f"{done}: {row['url']}" + (
             f" (its {row['articles']} article(s) stay)" if action == "remove" else ""))
 
 
