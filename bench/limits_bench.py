@@ -91,7 +91,7 @@ def main():
                 "peak_mb": round(statistics.median(m for _, _, m in runs)),
             }
     base = results["small"]["peak_mb"]
-    for name, r in results.items():
+    for r in results.values():
         r["x_baseline"] = round(r["peak_mb"] / base, 2)
         r["under_goal"] = r["peak_mb"] < GOAL_MB
     report = {"goal_peak_mb": GOAL_MB, "runs": args.runs, "cases": results}

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from ravana_db.cli import app
 from ravana_db.db import open_db, sha256
-from ravana_db.load import _table_info
+from ravana_db.load import table_info
 from ravana_db.models import NATURAL
 from ravana_db.schema import TABLES
 
@@ -230,7 +230,10 @@ def test_a_file_that_holds_rows_gets_the_export_mapped_onto_its_own_ids(source, 
     assert counts["feed"] == dict(read=3, new=2, updated=1, existing=0, refused=0)  # state
     # STORY[1]'s articles, found by feed url and guid, get the export's clusters.
     assert (counts["article"]["new"], counts["article"]["updated"]) == (7, 4)
-    rows = lambda path, sql: sorted(sqlite3.connect(path).execute(sql).fetchall())
+
+    def rows(path, sql):
+        return sorted(sqlite3.connect(path).execute(sql).fetchall())
+
     sql = ("SELECT d.raw_response, s.prompt FROM decisionlog d "
            "LEFT JOIN situationlog s ON s.id = d.situation_id")
     assert set(rows(source, sql)) < set(rows(db, sql))
@@ -243,7 +246,8 @@ def test_a_file_that_holds_rows_gets_the_export_mapped_onto_its_own_ids(source, 
 
 def test_an_interrupted_run_keeps_its_batches_and_a_second_run_completes(source, loaded,
                                                                          tmp_path, monkeypatch):
-    from ravana_db import load, store
+    from ravana_db import store
+    from ravana_db.load import loader
 
     db, write, calls = tmp_path / "resumed.db", store.write, []
 
@@ -253,7 +257,7 @@ def test_an_interrupted_run_keeps_its_batches_and_a_second_run_completes(source,
             raise KeyboardInterrupt
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(load, "BATCH", 2)
+    monkeypatch.setattr(loader, "BATCH", 2)
     monkeypatch.setattr(store, "write", interrupted)
     assert invoke(db, "ingest", "dir", source.parent / "dump").exit_code == 130
     monkeypatch.setattr(store, "write", write)
@@ -506,7 +510,7 @@ def test_every_identity_lookup_is_served_by_an_index(loaded):
     db = open_db(loaded[0], create=False)
     with contextlib.closing(db.conn):
         for table in TABLES:
-            info = _table_info(db, table)
+            info = table_info(db, table)
             identities = [i for i in info.models if i]
             assert identities == (NATURAL.get(table) or identities), table
             for identity in identities:
