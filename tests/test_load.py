@@ -8,10 +8,12 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -522,3 +524,104 @@ def test_every_identity_lookup_is_served_by_an_index(loaded):
                 first = plan[0][3]
                 assert first.startswith(f"SEARCH {table} USING ") and "INDEX" in first, \
                     (table, identity, plan)
+
+
+# 5. Bounded memory: rows spooled to disk, written in batches ---------------------------------
+
+# Runs a command and prints its exit code and peak RSS (KiB). A child forked from a large
+# process (pytest) starts with that process's peak, so the command is started from this small
+# one instead.
+LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); "
+            "_, status, usage = os.wait4(p.pid, 0); "
+            "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)")
+
+
+def peak_rss(db, *args):
+    """(exit code, peak resident memory in MiB) of `ravana-db --db DB ARGS` in a subprocess."""
+    run = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-m", "ravana_db",
+                          "--db", str(db), "--quiet", *map(str, args)],
+                         capture_output=True, text=True, timeout=600)
+    code, kib = map(int, run.stdout.split()[-2:])
+    assert code == 0, run.stderr
+    return kib / 1024
+
+
+def big_experiments(n, size):
+    """n experiments of about size characters each (no search text: the model stays out)."""
+    return [(i + 1, f"2024-01-01T00:00:{i:02d}Z", f"experiment {i} " + "x" * size)
+            for i in range(n)]
+
+
+def export_folder(folder, experiments):
+    folder.mkdir()
+    with (folder / "experimentlog.jsonl").open("w") as f:
+        for id, timestamp, hypothesis in experiments:
+            f.write(json.dumps({"id": id, "timestamp": timestamp, "hypothesis": hypothesis,
+                                "results": "{}"}) + "\n")
+    (folder / "manifest.json").write_text(json.dumps({
+        "export_version": 1, "format": "jsonl", "json_columns": "text", "tables": [
+            {"table": "experimentlog", "file": "experimentlog.jsonl",
+             "rows": len(experiments)}]}))
+    return folder
+
+
+def original_file(path, experiments):
+    conn = sqlite3.connect(path)
+    with contextlib.closing(conn):
+        conn.execute(original.SCHEMA.split(";")[-2])  # experimentlog, as the original has it
+        conn.executemany("INSERT INTO experimentlog VALUES (?, ?, ?, '{}')", experiments)
+        conn.commit()
+    return path
+
+
+@pytest.mark.parametrize("command", ["dir", "ravana", "jsonl"])
+def test_peak_memory_does_not_grow_with_the_input(tmp_path, command):
+    """48 rows of 2 MiB: every row is checked before any is written, yet what is held at once
+    is a batch, not the input (held whole, the input alone is twice the bound)."""
+    small, big = big_experiments(1, 10), big_experiments(48, 2 << 20)
+    sources = {
+        "dir": lambda name, rows: ["ingest", "dir", export_folder(tmp_path / name, rows)],
+        "ravana": lambda name, rows: ["ingest", "ravana",
+                                      original_file(tmp_path / f"{name}.db", rows)],
+        "jsonl": lambda name, rows: ["ingest", "jsonl", export_folder(tmp_path / name, rows) /
+                                     "experimentlog.jsonl", "--table", "experimentlog"],
+    }
+    baseline = peak_rss(tmp_path / "small-target.db", *sources[command]("small", small))
+    peak = peak_rss(tmp_path / "target.db", *sources[command]("big", big))
+    assert peak - baseline < 48, (baseline, peak)
+    assert sqlite3.connect(tmp_path / "target.db").execute(
+        "SELECT count(*), sum(length(hypothesis)) FROM experimentlog").fetchone() == (
+        48, sum(len(h) for _, _, h in big))
+
+
+@pytest.mark.parametrize("command", ["dir", "ravana", "jsonl"])
+def test_a_tiny_batch_stores_exactly_what_the_default_does(source, ravana, tmp_path,
+                                                           monkeypatch, command):
+    """One row per batch (and per reference check) against the default: the same rows, ids,
+    index and report."""
+    from ravana_db.load import loader
+
+    memories = tmp_path / "memory.jsonl"
+    memories.write_text("".join(
+        json.dumps({k: v for k, v in json.loads(line).items() if k != "merged_into"}) + "\n"
+        for line in (source.parent / "dump" / "memory.jsonl").read_text().splitlines()))
+    args = {"dir": ["ingest", "dir", source.parent / "dump"],
+            "ravana": ["ingest", "ravana", ravana],
+            "jsonl": ["ingest", "jsonl", memories, "--table", "memory"]}[command]
+    default = ok(invoke(tmp_path / "default.db", *args, "--format", "json"))
+    monkeypatch.setattr(loader, "BATCH", 1)
+    monkeypatch.setattr(loader, "BATCH_BYTES", 1)
+    tiny = ok(invoke(tmp_path / "tiny.db", *args, "--format", "json"))
+    assert tiny.stdout == default.stdout
+    assert tiny.stderr.replace("tiny.db", "default.db") == default.stderr
+    # Times taken at the run (the migrations' default rows, the original's missing times)
+    # differ by the seconds between the two runs.
+    today = re.escape(time.strftime("%Y-%m-%d", time.gmtime()))
+
+    def settled(value):
+        return re.sub(today + r"T[0-9:.]+Z", "now", value) if isinstance(value, str) else value
+
+    stored = [{table: [tuple(map(settled, row)) for row in rows]
+               for table, rows in contents(tmp_path / f"{name}.db").items()}
+              for name in ("default", "tiny")]
+    assert stored[0] == stored[1]

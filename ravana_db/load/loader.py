@@ -149,18 +149,27 @@ class Loader:
         report = self.reports.setdefault(name, dict(table=name, **dict.fromkeys(COUNTS, 0)))
         if name not in self.spools:
             self.spools[name] = Spool(tempfile.TemporaryFile())
-        spool, references, refused = self.spools[name], self._references(table), []
-        checked = self._checked_rows(table, rows, report, refused)
-        for batch in chunks(checked, size=lambda pair: len(pair[1])):
+        refused = []
+        spooled = self._spooled(table, self._checked_rows(table, rows, report, refused))
+        for batch in chunks(spooled, size=lambda pair: pair[1]):
             if not self.mapped:
                 self._check_references(table, [item for item, _ in batch])
-            for item, blob in batch:
-                spool.append(blob)
-                if self.mapped:
-                    spool.olds.add(item.old)
-                    for column in references:
-                        spool.given.setdefault(column, set()).add(item.values.get(column))
         self.refuse(name, refused, "")
+
+    def _spooled(self, table, checked):
+        """Spool each checked row; yields it as references are checked with: (Item of its
+        where, old id and the values of its reference columns, its size). Mapped, those
+        values are gathered per table for resolve()."""
+        spool, references = self.spools[table.name], self._references(table)
+        keep = set(references) | {key for other, key in references.values()
+                                  if other == table.name}
+        for item, blob in checked:
+            spool.append(blob)
+            if self.mapped:
+                spool.olds.add(item.old)
+                for column in references:
+                    spool.given.setdefault(column, set()).add(item.values.get(column))
+            yield Item(item.where, item.old, {c: item.values.get(c) for c in keep}), len(blob)
 
     def _checked_rows(self, table, rows, report, refused):
         """(Item, its pickle) of each row that passes; reasons of those refused go to
