@@ -145,25 +145,26 @@ class Loader:
         """Read and check rows, (where, dict) pairs of one table, and spool them; raises
         InputError for a bad one (or refuses it, when lenient). Unmapped, references are
         checked batch by batch, against the target."""
-        table = self.table(name)
         report = self.reports.setdefault(name, dict(table=name, **dict.fromkeys(COUNTS, 0)))
         if name not in self.spools:
             self.spools[name] = Spool(tempfile.TemporaryFile())
         refused = []
-        spooled = self._spooled(table, self._checked_rows(table, rows, report, refused))
+        spooled = self._spooled(name, self._checked_rows(name, rows, report, refused))
         for batch in chunks(spooled, size=lambda pair: pair[1]):
             if not self.mapped:
-                self._check_references(table, [item for item, _ in batch])
+                self._check_references(self.table(name), [item for item, _ in batch])
         self.refuse(name, refused, "")
 
-    def _spooled(self, table, checked):
+    def _spooled(self, name, checked):
         """Spool each checked row; yields it as references are checked with: (Item of its
         where, old id and the values of its reference columns, its size). Mapped, those
         values are gathered per table for resolve()."""
-        spool, references = self.spools[table.name], self._references(table)
-        keep = set(references) | {key for other, key in references.values()
-                                  if other == table.name}
+        spool, keep = self.spools[name], None
         for item, blob in checked:
+            if keep is None:  # at the first row: a file refused before it loads no models
+                references = self._references(self.table(name))
+                keep = set(references) | {key for other, key in references.values()
+                                          if other == name}
             spool.append(blob)
             if self.mapped:
                 spool.olds.add(item.old)
@@ -171,13 +172,13 @@ class Loader:
                     spool.given.setdefault(column, set()).add(item.values.get(column))
             yield Item(item.where, item.old, {c: item.values.get(c) for c in keep}), len(blob)
 
-    def _checked_rows(self, table, rows, report, refused):
+    def _checked_rows(self, name, rows, report, refused):
         """(Item, its pickle) of each row that passes; reasons of those refused go to
         refused (lenient), else the first is raised."""
         for where, data in rows:
             report["read"] += 1
             try:
-                item = self._checked(table, where, data)
+                item = self._checked(self.table(name), where, data)
             except InputError as e:
                 if not self.lenient:
                     raise
