@@ -19,13 +19,11 @@ cluster) is mapped to the id that the referenced row has in the target. TEXT key
 
 import contextlib
 import hashlib
-import pickle
-import tempfile
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from ..db import driver
 from ..errors import InputError, RecordError
+from .spool import Item, Spool, chunks, pack
 from .tables import present, table_info
 
 BATCH = 500  # rows per store.write: one transaction, its text embedded before it
@@ -36,53 +34,6 @@ STATUS = {"inserted": "new", "updated": "updated", "existing": "existing"}
 # its first article's id.
 ID_COLUMNS = {("article", "cluster_id"): "article", ("event", "cluster_id"): "article",
               ("memory_merge", "survivor_id"): "memory"}
-
-
-class Item(NamedTuple):
-    """One checked row."""
-
-    where: str  # how messages name the row: "article.jsonl line 3"
-    old: int | None  # its id in the source, for tables with a surrogate id
-    values: dict  # validated values of the columns given
-
-
-@dataclass
-class Spool:
-    """One table's checked rows, pickled one after another in a temporary file, and what
-    references to them are checked with."""
-
-    file: object
-    rows: int = 0
-    olds: set = field(default_factory=set)  # the rows' ids in the source
-    given: dict = field(default_factory=dict)  # {reference column: values the rows give}
-    fixes: dict = field(default_factory=dict)  # {row number: None (refused) or columns to empty}
-
-    def append(self, blob):
-        self.file.seek(0, 2)
-        self.file.write(blob)
-        self.rows += 1
-
-    def read(self):
-        """(row number, Item, its size in bytes) of each row, in the order added."""
-        self.file.flush()
-        self.file.seek(0)
-        for number in range(self.rows):
-            start = self.file.tell()
-            item = Item(*pickle.load(self.file))
-            yield number, item, self.file.tell() - start
-
-
-def chunks(items, *, size=lambda item: 0):
-    """Lists of items, each at most BATCH of them or BATCH_BYTES of size(item) (and one)."""
-    batch, held = [], 0
-    for item in items:
-        batch.append(item)
-        held += size(item)
-        if len(batch) >= BATCH or held >= BATCH_BYTES:
-            yield batch
-            batch, held = [], 0
-    if batch:
-        yield batch
 
 
 @contextlib.contextmanager
@@ -130,7 +81,7 @@ class Loader:
     def close(self):
         """Remove the temporary files."""
         for spool in self.spools.values():
-            spool.file.close()
+            spool.close()
         if self._scratch is not None:
             self._scratch.close()
             self._scratch = None
@@ -147,10 +98,11 @@ class Loader:
         checked batch by batch, against the target."""
         report = self.reports.setdefault(name, dict(table=name, **dict.fromkeys(COUNTS, 0)))
         if name not in self.spools:
-            self.spools[name] = Spool(tempfile.TemporaryFile())
+            self.spools[name] = Spool()
         refused = []
         spooled = self._spooled(name, self._checked_rows(name, rows, report, refused))
-        for batch in chunks(spooled, size=lambda pair: pair[1]):
+        for batch in chunks(spooled, most=BATCH, most_bytes=BATCH_BYTES,
+                            size=lambda pair: pair[1]):
             if not self.mapped:
                 self._check_references(self.table(name), [item for item, _ in batch])
         self.refuse(name, refused, "")
@@ -173,7 +125,7 @@ class Loader:
             yield Item(item.where, item.old, {c: item.values.get(c) for c in keep}), len(blob)
 
     def _checked_rows(self, name, rows, report, refused):
-        """(Item, its pickle) of each row that passes; reasons of those refused go to
+        """(Item, pack(Item)) of each row that passes; reasons of those refused go to
         refused (lenient), else the first is raised."""
         for where, data in rows:
             report["read"] += 1
@@ -184,7 +136,7 @@ class Loader:
                     raise
                 refused.append(str(e))
                 continue
-            yield item, pickle.dumps(tuple(item), protocol=pickle.HIGHEST_PROTOCOL)
+            yield item, pack(item)
 
     def _checked(self, table, where, data):
         from ..models import validate
@@ -349,7 +301,8 @@ class Loader:
         from ..store import write
 
         seen, ids, later = {}, self.ids.setdefault(name, {}), []
-        for batch in chunks(self._kept(name), size=lambda pair: pair[1]):
+        for batch in chunks(self._kept(name), most=BATCH, most_bytes=BATCH_BYTES,
+                            size=lambda pair: pair[1]):
             if not self.mapped:
                 # One table's JSON lines, as ever: the same row twice in one batch is one
                 # row; in two batches, the second finds the first (existing, or updated).
