@@ -8,10 +8,12 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from typer.testing import CliRunner
 
 from ravana_db.cli import app
 from ravana_db.db import open_db, sha256
-from ravana_db.load import _table_info
+from ravana_db.load import table_info
 from ravana_db.models import NATURAL
 from ravana_db.schema import TABLES
 
@@ -230,7 +232,10 @@ def test_a_file_that_holds_rows_gets_the_export_mapped_onto_its_own_ids(source, 
     assert counts["feed"] == dict(read=3, new=2, updated=1, existing=0, refused=0)  # state
     # STORY[1]'s articles, found by feed url and guid, get the export's clusters.
     assert (counts["article"]["new"], counts["article"]["updated"]) == (7, 4)
-    rows = lambda path, sql: sorted(sqlite3.connect(path).execute(sql).fetchall())
+
+    def rows(path, sql):
+        return sorted(sqlite3.connect(path).execute(sql).fetchall())
+
     sql = ("SELECT d.raw_response, s.prompt FROM decisionlog d "
            "LEFT JOIN situationlog s ON s.id = d.situation_id")
     assert set(rows(source, sql)) < set(rows(db, sql))
@@ -243,7 +248,8 @@ def test_a_file_that_holds_rows_gets_the_export_mapped_onto_its_own_ids(source, 
 
 def test_an_interrupted_run_keeps_its_batches_and_a_second_run_completes(source, loaded,
                                                                          tmp_path, monkeypatch):
-    from ravana_db import load, store
+    from ravana_db import store
+    from ravana_db.load import loader
 
     db, write, calls = tmp_path / "resumed.db", store.write, []
 
@@ -253,7 +259,7 @@ def test_an_interrupted_run_keeps_its_batches_and_a_second_run_completes(source,
             raise KeyboardInterrupt
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(load, "BATCH", 2)
+    monkeypatch.setattr(loader, "BATCH", 2)
     monkeypatch.setattr(store, "write", interrupted)
     assert invoke(db, "ingest", "dir", source.parent / "dump").exit_code == 130
     monkeypatch.setattr(store, "write", write)
@@ -506,7 +512,7 @@ def test_every_identity_lookup_is_served_by_an_index(loaded):
     db = open_db(loaded[0], create=False)
     with contextlib.closing(db.conn):
         for table in TABLES:
-            info = _table_info(db, table)
+            info = table_info(db, table)
             identities = [i for i in info.models if i]
             assert identities == (NATURAL.get(table) or identities), table
             for identity in identities:
@@ -518,3 +524,104 @@ def test_every_identity_lookup_is_served_by_an_index(loaded):
                 first = plan[0][3]
                 assert first.startswith(f"SEARCH {table} USING ") and "INDEX" in first, \
                     (table, identity, plan)
+
+
+# 5. Bounded memory: rows spooled to disk, written in batches ---------------------------------
+
+# Runs a command and prints its exit code and peak RSS (KiB). A child forked from a large
+# process (pytest) starts with that process's peak, so the command is started from this small
+# one instead.
+LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); "
+            "_, status, usage = os.wait4(p.pid, 0); "
+            "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)")
+
+
+def peak_rss(db, *args):
+    """(exit code, peak resident memory in MiB) of `ravana-db --db DB ARGS` in a subprocess."""
+    run = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-m", "ravana_db",
+                          "--db", str(db), "--quiet", *map(str, args)],
+                         capture_output=True, text=True, timeout=600)
+    code, kib = map(int, run.stdout.split()[-2:])
+    assert code == 0, run.stderr
+    return kib / 1024
+
+
+def big_experiments(n, size):
+    """n experiments of about size characters each (no search text: the model stays out)."""
+    return [(i + 1, f"2024-01-01T00:00:{i:02d}Z", f"experiment {i} " + "x" * size)
+            for i in range(n)]
+
+
+def export_folder(folder, experiments):
+    folder.mkdir()
+    with (folder / "experimentlog.jsonl").open("w") as f:
+        for id, timestamp, hypothesis in experiments:
+            f.write(json.dumps({"id": id, "timestamp": timestamp, "hypothesis": hypothesis,
+                                "results": "{}"}) + "\n")
+    (folder / "manifest.json").write_text(json.dumps({
+        "export_version": 1, "format": "jsonl", "json_columns": "text", "tables": [
+            {"table": "experimentlog", "file": "experimentlog.jsonl",
+             "rows": len(experiments)}]}))
+    return folder
+
+
+def original_file(path, experiments):
+    conn = sqlite3.connect(path)
+    with contextlib.closing(conn):
+        conn.execute(original.SCHEMA.split(";")[-2])  # experimentlog, as the original has it
+        conn.executemany("INSERT INTO experimentlog VALUES (?, ?, ?, '{}')", experiments)
+        conn.commit()
+    return path
+
+
+@pytest.mark.parametrize("command", ["dir", "ravana", "jsonl"])
+def test_peak_memory_does_not_grow_with_the_input(tmp_path, command):
+    """48 rows of 2 MiB: every row is checked before any is written, yet what is held at once
+    is a batch, not the input (held whole, the input alone is twice the bound)."""
+    small, big = big_experiments(1, 10), big_experiments(48, 2 << 20)
+    sources = {
+        "dir": lambda name, rows: ["ingest", "dir", export_folder(tmp_path / name, rows)],
+        "ravana": lambda name, rows: ["ingest", "ravana",
+                                      original_file(tmp_path / f"{name}.db", rows)],
+        "jsonl": lambda name, rows: ["ingest", "jsonl", export_folder(tmp_path / name, rows) /
+                                     "experimentlog.jsonl", "--table", "experimentlog"],
+    }
+    baseline = peak_rss(tmp_path / "small-target.db", *sources[command]("small", small))
+    peak = peak_rss(tmp_path / "target.db", *sources[command]("big", big))
+    assert peak - baseline < 48, (baseline, peak)
+    assert sqlite3.connect(tmp_path / "target.db").execute(
+        "SELECT count(*), sum(length(hypothesis)) FROM experimentlog").fetchone() == (
+        48, sum(len(h) for _, _, h in big))
+
+
+@pytest.mark.parametrize("command", ["dir", "ravana", "jsonl"])
+def test_a_tiny_batch_stores_exactly_what_the_default_does(source, ravana, tmp_path,
+                                                           monkeypatch, command):
+    """One row per batch (and per reference check) against the default: the same rows, ids,
+    index and report."""
+    from ravana_db.load import loader
+
+    memories = tmp_path / "memory.jsonl"
+    memories.write_text("".join(
+        json.dumps({k: v for k, v in json.loads(line).items() if k != "merged_into"}) + "\n"
+        for line in (source.parent / "dump" / "memory.jsonl").read_text().splitlines()))
+    args = {"dir": ["ingest", "dir", source.parent / "dump"],
+            "ravana": ["ingest", "ravana", ravana],
+            "jsonl": ["ingest", "jsonl", memories, "--table", "memory"]}[command]
+    default = ok(invoke(tmp_path / "default.db", *args, "--format", "json"))
+    monkeypatch.setattr(loader, "BATCH", 1)
+    monkeypatch.setattr(loader, "BATCH_BYTES", 1)
+    tiny = ok(invoke(tmp_path / "tiny.db", *args, "--format", "json"))
+    assert tiny.stdout == default.stdout
+    assert tiny.stderr.replace("tiny.db", "default.db") == default.stderr
+    # Times taken at the run (the migrations' default rows, the original's missing times)
+    # differ by the seconds between the two runs.
+    today = re.escape(time.strftime("%Y-%m-%d", time.gmtime()))
+
+    def settled(value):
+        return re.sub(today + r"T[0-9:.]+Z", "now", value) if isinstance(value, str) else value
+
+    stored = [{table: [tuple(map(settled, row)) for row in rows]
+               for table, rows in contents(tmp_path / f"{name}.db").items()}
+              for name in ("default", "tiny")]
+    assert stored[0] == stored[1]
