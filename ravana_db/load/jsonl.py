@@ -8,35 +8,10 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..export import EXPORT_VERSION, MANIFEST
+from ..lines import json_lines
 from ..schema import TABLES
 from .loader import Loader, opened
-from .tables import check_table
-
-
-def json_lines(stream, name=""):
-    """(where, value) of each non-blank line of a binary stream of JSON lines.
-
-    Args:
-        name: the file's name, for messages ("NAME line 3: ..."); "" for stdin.
-    """
-    from ..lines import read_lines, too_long
-
-    for number, raw in read_lines(stream):
-        where = f"{name} line {number}".lstrip()
-        if raw is None:
-            raise too_long(where)
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"{where}: not valid UTF-8") from None
-        if not line.strip():
-            continue
-        try:
-            yield where, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-        except (ValueError, RecursionError) as e:
-            raise InputError(f"{where}: not valid JSON ({e or 'nested too deeply'})") from None
+from .target import check_table
 
 
 def load_jsonl(db, table, source, *, embedder=None, progress=None):
@@ -60,7 +35,7 @@ def load_jsonl(db, table, source, *, embedder=None, progress=None):
         with (opened(source) if isinstance(source, (str, os.PathLike))
               else contextlib.nullcontext(source)) as stream:
             label = str(source) if stream is not source else ""
-            loader.add(name, json_lines(stream, label))
+            loader.add(name, json_lines(stream, name=label))
         if not loader.reports[name]["read"]:
             raise InputError("no rows to ingest (expected one JSON object per line)")
         return loader.write(embedder=embedder, progress=progress), loader.notes
@@ -75,7 +50,7 @@ def load_dir(db, folder, *, embedder=None, progress=None):
         for entry in manifest["tables"]:
             with opened(folder / entry["file"]) as f:
                 before = loader.reports.get(entry["table"], {}).get("read", 0)
-                loader.add(entry["table"], json_lines(f, entry["file"]))
+                loader.add(entry["table"], json_lines(f, name=entry["file"]))
             read = loader.reports[entry["table"]]["read"] - before
             if isinstance(entry.get("rows"), int) and read != entry["rows"]:
                 raise InputError(f"{entry['file']} holds {read} rows, {MANIFEST} says "

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from ..db import driver
 from ..errors import InputError, RecordError
 from .spool import Item, Spool, chunks, pack
-from .tables import present, table_info
+from .target import present, table_info
 
 BATCH = 500  # rows per store.write: one transaction, its text embedded before it
 BATCH_BYTES = 8 << 20  # or fewer rows, when they hold this many bytes (as spooled)
