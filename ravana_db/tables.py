@@ -143,8 +143,8 @@ KIND_ORDER = ("memory", "article", "event", "summary", "vltm", "pattern", "knowl
 BY_NAME = {t.name: t for t in TABLE_FACTS}
 BY_KIND = {t.search.kind: t for t in TABLE_FACTS if t.search}
 if set(KIND_ORDER) != set(BY_KIND):
-    raise ImportError(f"tables.KIND_ORDER {KIND_ORDER} must name every searchable kind "
-                      f"({', '.join(BY_KIND)})")
+    raise ValueError(f"tables.KIND_ORDER {KIND_ORDER} must name every searchable kind "
+                     f"({', '.join(BY_KIND)})")
 
 
 def search_spec(table):

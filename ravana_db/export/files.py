@@ -56,6 +56,7 @@ def _why(error):
 
 
 def sync(fd, target):
+    """fsync a file we write; a failure is one line naming target."""
     try:
         os.fsync(fd)
     except OSError as e:

@@ -29,6 +29,7 @@ def _json_value(value):
 
 
 def write_json(out, columns, rows):
+    """A JSON array of one object per row, a row per line."""
     count = 0
     for count, row in enumerate(rows, 1):
         out.write(",\n  " if count > 1 else "[\n  ")
@@ -38,6 +39,7 @@ def write_json(out, columns, rows):
 
 
 def write_jsonl(out, columns, rows):
+    """JSON lines: one object per row."""
     count = 0
     for row in rows:
         out.write(_json_row(columns, row))
@@ -67,6 +69,7 @@ def write_csv(out, columns, rows):
 
 
 def csv_field(value):
+    """One CSV field as write_csv writes it when a row holds empty text or a BLOB."""
     if value is None:
         return ""
     text = _text(value)
