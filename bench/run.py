@@ -170,7 +170,7 @@ def bench_vector(runs, n=STORED, queries=200):
     matrix = np.ascontiguousarray(vectors[:n])
     ours, brute, ratios, recall = [], [], [], []
     for text, vector in zip(qtexts[:queries], qvectors[:queries]):
-        t_brute, exact = timed(lambda: np.argpartition(-(matrix @ vector), 10)[:10])
+        t_brute, exact = timed(lambda v=vector: np.argpartition(-(matrix @ v), 10)[:10])
         q = Query(text, mode="vector", top_n=10)
         t_ours, found = timed(search, db, q, embedder=embedder, touch=False)
         ours.append(t_ours)
@@ -290,7 +290,8 @@ def bench_lock(runs, n=1000):
             db = open_db(Path(tmp) / "lock.db")
             begun = []
             # BEGIN IMMEDIATE takes the lock, COMMIT releases it: time between them.
-            db.conn.set_trace_callback(lambda sql: begun.append((sql, time.perf_counter())))
+            db.conn.set_trace_callback(
+                lambda sql, begun=begun: begun.append((sql, time.perf_counter())))
             records = [Memory(text=f"{t} ({run})") for t in texts]
             seconds, _ = timed(write, db, records, embedder=embedder)
             marks = [t for sql, t in begun if sql in ("BEGIN IMMEDIATE", "COMMIT")]
@@ -305,7 +306,8 @@ def bench_lock(runs, n=1000):
 
 
 BENCHES = {"lock": bench_lock, "quality": bench_quality, "fts_startup": bench_fts_startup,
-           "bulk_log": bench_bulk_log, "bulk_log_sorted": lambda runs: bench_bulk_log(runs, sort=True),
+           "bulk_log": bench_bulk_log,
+           "bulk_log_sorted": lambda runs: bench_bulk_log(runs, sort=True),
            "vector": bench_vector, "hybrid": bench_hybrid, "filters": bench_filters,
            "stream": bench_stream}
 

@@ -1,30 +1,28 @@
 """Finding, opening and migrating the one database file. Nothing else calls connect()."""
 
 import contextlib
-import hashlib
 import os
 import re
 import stat
 import time
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import InputError, RavanaError
+
+# `as` marks a re-export: other modules still import these from db, where they used to live.
+from .hashing import sha256 as sha256
+from .sql import driver as driver
 from .text import decode
+from .times import format_time as format_time
+from .times import now as now
+from .times import parse_days as parse_days
+from .times import parse_time as parse_time
 
 DEFAULT_PATH = "ravana_agi.db"
 BUSY_TIMEOUT_MS = 10_000
 MMAP_BYTES = 1 << 30
-
-
-def driver():
-    """The DB-API module: pysqlite3 where installed (it can load extensions), else the stdlib."""
-    try:
-        import pysqlite3.dbapi2 as sqlite3
-    except ImportError:  # pragma: no cover - pysqlite3-binary is a dependency
-        import sqlite3
-    return sqlite3
 
 
 def resolve_path(db=None):
@@ -136,7 +134,7 @@ def open_db(path, *, create=True, write=True):
         if writable:
             _wal(conn)
         # Reading through a memory map skips a copy per page: vector and FTS scans read much of
-        # the file (vec0 KNN at 100k rows: 10.2 ms -> 8.0 ms).
+        # the file.
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         # No sqlite-utils plugins: they cost a scan of the installed packages per command.
         db = sqlite_utils.Database(conn, execute_plugins=False)
@@ -365,55 +363,3 @@ def transaction(db):
             db.conn.execute("ROLLBACK")
         raise
     db.conn.execute("COMMIT")
-
-
-def now():
-    """The current time as stored: ISO-8601 UTC with milliseconds."""
-    return format_time(datetime.now(timezone.utc))
-
-
-def format_time(dt):
-    """A datetime in the stored form: ISO-8601 UTC, four-digit year, milliseconds, Z.
-
-    Raises OverflowError when the UTC time falls outside years 1 to 9999.
-    """
-    utc = dt.astimezone(timezone.utc).replace(tzinfo=None)
-    return utc.isoformat(timespec="milliseconds") + "Z"
-
-
-def parse_time(value, *, field="time"):
-    """An ISO-8601 date or datetime (naive means UTC), or a relative age like 7d, 12h, 30m.
-
-    Returns the stored form (see now()).
-    """
-    text = str(value).strip()
-    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    age = re.fullmatch(r"([0-9]{1,9})([smhdw])", text)
-    try:
-        if age:
-            dt = datetime.now(timezone.utc) - timedelta(**{units[age[2]]: int(age[1])})
-        else:
-            dt = datetime.fromisoformat(text)
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=timezone.utc)
-        return format_time(dt)
-    except ValueError:
-        raise InputError(
-            f"{field}: {text[:40]!r} is not an ISO-8601 time (2024-05-01, 2024-05-01T12:00:00Z) "
-            "or an age like 7d") from None
-    except OverflowError:
-        raise InputError(f"{field}: {text[:40]!r} is out of range: times must fall between "
-                         "0001-01-01 and 9999-12-31 UTC") from None
-
-
-def parse_days(age, *, field):
-    """A positive span like 3d, 36h or 1w, as days."""
-    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([hdw])", str(age).strip())
-    if not match or float(match[1]) <= 0:
-        raise InputError(f"{field}: {str(age)[:40]!r} is not a span like 3d, 36h or 1w")
-    return float(match[1]) * {"h": 1 / 24, "d": 1, "w": 7}[match[2]]
-
-
-def sha256(text):
-    """The content hash used for deduplication: SHA-256 of the UTF-8 text, hex."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

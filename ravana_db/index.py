@@ -1,13 +1,13 @@
 """The search index inside the file: one `doc` row per searchable row of every table.
 
-Triggers (schema.py) keep `doc` and its FTS5 index in step with the tables on every insert,
-update and delete, whoever writes, and queue work that needs ravana-db: new or changed text in
-`embed_queue`, signature rows to drop or rewrite in `bits_queue` (plain SQL clients cannot
-touch the vec0 table). Vectors are computed outside any transaction (prepare()), then written
-in the writer's short transaction (apply()): the write lock is never held while embedding.
-Each text is embedded once (vectors are reused by SHA-256 of the text). A vector lives in
-`doc_vec` (float32, for exact scores) and its SimHash signature in `doc_bits` (vec0 bit table
-for the fast first pass, with the filter columns queries use).
+Triggers (schema/search_index.py) keep `doc` and its FTS5 index in step with the tables on
+every insert, update and delete, whoever writes, and queue work that needs ravana-db: new or
+changed text in `embed_queue`, signature rows to drop or rewrite in `bits_queue` (plain SQL
+clients cannot touch the vec0 table). Vectors are computed outside any transaction
+(prepare()), then written in the writer's short transaction (apply()): the write lock is never
+held while embedding. Each text is embedded once (vectors are reused by SHA-256 of the text).
+A vector lives in `doc_vec` (float32, for exact scores) and its SimHash signature in
+`doc_bits` (vec0 bit table for the fast first pass, with the filter columns queries use).
 """
 
 import functools
@@ -15,9 +15,11 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from .db import sha256, transaction
+from .db import transaction
 from .errors import InputError, RavanaError
-from .schema import SEARCHABLE, SIGNATURE_BITS, _outdated, index_objects, install_index, part_of
+from .hashing import sha256
+from .schema import SIGNATURE_BITS, index_objects, install_index, outdated, part_of
+from .tables import SEARCHABLE
 from .text import decode
 
 BATCH = 1024  # texts per embedding call: sorted by length within it, so larger pads less
@@ -86,8 +88,7 @@ def signature(vectors):
     """SimHash signatures: which side of each hyperplane a vector lies on, as float32 rows for
     vec_quantize_binary. Their Hamming distance tracks the angle between vectors: 1024 such
     bits find the true nearest neighbours among far fewer candidates than the vector's own
-    384 sign bits (at 100k real sentences, recall@10 0.965 from 40 candidates; sign bits
-    need about 80 for 0.95)."""
+    sign bits."""
     return vectors @ _hyperplanes(vectors.shape[1])
 
 
@@ -302,9 +303,9 @@ def health(db):
     """Whether the index is whole: missing pieces, queued work, rows without vectors."""
     present = dict(db.execute("SELECT name, sql FROM sqlite_master").fetchall())
     missing = [name for name in index_objects() if name not in present]
-    outdated = [name for name, sql in index_objects().items()
-                if name in present and _outdated(sql, present[name])]
-    report = {"missing": missing, "outdated": outdated}
+    changed = [name for name, sql in index_objects().items()
+               if name in present and outdated(sql, present[name])]
+    report = {"missing": missing, "outdated": changed}
     try:
         recorded_model(db)
     except RavanaError:
@@ -319,7 +320,7 @@ def health(db):
             vectors_without_doc=db.execute(
                 "SELECT count(*) FROM doc_vec WHERE doc_id NOT IN (SELECT id FROM doc)"
             ).fetchone()[0])
-    report["whole"] = not missing and not outdated and "model" not in report and not any(
+    report["whole"] = not missing and not changed and "model" not in report and not any(
         report.get(k) for k in ("waiting_for_vectors", "waiting_for_signatures",
                                 "without_vectors", "vectors_without_doc"))
     return report

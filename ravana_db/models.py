@@ -2,13 +2,12 @@
 
 Field names are the original's column names, so rows exported from the original system can be
 piped straight in. JSON fields take a JSON value, or a string of JSON text as the original stored.
+Row and row_models() make the models of import rows for any table, from its facts in tables.py;
+the field types and validators both use are in fields.py.
 """
 
-import ast
 import json
-import math
 import re
-import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -22,121 +21,32 @@ from pydantic import (
     field_validator,
 )
 
-from .db import parse_time, sha256
 from .errors import InputError
+
+# `as`: re-exported, for the tests and load.py that import MAX_DEPTH and python_literal from here
+from .fields import MAX_DEPTH as MAX_DEPTH
+from .fields import (
+    Count,
+    IdList,
+    Int64,
+    JsonAny,
+    JsonObject,
+    Score,
+    Text,
+    Time,
+    content_object,
+    json_column,
+    json_text,
+    new_uuid,
+    storable,
+    stored_time,
+)
+from .fields import python_literal as python_literal
+from .hashing import sha256
 from .lines import MAX_TEXT
 from .links import web_link
 from .schema import MEMORY_TYPES, PATTERN_TYPES
-
-
-def _time(value):
-    if value is None:
-        return None
-    try:
-        return parse_time(value, field="")
-    except InputError as e:  # its message without the field name, which pydantic adds
-        raise ValueError(str(e).removeprefix(": ")) from None
-
-
-# Deeper JSON is refused: json.dumps recurses, and SQLite's JSON functions stop at 1000 levels.
-MAX_DEPTH = 64
-
-
-def python_literal(text):
-    """(value, JSON text) of a Python literal's text: the str(dict) that some of the original's
-    writers stored where JSON belongs. Raises ValueError for text that is not one, or is longer
-    than 100,000 characters (Python's parser is costly on long text)."""
-    if len(text) > 100_000 or text.lstrip()[:1] not in "{[('\"":
-        raise ValueError("not a Python literal")
-    try:
-        parsed = ast.literal_eval(text)
-        return parsed, json.dumps(parsed, ensure_ascii=False, allow_nan=False)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        raise ValueError("not a Python literal") from None
-
-
-def _json_text(value, *, keep_text=False):
-    """Parse a string of JSON text (or of a Python literal, as the original stored some: see
-    python_literal); leave other values (already parsed JSON) as they are.
-
-    keep_text: a string that is neither is kept as a JSON string.
-    """
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except RecursionError:
-        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError:
-        pass
-    try:
-        return json.loads(python_literal(value)[1])
-    except (ValueError, RecursionError):
-        if keep_text:
-            return value
-        raise ValueError(f"not valid JSON: {value[:40]!r}") from None
-
-
-def _json_or_text(value):
-    return _json_text(value, keep_text=True)
-
-
-def _storable(value, path="$", depth=0, *, max_depth=MAX_DEPTH):
-    """Refuse what SQLite cannot store as text or JSON: lone surrogates (no UTF-8 for them),
-    NUL (other tools read text only up to it, while search finds what follows), NaN and
-    infinities (not JSON), nesting deeper than max_depth (None: any). Returns value."""
-    at = f" at {path}" if path != "$" else ""
-    if isinstance(value, str):
-        nul = value.find("\x00")
-        if nul >= 0:
-            raise ValueError(f"holds a NUL character{at}, which text may not hold "
-                             f"(in {value[max(0, nul - 20):nul + 20]!r})")
-        if value.isascii():
-            return value
-        try:
-            value.encode()
-        except UnicodeEncodeError as e:
-            raise ValueError(f"not valid Unicode{at} (lone surrogate {value[e.start]!r} "
-                             f"in {value[max(0, e.start - 20):e.start + 20]!r})") from None
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{json.dumps(value)}{at} is not a finite number")
-    elif isinstance(value, (dict, list)):
-        if depth == max_depth:
-            raise ValueError(f"nested deeper than {max_depth} levels")
-        for key, item in (value.items() if isinstance(value, dict) else enumerate(value)):
-            if isinstance(key, str):
-                _storable(key, path, depth, max_depth=max_depth)
-                step = f".{key}" if re.fullmatch(r"\w+", key) else f"[{key!r}]"
-            else:
-                step = f"[{key}]"
-            _storable(item, path + step, depth + 1, max_depth=max_depth)
-    return value
-
-
-def _not_blank(value):
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-def _content(value):
-    """compressed_content: a JSON object, or plain text stored as {"text": ...}."""
-    value = _json_or_text(value)
-    return {"text": value} if isinstance(value, str) else value
-
-
-Time = Annotated[str | None, BeforeValidator(_time)]
-Score = Annotated[float, Field(ge=0.0, le=1.0)]
-Text = Annotated[str, AfterValidator(_not_blank)]  # stored as given, never stripped
-JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_text)]
-JsonAny = Annotated[Any, BeforeValidator(_json_or_text)]
-IdList = Annotated[list[str], BeforeValidator(_json_text)]
-Int64 = Annotated[int, Field(ge=-2**63, le=2**63 - 1)]  # what SQLite's INTEGER holds
-Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
-
-
-def _uuid():
-    return str(uuid.uuid4())
+from .tables import HASHED, NATURAL, TIME_COLUMNS
 
 
 class Record(BaseModel):
@@ -163,8 +73,8 @@ class Record(BaseModel):
     def _storable_field(cls, value, handler):
         # As given (pydantic's own message for a surrogate is obscure), then as parsed
         # (a string of JSON text may hold what the string itself did not).
-        parsed = handler(_storable(value))
-        return parsed if parsed is value else _storable(parsed)
+        parsed = handler(storable(value))
+        return parsed if parsed is value else storable(parsed)
 
 
 class LogRecord(Record):
@@ -191,7 +101,7 @@ class Mood(LogRecord):
 
     table: ClassVar[str] = "moodlog"
     json_fields: ClassVar[tuple[str, ...]] = ("mood_vector",)
-    mood_vector: Annotated[dict[str, float], BeforeValidator(_json_text)] = Field(
+    mood_vector: Annotated[dict[str, float], BeforeValidator(json_text)] = Field(
         description='JSON object of mood name to number, e.g. {"curious": 0.8}')
 
 
@@ -264,9 +174,9 @@ class VeryLongTermMemory(Record):
     id_column: ClassVar[str] = "memory_id"
     json_fields: ClassVar[tuple[str, ...]] = (
         "compressed_content", "metadata_info", "related_memories")
-    memory_id: str = Field(default_factory=_uuid, description="UUID; default: a new one")
+    memory_id: str = Field(default_factory=new_uuid, description="UUID; default: a new one")
     memory_type: Literal[MEMORY_TYPES] = Field(description=", ".join(MEMORY_TYPES))
-    compressed_content: Annotated[dict[str, Any], BeforeValidator(_content)] = Field(
+    compressed_content: Annotated[dict[str, Any], BeforeValidator(content_object)] = Field(
         description='JSON object, or plain text (stored as {"text": ...})')
     importance_score: Score = Field(0.5, description="0..1")
     strategic_value: Score = Field(0.5, description="0..1")
@@ -289,7 +199,7 @@ class Pattern(Record):
     references: ClassVar[dict[str, tuple[str, str]]] = {
         "source_memory_id": ("very_long_term_memories", "memory_id")}
     json_fields: ClassVar[tuple[str, ...]] = ("pattern_data", "supporting_memories")
-    pattern_id: str = Field(default_factory=_uuid, description="UUID; default: a new one")
+    pattern_id: str = Field(default_factory=new_uuid, description="UUID; default: a new one")
     pattern_type: Literal[PATTERN_TYPES] = Field(description=", ".join(PATTERN_TYPES))
     pattern_description: Text = Field(description="the pattern, in words")
     confidence_score: Score = Field(description="0..1")
@@ -308,7 +218,7 @@ class Knowledge(Record):
     identity: ClassVar[tuple[str, ...]] = ("knowledge_id",)
     id_column: ClassVar[str] = "knowledge_id"
     json_fields: ClassVar[tuple[str, ...]] = ("source_patterns", "knowledge_structure")
-    knowledge_id: str = Field(default_factory=_uuid, description="UUID; default: a new one")
+    knowledge_id: str = Field(default_factory=new_uuid, description="UUID; default: a new one")
     knowledge_domain: Text = Field(description="e.g. architecture, performance, learning")
     knowledge_summary: Text = Field(description="the knowledge, in words")
     confidence_level: Score = Field(description="0..1")
@@ -402,42 +312,6 @@ def validate(model, data, *, line=None, options=False):
         raise InputError(f"{where}{field}: {message}{more}") from None
 
 
-# The natural identity of each table's rows: the columns that find a row again in another
-# file, where integer ids differ. A row takes the first whose columns it gives (not null);
-# with none, it is a new row. Log rows have no key of their own: their time and content are
-# their identity.
-NATURAL = {
-    "feed": [("url",)],
-    "article": [("feed_id", "guid")],
-    "event": [("cluster_id",), ("timestamp", "description")],
-    "event_article": [("event_id", "article_id")],
-    "summary": [("content_hash",)],
-    "actionlog": [("timestamp", "action_name", "params", "status")],
-    "moodlog": [("timestamp", "mood_vector")],
-    "situationlog": [("timestamp", "situation_type", "prompt", "context")],
-    # Without a situation, a decision is found by its time (m007's index).
-    "decisionlog": [("situation_id", "timestamp", "raw_response"), ("timestamp", "raw_response")],
-    "experimentlog": [("timestamp", "hypothesis", "results")],
-    "memory": [("key",), ("created_at", "text")],
-    "very_long_term_memories": [("memory_id",)],
-    "memory_patterns": [("pattern_id",)],
-    "memory_consolidations": [("consolidation_id",)],
-    "strategic_knowledge": [("knowledge_id",)],
-    "consolidation_patterns": [("consolidation_id", "pattern_id")],
-    "pattern_strategic_knowledge": [("pattern_id", "knowledge_id")],
-    "consolidation_metrics": [("metric_id",)],
-    "retention_policies": [("memory_type",)],
-}
-# content_hash is SHA-256 of these columns (joined by newlines), as `log` and `ingest feeds`
-# compute it, when a row does not give one.
-HASHED = {"summary": ("summary_text",), "memory": ("text",),
-          "article": ("title", "summary", "content")}
-TIME_COLUMNS = frozenset((
-    "timestamp", "created_at", "last_accessed", "promoted_at", "discovered_at",
-    "last_validated", "consolidation_date", "last_updated", "updated_at", "fetched_at",
-    "published", "last_fetched", "next_attempt"))
-
-
 class Row(Record):
     """A row of one of the agent's tables, columns as `export` writes them (row_models()
     makes one class per table and identity). Only the columns given are written: the others
@@ -450,30 +324,6 @@ class Row(Record):
         if self.hashed and "content_hash" not in row:
             row["content_hash"] = sha256("\n".join(row.get(c) or "" for c in self.hashed))
         return row
-
-
-def _json_column(kind, value):
-    """A JSON column's value: JSON text is kept as it is (byte for byte), another value is
-    written as JSON; a string that is not JSON is a JSON string where any JSON may go."""
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except RecursionError:
-            raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
-        except ValueError:
-            if kind is not None:
-                raise ValueError(f"not valid JSON: {value[:40]!r}") from None
-            return json.dumps(value, ensure_ascii=False)
-        # JSON text is kept as given, but refused, as `log` refuses it, when it holds what
-        # SQLite cannot store (an escaped lone surrogate); its depth is SQLite's to judge.
-        _storable(parsed, max_depth=None)
-    else:
-        parsed, value = value, json.dumps(_storable(value), ensure_ascii=False)
-    if kind == "object" and not isinstance(parsed, dict):
-        raise ValueError("must be a JSON object")
-    if kind == "array" and not isinstance(parsed, list):
-        raise ValueError("must be a JSON array")
-    return value
 
 
 def row_models(table, columns, *, json_columns, foreign_keys, id_column, identities=None):
@@ -491,9 +341,9 @@ def row_models(table, columns, *, json_columns, foreign_keys, id_column, identit
     for name, declared, not_null, has_default in columns:
         if name in json_columns:
             kind = Annotated[str, BeforeValidator(lambda v, k=json_columns[name]:
-                                                  _json_column(k, v))]
+                                                  json_column(k, v))]
         elif name in TIME_COLUMNS:
-            kind = Annotated[str, BeforeValidator(_time)]
+            kind = Annotated[str, BeforeValidator(stored_time)]
         elif (table, name) == ("article", "link"):
             kind = Annotated[str, AfterValidator(web_link)]
         else:

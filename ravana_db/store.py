@@ -7,10 +7,11 @@ so cron jobs, the agent and queries can share the file.
 
 import functools
 
-from .db import driver, transaction
+from .db import transaction
 from .errors import InputError, RecordError
 from .index import apply, prepare
-from .schema import SEARCHABLE
+from .sql import driver
+from .tables import SEARCHABLE
 
 BY_TABLE = {spec["table"]: (kind, spec) for kind, spec in SEARCHABLE.items()}
 

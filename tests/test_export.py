@@ -462,7 +462,8 @@ def test_output_errors_are_one_line_and_write_nothing(filled, tmp_path):
         ("all",): "export all writes a file per table and a manifest: give --output DIR",
         ("all", "-o", tmp_path / "nope" / "d"):
             f"cannot write {tmp_path}/nope/d: folder {tmp_path}/nope does not exist",
-        ("all", "-o", tmp_path / "taken.jsonl"): f"{tmp_path}/taken.jsonl exists and is not a folder",
+        ("all", "-o", tmp_path / "taken.jsonl"):
+            f"{tmp_path}/taken.jsonl exists and is not a folder",
         ("backup", tmp_path / "taken.jsonl"):
             f"{tmp_path}/taken.jsonl exists: pass --force to replace it",
         ("backup", tmp_path / "nope" / "b.db"):
@@ -661,7 +662,8 @@ def test_a_damaged_copy_fails_the_check(filled, tmp_path):
     copy = tmp_path / "copy.db"
     ok(invoke(filled, "export", "backup", copy))
     with contextlib.closing(sqlite3.connect(copy)) as conn:
-        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'memory'").fetchone()
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'memory'").fetchone()
     data = bytearray(copy.read_bytes())
     size = int.from_bytes(data[16:18], "big")
     at = data.index(TIMES[0][:13].encode(), (root - 1) * size, root * size)

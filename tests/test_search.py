@@ -117,8 +117,8 @@ def test_more_like_this(cli, memories, rows):
     results = query(cli, "--like", "mem-011", "--top-n", "3")
     assert "mem-011" not in keys(results)
     assert {"mem-012", "mem-013", "mem-014", "mem-015"} & set(keys(results))
-    by_id = query(cli, "--like", f"memory:{rows('SELECT id FROM memory WHERE key = ?', 'mem-011')[0]['id']}",
-                  "--top-n", "3")
+    (memory,) = rows("SELECT id FROM memory WHERE key = ?", "mem-011")
+    by_id = query(cli, "--like", f"memory:{memory['id']}", "--top-n", "3")
     assert keys(by_id) == keys(results)
     missing = cli("query", "--like", "nope")
     assert missing.exit_code == 2 and "no stored memory" in missing.stderr
@@ -142,8 +142,8 @@ def test_min_similarity_is_true_cosine_similarity(cli, memories):
 
 def test_hostile_query_strings_never_break_fts(cli, memories):
     for text in ['"', "'", "AND", "OR NOT", "*", "-", "a AND (b OR", 'NEAR("x" "y")', "^col:x",
-                 "memory*", "---", "🙂🔥", "日本語のテキスト", "Köln überflutet", "'; DROP TABLE memory;--",
-                 "{}", "\\", "x" * 5000]:
+                 "memory*", "---", "🙂🔥", "日本語のテキスト", "Köln überflutet",
+                 "'; DROP TABLE memory;--", "{}", "\\", "x" * 5000]:
         for mode in ("fts", "hybrid"):
             result = cli("query", "--mode", mode, "--format", "json", "--", text)
             assert result.exit_code == 0, (text, mode, result.stderr)

@@ -1,6 +1,16 @@
-"""The schema, as append-only migrations. Never edit a migration once it has shipped: add one."""
+"""The schema's history, as append-only migrations. Never edit a migration once it has shipped:
+add one.
+
+This module is the whole history, m001 to the latest, and grows with every migration: it is
+longer than the others because it is append-only, not because it does several jobs. The search
+index as it is now lives in search_index.py, which the migrations install.
+"""
 
 from sqlite_utils import Migrations
+
+from ..sql import run_script
+from ..tables import SEARCHABLE
+from .search_index import BITS, as_built, install_index, part_of, source_triggers
 
 MEMORY_TYPES = (
     "strategic_knowledge", "architectural_insight", "evolution_pattern", "meta_learning_rule",
@@ -9,16 +19,6 @@ MEMORY_TYPES = (
 )
 PATTERN_TYPES = ("temporal", "causal", "behavioral", "structural", "performance")
 CONSOLIDATION_TYPES = ("daily", "weekly", "monthly", "quarterly", "event_triggered")
-
-# Every table a user of ravana-db owns, in the order status and export list them. FTS shadow
-# tables, vec0 internals and bookkeeping tables are deliberately not here.
-TABLES = (
-    "feed", "article", "event", "event_article", "summary",
-    "actionlog", "moodlog", "situationlog", "decisionlog", "experimentlog", "memory",
-    "very_long_term_memories", "memory_patterns", "memory_consolidations", "strategic_knowledge",
-    "consolidation_patterns", "pattern_strategic_knowledge", "consolidation_metrics",
-    "retention_policies", "memory_link", "memory_merge", "consolidation_policy",
-)
 
 NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
 
@@ -267,44 +267,6 @@ VALUES
     ('code_pattern', 365, 90, 'kept 1 year, compress after 90 days');
 """
 
-# What each searchable table contributes to the search index: the row's key, its text, and the
-# columns that queries filter on (type, source, time).
-SEARCHABLE = {
-    "memory": dict(
-        table="memory", ref="id", columns="text, memory_type, source, created_at",
-        text="new.text", type="new.memory_type", source="new.source", ts="new.created_at",
-        # m006: a memory merged into another by `consolidate` leaves the index (and so
-        # `query`); undoing the merge brings it back.
-        where="new.merged_into IS NULL", where_columns="merged_into"),
-    "article": dict(
-        table="article", ref="id", columns="title, summary, source, published, fetched_at",
-        text="new.title || coalesce(char(10) || new.summary, '')", type="NULL",
-        source="new.source", ts="coalesce(new.published, new.fetched_at)"),
-    "event": dict(
-        table="event", ref="id", columns="description, keywords, timestamp",
-        text="new.description || coalesce(char(10) || new.keywords, '')", type="NULL",
-        source="NULL", ts="new.timestamp"),
-    "summary": dict(
-        table="summary", ref="id", columns="summary_text, category, source, timestamp",
-        text="new.summary_text", type="new.category", source="new.source", ts="new.timestamp"),
-    "vltm": dict(
-        table="very_long_term_memories", ref="memory_id",
-        columns="memory_id, compressed_content, memory_type, source_session, created_at",
-        text="(SELECT group_concat(value, ' ') FROM json_tree(json_remove("
-             "new.compressed_content, '$._compressed')) WHERE type = 'text')",
-        type="new.memory_type", source="new.source_session", ts="new.created_at"),
-    "pattern": dict(
-        table="memory_patterns", ref="pattern_id",
-        columns="pattern_id, pattern_description, pattern_type, discovered_at",
-        text="new.pattern_description", type="new.pattern_type", source="NULL",
-        ts="new.discovered_at"),
-    "knowledge": dict(
-        table="strategic_knowledge", ref="knowledge_id",
-        columns="knowledge_id, knowledge_summary, knowledge_domain, last_updated",
-        text="new.knowledge_summary", type="new.knowledge_domain", source="NULL",
-        ts="new.last_updated"),
-}
-
 SEARCH = """
 CREATE TABLE doc (
     id INTEGER PRIMARY KEY,
@@ -353,176 +315,6 @@ CREATE TRIGGER doc_au_filters AFTER UPDATE OF kind, type, source, ts ON doc BEGI
 END;
 """
 
-# Each vector's SimHash signature (index.signature): the first, fast pass of vector search.
-# `part` (a partition key) spreads the rows over PARTS partitions by a Fibonacci hash of the
-# id (Knuth, TAOCP 6.4): partition 0 is a random sample that search reads first to bound its
-# distances (search._nearest).
-SIGNATURE_BITS = 1024
-PARTS = 8
-BITS = f"""
-CREATE VIRTUAL TABLE doc_bits USING vec0(
-    doc_id INTEGER PRIMARY KEY, embedding bit[{SIGNATURE_BITS}], part INTEGER PARTITION KEY,
-    kind TEXT, type TEXT, source TEXT, ts INTEGER, chunk_size=2048
-)
-"""
-
-
-def part_of(doc_id):
-    """SQL for the partition of the doc whose id is the SQL expression doc_id: 0 .. PARTS-1,
-    from the low 30 bits of the id times 2^32 / golden ratio (the product fits 64 bits)."""
-    return f"(((({doc_id}) & 1073741823) * 2654435769) & 4294967295) * {PARTS} >> 32"
-
-
-def _source_triggers(kind, table, ref, columns, text, type, source, ts, where=None,
-                     where_columns=None):
-    """The triggers that keep `doc` in step with a table. `where`: only rows for which it
-    holds are indexed; an update of `where_columns` adds or drops the row's entry."""
-    old = lambda expr: expr.replace("new.", "old.")  # noqa: E731
-    values = f"VALUES ('{kind}', new.{ref}, coalesce({text}, ''), {type}, {source}, {ts});"
-    shown = "" if not where else f"""
-CREATE TRIGGER {table}_doc_hide AFTER UPDATE OF {where_columns} ON {table}
-WHEN NOT ({where}) BEGIN
-    DELETE FROM doc WHERE kind = '{kind}' AND ref = CAST(old.{ref} AS TEXT);
-END;
-CREATE TRIGGER {table}_doc_show AFTER UPDATE OF {where_columns} ON {table}
-WHEN ({where}) AND NOT ({old(where)}) BEGIN
-    INSERT OR IGNORE INTO doc(kind, ref, text, type, source, ts)
-    {values}
-END;"""
-    return f"""
-CREATE TRIGGER {table}_doc_ai AFTER INSERT ON {table}{f" WHEN {where}" if where else ""} BEGIN
-    INSERT INTO doc(kind, ref, text, type, source, ts)
-    {values}
-END;{shown}
-CREATE TRIGGER {table}_doc_au AFTER UPDATE OF {columns} ON {table} BEGIN
-    UPDATE doc SET ref = new.{ref}, text = coalesce({text}, ''), type = {type},
-        source = {source}, ts = {ts}
-    WHERE kind = '{kind}' AND ref = CAST({old("new." + ref)} AS TEXT);
-END;
-CREATE TRIGGER {table}_doc_ad AFTER DELETE ON {table} BEGIN
-    DELETE FROM doc WHERE kind = '{kind}' AND ref = CAST(old.{ref} AS TEXT);
-END;
-"""
-
-
-# The search index as it is now: what m003 installs and `reindex` restores when a piece is
-# missing. Plain SQL clients (sqlite3, sqlite-utils, Datasette without sqlite-vec) must be able to
-# update and delete every row, so no trigger touches the vec0 table `doc_bits`: a row whose
-# signature must go or change waits in `bits_queue` for ravana-db's next write or reindex.
-# FTS5's content table is written `[doc]`, the form sqlite-utils and Datasette recognise.
-FTS = """
-CREATE VIRTUAL TABLE doc_fts USING fts5(
-    text, content=[doc], content_rowid=[id], tokenize='porter unicode61 remove_diacritics 2'
-)
-"""
-INDEX_TABLES = {
-    "doc": SEARCH.split(";")[0].strip(),
-    "idx_doc_ts": "CREATE INDEX idx_doc_ts ON doc(ts)",
-    "doc_fts": FTS.strip(),
-    "doc_vec": "CREATE TABLE doc_vec (\n    doc_id INTEGER PRIMARY KEY,\n"
-               "    content_hash TEXT NOT NULL,\n    embedding BLOB NOT NULL\n)",
-    "idx_doc_vec_hash": "CREATE INDEX idx_doc_vec_hash ON doc_vec(content_hash)",
-    "embed_queue": "CREATE TABLE embed_queue (doc_id INTEGER PRIMARY KEY)",
-    "bits_queue": "CREATE TABLE bits_queue (doc_id INTEGER PRIMARY KEY)",
-    "doc_bits": BITS.strip(),
-}
-DOC_TRIGGERS = """
-CREATE TRIGGER doc_ai AFTER INSERT ON doc BEGIN
-    INSERT INTO doc_fts(rowid, text) VALUES (new.id, new.text);
-    INSERT OR IGNORE INTO embed_queue(doc_id) VALUES (new.id);
-END;
-CREATE TRIGGER doc_ad AFTER DELETE ON doc BEGIN
-    INSERT INTO doc_fts(doc_fts, rowid, text) VALUES ('delete', old.id, old.text);
-    DELETE FROM doc_vec WHERE doc_id = old.id;
-    DELETE FROM embed_queue WHERE doc_id = old.id;
-    INSERT OR IGNORE INTO bits_queue(doc_id) VALUES (old.id);
-END;
-CREATE TRIGGER doc_au_text AFTER UPDATE OF text ON doc WHEN new.text IS NOT old.text BEGIN
-    INSERT INTO doc_fts(doc_fts, rowid, text) VALUES ('delete', old.id, old.text);
-    INSERT INTO doc_fts(rowid, text) VALUES (new.id, new.text);
-    DELETE FROM doc_vec WHERE doc_id = old.id;
-    INSERT OR IGNORE INTO embed_queue(doc_id) VALUES (new.id);
-    INSERT OR IGNORE INTO bits_queue(doc_id) VALUES (new.id);
-END;
-CREATE TRIGGER doc_au_filters AFTER UPDATE OF kind, type, source, ts ON doc
-WHEN new.kind IS NOT old.kind OR new.type IS NOT old.type OR new.source IS NOT old.source
-    OR new.ts IS NOT old.ts BEGIN
-    INSERT OR IGNORE INTO bits_queue(doc_id) VALUES (new.id);
-END;
-"""
-# One view per kind that people browse and search in Datasette (metadata.json points its
-# full-text search at doc_fts through `doc_id`). `+d.kind` keeps the planner off the kind's
-# index, so a search (`doc_id IN (full-text match)`) starts from the match instead of walking
-# every doc of the kind.
-BROWSE = {kind: f"""CREATE VIEW {kind}_search AS
-SELECT d.id AS doc_id, t.* FROM doc d JOIN {kind} t ON t.id = CAST(d.ref AS INTEGER)
-WHERE +d.kind = '{kind}'""" for kind in ("memory", "summary", "article")}
-
-
-def index_objects(db=None):
-    """{name: CREATE statement} of every piece of the search index, in creation order.
-
-    db: the file being migrated; a condition on a column that a later migration adds (m006's
-    `merged_into`) is left out until that column exists.
-    """
-    objects = dict(INDEX_TABLES)
-    specs = {kind: _as_built(db, spec) for kind, spec in SEARCHABLE.items()}
-    for sql in _statements(DOC_TRIGGERS + "".join(
-            _source_triggers(kind, **spec) for kind, spec in specs.items())):
-        objects[sql.split()[2]] = sql
-    objects.update({f"{kind}_search": sql for kind, sql in BROWSE.items()})
-    return objects
-
-
-def _as_built(db, spec):
-    if db is None or "where_columns" not in spec:
-        return spec
-    columns = {r[1] for r in db.execute(f"PRAGMA table_info([{spec['table']}])")}
-    if spec["where_columns"] in columns:
-        return spec
-    return {k: v for k, v in spec.items() if k not in ("where", "where_columns")}
-
-
-def install_index(db):
-    """Create every piece of the index that is missing, and replace every trigger or view whose
-    definition differs from today's (tables are never replaced: they hold the data).
-
-    Returns the names of the pieces created or replaced.
-    """
-    present = dict(db.execute("SELECT name, sql FROM sqlite_master").fetchall())
-    objects = index_objects(db)
-    changed = [name for name, sql in objects.items()
-               if name not in present or _outdated(sql, present[name])]
-    for name in changed:
-        if name in present:
-            db.execute(f"DROP {objects[name].split()[1]} [{name}]")
-        db.execute(objects[name])
-    return changed
-
-
-def _outdated(sql, stored):
-    """Whether a trigger or view was made from other SQL than sql (whitespace aside)."""
-    return sql.startswith(("CREATE TRIGGER", "CREATE VIEW")) and \
-        " ".join(str(stored).split()) != " ".join(sql.split())
-
-
-def _statements(sql):
-    """The complete statements of a script, one by one."""
-    from .db import driver
-
-    statement = ""
-    for line in sql.splitlines(keepends=True):
-        statement += line
-        if driver().complete_statement(statement):
-            yield statement.strip().rstrip(";")
-            statement = ""
-
-
-def run_script(conn, sql):
-    """Execute statements one by one (executescript would COMMIT the migration's transaction)."""
-    for statement in _statements(sql):
-        conn.execute(statement)
-
 
 migrations = Migrations("ravana_db")
 
@@ -537,7 +329,7 @@ def m002_search(db):
     run_script(db.conn, SEARCH)
     db.conn.execute(BITS)
     for kind, spec in SEARCHABLE.items():  # as they were then: before m006's conditions
-        run_script(db.conn, _source_triggers(kind, **_as_built(db, spec)))
+        run_script(db.conn, source_triggers(kind, **as_built(db, spec)))
 
 
 @migrations()

@@ -1,0 +1,142 @@
+"""How search orders what its two sides found, and what it returns for each result.
+
+Hybrid fusion is a convex combination, with equal weights, of the two scores each divided by
+its theoretical maximum (Bruch, Gai and Ingber, "An Analysis of Fusion Functions for Hybrid
+Retrieval", TOIS 2023): cosine similarity (at most 1, negatives count as 0) and BM25 over the
+highest BM25 the query can reach, (k1 + 1) times the sum of its terms' IDF (the term upper
+bound of MaxScore and WAND). A document holding one incidental word of a long query thus
+scores a small part of the words' half, while rank fusion would give it a full first place.
+
+Opt-in ranking terms (Park et al., "Generative Agents", 2023): with --recency or --importance,
+the score is the relevance (the fused score scaled to 0..1 over the candidates) plus
+0.5^(age / half-life) plus weight x importance.
+"""
+
+import math
+from datetime import datetime, timezone
+
+from ..db import transaction
+from ..tables import SEARCHABLE
+from ..times import now
+
+INTEGER_KINDS = {k for k, spec in SEARCHABLE.items() if spec["ref"] == "id"}
+NO_IMPORTANCE = 0.5  # what --importance counts for kinds that have none (a memory's default)
+SNIPPET = 300
+
+
+def best(db, q, *, words, meaning, similarity, depth, top):
+    """The q.top_n best results, best first (see search.search for what each holds).
+
+    Args:
+        words: [(doc_id, bm25)] best first, from the word side.
+        meaning: [(doc_id, similarity)] best first, from the vector side.
+        similarity: {doc_id: cosine similarity} of every candidate that has a vector.
+        depth: how many of the words rank (the rest only score the vector side's candidates).
+        top: the query's highest reachable BM25 (hybrid), else None.
+    """
+    bm25_rank = {doc_id: n for n, (doc_id, _) in enumerate(words[:depth], 1)}
+    bm25 = {doc_id: -score for doc_id, score in words}
+    vector_rank = {doc_id: n for n, (doc_id, _) in enumerate(meaning, 1)}
+    ids = list(dict.fromkeys([*bm25_rank, *vector_rank]))
+    if q.min_similarity is not None:
+        ids = [d for d in ids if similarity.get(d, -2) >= q.min_similarity]
+    score = fuse(q, ids, bm25=bm25, similarity=similarity, top=top or 1.0)
+    terms_of = ranking_terms(db, q, score) if q.half_life or q.importance is not None else {}
+    for d, added in terms_of.items():
+        score[d] = sum(added.values())
+    ids = sorted(ids, key=lambda d: -score[d])[:q.top_n]
+    results = describe(db, ids)
+    for r in results:
+        d = r.pop("doc_id")
+        r.update(score=round(score[d], 6), bm25=_round(bm25.get(d)),
+                 bm25_rank=bm25_rank.get(d), similarity=_round(similarity.get(d)),
+                 vector_rank=vector_rank.get(d), **{k: _round(v) for k, v in
+                                                     terms_of.get(d, {}).items()})
+    return results
+
+
+def fuse(q, ids, *, bm25, similarity, top):
+    """{doc_id: score} by q's mode: BM25 (fts), cosine similarity (vector), or both, each over
+    its maximum (hybrid)."""
+    if q.mode == "fts":
+        return {d: bm25[d] for d in ids}
+    if q.mode == "vector":
+        return {d: similarity[d] for d in ids}
+    return {d: (max(similarity.get(d, 0.0), 0.0) + bm25.get(d, 0.0) / top) / 2 for d in ids}
+
+
+def ranking_terms(db, q, score):
+    """{doc_id: {relevance, recency?, importance?}}: the opt-in terms added to each candidate's
+    score. relevance is the fused score scaled to 0..1 over the candidates; recency is
+    0.5^(age in days / half-life); importance is the weight times the memory's importance or
+    the very-long-term memory's importance score (NO_IMPORTANCE for other kinds)."""
+    if not score:
+        return {}
+    low, high = min(score.values()), max(score.values())
+    rows = db.execute(
+        f"SELECT d.id, d.ts, coalesce(m.importance, v.importance_score) FROM doc d "
+        f"LEFT JOIN memory m ON d.kind = 'memory' AND m.id = CAST(d.ref AS INTEGER) "
+        f"LEFT JOIN very_long_term_memories v ON d.kind = 'vltm' AND v.memory_id = d.ref "
+        f"WHERE d.id IN ({', '.join('?' * len(score))})", list(score)).fetchall()
+    today = datetime.now(timezone.utc)
+    terms = {}
+    for doc_id, ts, importance in rows:
+        added = {"relevance": (score[doc_id] - low) / (high - low) if high > low else 1.0}
+        if q.half_life:
+            age = (today - _aware(ts)).total_seconds() / 86400 if ts else math.inf
+            added["recency"] = 0.5 ** (max(age, 0.0) / q.half_life)
+        if q.importance is not None:
+            value = NO_IMPORTANCE if importance is None else importance
+            added["importance"] = q.importance * value
+        terms[doc_id] = added
+    return terms
+
+
+def _aware(stamp):
+    """A stored time as an aware datetime (stored times are UTC; an odd one counts as old)."""
+    try:
+        dt = datetime.fromisoformat(stamp)
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _round(value):
+    return None if value is None else round(value, 6)
+
+
+def describe(db, ids):
+    """A result dict per doc id still stored (its doc_id, kind, id, key, text or snippet, type,
+    source, timestamp), in the order given."""
+    if not ids:
+        return []
+    rows = {r[0]: r for r in db.execute(
+        f"SELECT d.id, d.kind, d.ref, d.text, d.type, d.source, d.ts, m.key FROM doc d "
+        f"LEFT JOIN memory m ON d.kind = 'memory' AND m.id = CAST(d.ref AS INTEGER) "
+        f"WHERE d.id IN ({', '.join('?' * len(ids))})", ids)}
+    results = []
+    for doc_id in ids:
+        if doc_id not in rows:  # deleted since it was ranked
+            continue
+        _, kind, ref, text, type, source, ts, key = rows[doc_id]
+        results.append({
+            "doc_id": doc_id, "kind": kind, "id": int(ref) if kind in INTEGER_KINDS else ref,
+            "key": key, "text": text if len(text) <= SNIPPET else text[:SNIPPET - 1] + "…",
+            "type": type, "source": source, "timestamp": ts})
+    return results
+
+
+def mark_accessed(db, results):
+    """Memories returned count as accessed, as in the original."""
+    memories = [r["id"] for r in results if r["kind"] == "memory"]
+    vltm = [r["id"] for r in results if r["kind"] == "vltm"]
+    if not (memories or vltm):
+        return
+    stamp = now()
+    with transaction(db):
+        for table, column, ids in (("memory", "id", memories),
+                                   ("very_long_term_memories", "memory_id", vltm)):
+            if ids:
+                db.execute(f"UPDATE {table} SET access_count = access_count + 1, "
+                           f"last_accessed = ? WHERE {column} IN ({', '.join('?' * len(ids))})",
+                           [stamp, *ids])

@@ -1,0 +1,53 @@
+"""Times as stored (ISO-8601 UTC text) and the times and spans users type."""
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from .errors import InputError
+
+
+def now():
+    """The current time as stored: ISO-8601 UTC with milliseconds."""
+    return format_time(datetime.now(timezone.utc))
+
+
+def format_time(dt):
+    """A datetime in the stored form: ISO-8601 UTC, four-digit year, milliseconds, Z.
+
+    Raises OverflowError when the UTC time falls outside years 1 to 9999.
+    """
+    utc = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds") + "Z"
+
+
+def parse_time(value, *, field="time"):
+    """An ISO-8601 date or datetime (naive means UTC), or a relative age like 7d, 12h, 30m.
+
+    Returns the stored form (see now()).
+    """
+    text = str(value).strip()
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    age = re.fullmatch(r"([0-9]{1,9})([smhdw])", text)
+    try:
+        if age:
+            dt = datetime.now(timezone.utc) - timedelta(**{units[age[2]]: int(age[1])})
+        else:
+            dt = datetime.fromisoformat(text)
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+        return format_time(dt)
+    except ValueError:
+        raise InputError(
+            f"{field}: {text[:40]!r} is not an ISO-8601 time (2024-05-01, 2024-05-01T12:00:00Z) "
+            "or an age like 7d") from None
+    except OverflowError:
+        raise InputError(f"{field}: {text[:40]!r} is out of range: times must fall between "
+                         "0001-01-01 and 9999-12-31 UTC") from None
+
+
+def parse_days(age, *, field):
+    """A positive span like 3d, 36h or 1w, as days."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([hdw])", str(age).strip())
+    if not match or float(match[1]) <= 0:
+        raise InputError(f"{field}: {str(age)[:40]!r} is not a span like 3d, 36h or 1w")
+    return float(match[1]) * {"h": 1 / 24, "d": 1, "w": 7}[match[2]]
