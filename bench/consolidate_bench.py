@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 
 from ravana_db.consolidate import consolidate
-from ravana_db.db import open_db, sha256, transaction
+from ravana_db.db import open_db, transaction
 from ravana_db.embed import Embedder
+from ravana_db.hashing import sha256
 from ravana_db.index import Prepared, apply, signature
 
 CORPUS = Path(os.environ.get("NFCORPUS", "/work/shared/eval/nfcorpus")) / "corpus.jsonl.gz"

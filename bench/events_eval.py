@@ -36,12 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from ravana_db import store
-from ravana_db.db import open_db, parse_time, sha256, transaction
+from ravana_db.db import open_db, transaction
 from ravana_db.embed import DEFAULT_MODEL, Embedder
 from ravana_db.events import THRESHOLD, detect, plan
+from ravana_db.hashing import sha256
 from ravana_db.models import Article, Feed
-from ravana_db.search import STOPWORDS
+from ravana_db.search.query import STOPWORDS
 from ravana_db.store import write
+from ravana_db.times import parse_time
 
 HEADLINES = Path(__file__).parent.parent / "fixtures" / "events" / "headlines.jsonl"
 DAY = 86400

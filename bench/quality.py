@@ -21,7 +21,8 @@ from pathlib import Path
 from ravana_db.db import open_db
 from ravana_db.embed import Embedder
 from ravana_db.models import Memory, validate
-from ravana_db.search import Query, search
+from ravana_db.search import search
+from ravana_db.search.query import Query
 from ravana_db.store import write
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

@@ -30,7 +30,8 @@ from corpus import CACHE, embedded  # noqa: E402
 from ravana_db.db import open_db, transaction  # noqa: E402
 from ravana_db.embed import DEFAULT_MODEL, Embedder, default_model_folder  # noqa: E402
 from ravana_db.index import apply, prepare  # noqa: E402
-from ravana_db.search import Query, search  # noqa: E402
+from ravana_db.search import search  # noqa: E402
+from ravana_db.search.query import Query
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent

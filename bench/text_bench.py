@@ -27,10 +27,11 @@ sys.path[:0] = [str(Path(__file__).parent.parent), str(Path(__file__).parent)]
 
 from corpus import sentences  # noqa: E402
 
-from ravana_db import export  # noqa: E402
 from ravana_db.db import open_db, transaction  # noqa: E402
+from ravana_db.export import formats  # noqa: E402
 from ravana_db.index import sync_docs  # noqa: E402
-from ravana_db.search import Query, search  # noqa: E402
+from ravana_db.search import search  # noqa: E402
+from ravana_db.search.query import Query  # noqa: E402
 from ravana_db.text import decode  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "text.json"
@@ -64,12 +65,12 @@ def in_turn(db, fn, runs):
 
 
 def plain_csv(out, columns, rows):
-    """export._write_csv as it was before the formula guard (the baseline)."""
+    """export.formats.write_csv as it was before the formula guard (the baseline)."""
     writer = csv.writer(out)
     writer.writerow(columns)
     for row in rows:
         if "" in row or bytes in map(type, row):
-            out.write(",".join(map(export._csv_field, row)) + "\r\n")
+            out.write(",".join(map(formats.csv_field, row)) + "\r\n")
         else:
             writer.writerow(row)
 
@@ -113,7 +114,7 @@ def main():
         times = ([], [])
         for _ in range(args.runs):
             times[0].append(timed(lambda: plain_csv(io.StringIO(), columns, rows)))
-            times[1].append(timed(lambda: export._write_csv(io.StringIO(), columns, rows)))
+            times[1].append(timed(lambda: formats.write_csv(io.StringIO(), columns, rows)))
         results["csv"] = {"what": "export's CSV writer, rows in memory; baseline without "
                                   "csv_cell", **report(times)}
 

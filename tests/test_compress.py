@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 from ravana_db import compress as c
 from ravana_db.cli import app
-from ravana_db.db import driver, open_db
+from ravana_db.db import open_db
 from ravana_db.embed import Embedder
 from ravana_db.errors import RavanaError
+from ravana_db.sql import driver
 
 SUMMARIES = [
     "Markets fell on fears that rates will stay high. The central bank held its policy rate "
@@ -531,7 +532,7 @@ JSON = st.recursive(
 @given(st.dictionaries(st.text().filter(lambda k: k != "_compressed"), JSON, max_size=5),
        st.integers(1, 3))
 def test_every_level_restores_what_it_packed_and_keeps_the_search_text(value, level):
-    from ravana_db.schema import SEARCHABLE
+    from ravana_db.tables import SEARCHABLE
 
     stored = c.pack(value, level=level)
     assert c.restore(stored) == value and c.level(stored) == level

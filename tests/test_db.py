@@ -24,9 +24,11 @@ from typer.testing import CliRunner
 import ravana_db
 import ravana_db.db
 from ravana_db.cli import app
-from ravana_db.db import driver, format_time, open_db, parse_time
+from ravana_db.db import open_db
 from ravana_db.errors import InputError
 from ravana_db.schema import migrations
+from ravana_db.sql import driver
+from ravana_db.times import format_time, parse_time
 
 
 def older_file(path):

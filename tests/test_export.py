@@ -23,9 +23,11 @@ from typer.testing import CliRunner
 
 from ravana_db import export
 from ravana_db.cli import app
-from ravana_db.db import driver, open_db
+from ravana_db.db import open_db
 from ravana_db.errors import RavanaError
-from ravana_db.schema import TABLES, migrations
+from ravana_db.schema import migrations
+from ravana_db.sql import driver
+from ravana_db.tables import TABLES
 
 FORMATS = ["json", "jsonl", "csv", "markdown"]
 TRICKY = [

@@ -11,7 +11,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from ravana_db.cli import app
-from ravana_db.schema import TABLES
+from ravana_db.tables import TABLES
 
 GOLDEN = Path(__file__).with_name("help.txt")
 

@@ -21,10 +21,10 @@ from conftest import contents, copy_db, jsonl, one_line_error
 from typer.testing import CliRunner
 
 from ravana_db.cli import app
-from ravana_db.db import open_db, sha256
+from ravana_db.db import open_db
+from ravana_db.hashing import sha256
 from ravana_db.load import table_info
-from ravana_db.models import NATURAL
-from ravana_db.schema import TABLES
+from ravana_db.tables import NATURAL, TABLES
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 STORY = [FIXTURES / "feeds" / "story" / f"outlet-{x}.xml" for x in "abc"]

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from ravana_db.models import KINDS, MAX_DEPTH, Record
+from ravana_db.fields import MAX_DEPTH
+from ravana_db.models import KINDS, Record
 
 # A valid record of each kind, which the tests spoil one field at a time.
 BASE = {

@@ -6,8 +6,9 @@ store.py and its validation: constraints, foreign keys and triggers must hold on
 
 import pytest
 
-from ravana_db.db import driver, open_db
+from ravana_db.db import open_db
 from ravana_db.schema import migrations
+from ravana_db.sql import driver
 
 
 @pytest.fixture
@@ -258,7 +259,7 @@ def queued(db):
 
 
 def test_every_searchable_table_is_covered():
-    from ravana_db.schema import SEARCHABLE
+    from ravana_db.tables import SEARCHABLE
 
     assert set(INDEXED) == set(SEARCHABLE)
     assert all(INDEXED[k][0] == SEARCHABLE[k]["table"] for k in INDEXED)

@@ -13,8 +13,9 @@ from conftest import jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ravana_db.db import now, open_db
+from ravana_db.db import open_db
 from ravana_db.embed import default_model_folder
+from ravana_db.times import now
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -154,7 +155,8 @@ def test_hostile_query_strings_never_break_fts(cli, memories):
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=st.text(min_size=1, max_size=40))
 def test_any_text_is_a_valid_fts_query(text, tmp_path_factory):
-    from ravana_db.search import Query, search
+    from ravana_db.search import search
+    from ravana_db.search.query import Query
 
     global _fuzz_db
     if "_fuzz_db" not in globals():
@@ -418,7 +420,8 @@ def test_a_filtered_word_search_is_driven_by_the_full_text_match(cli, memories):
     the full-text index (65x slower at 5,000 long documents): a broad filter (every memory)
     filters the best matches, a narrow one (one source) joins each match to its doc; both
     start from the full-text match and find docs by primary key."""
-    from ravana_db.search import Query, search
+    from ravana_db.search import search
+    from ravana_db.search.query import Query
 
     db = open_db(Path("agent.db"))
     for filters, shape in (({"kind": "memory", "since": "2000-01-01"}, "CO-ROUTINE f"),
@@ -578,8 +581,9 @@ def test_a_vector_search_bounded_by_its_sample_finds_what_the_plain_one_finds(
     import numpy as np
 
     from ravana_db import search as s
-    from ravana_db.db import sha256, transaction
+    from ravana_db.db import transaction
     from ravana_db.embed import Embedder
+    from ravana_db.hashing import sha256
     from ravana_db.index import Prepared, _signatures, apply, signature
 
     rng = np.random.default_rng(7)

@@ -5,8 +5,9 @@ import re
 import sqlite3 as stdlib_sqlite3
 from pathlib import Path
 
-from ravana_db.db import driver, open_db, resolve_path
+from ravana_db.db import open_db, resolve_path
 from ravana_db.schema import migrations
+from ravana_db.sql import driver
 
 # DESIGN.md section 2: every table with the original's column names.
 ORIGINAL_COLUMNS = {

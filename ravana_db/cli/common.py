@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 import typer.core
 
-from ..db import driver, open_db, resolve_path
+from ..db import open_db, resolve_path
 from ..errors import RavanaError
 from ..output import Format, message, pick
+from ..sql import driver
 from ..text import replaced
 
 REPLACED = ("note: stored text that is not valid UTF-8 (written by another client) was read "

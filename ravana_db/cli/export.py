@@ -31,7 +31,7 @@ class ExportGroup(typer.core.TyperGroup):
         return super().resolve_command(ctx, args)
 
     def format_help_text(self, ctx, formatter):
-        from ..schema import TABLES
+        from ..tables import TABLES
 
         super().format_help_text(ctx, formatter)
         formatter.write_paragraph()
@@ -41,7 +41,7 @@ class ExportGroup(typer.core.TyperGroup):
 
 
 def _is_table(name):
-    from ..schema import TABLES
+    from ..tables import TABLES
 
     return name == "all" or name in TABLES
 
@@ -70,7 +70,7 @@ Force = Annotated[bool, typer.Option(
 
 def _table_command(name):
     """The `export NAME` command for one table, or for all of them."""
-    from ..export import TIME
+    from ..tables import TIME
 
     one = typer.Typer(add_completion=False, rich_markup_mode=None)
     what = "DIR" if name == "all" else "FILE"

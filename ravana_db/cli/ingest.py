@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from ..db import parse_days
 from ..output import Format, Progress, emit, message, pick
+from ..times import parse_days
 from .common import (
     Command,
     FormatOption,

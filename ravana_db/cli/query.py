@@ -72,7 +72,7 @@ def query(
 
     Example: ravana-db query "what went wrong with the deploy?" --kind memory --since 30d
     """
-    from ..search import Query
+    from ..search.query import Query
 
     fmt = pick(fmt, json_flag, default="jsonl" if stdin else "json")
     options = dict(mode=mode, kind=kind, type=type, source=source, since=since, until=until,
@@ -184,7 +184,7 @@ def notice_waiting(ctx, db):
 def query_line(number, line, defaults):
     """One stdin line as a Query: plain text, or JSON with `text` and any query option."""
     from ..lines import json_line
-    from ..search import Query
+    from ..search.query import Query
 
     options = dict(defaults)
     if isinstance(line, InputError):

@@ -18,10 +18,11 @@ import uuid
 from dataclasses import dataclass, field
 
 from .. import runs
-from ..db import driver, sha256
-from ..db import now as utc_now
 from ..errors import InputError, RavanaError
+from ..hashing import sha256
+from ..sql import driver
 from ..store import write
+from ..times import now as utc_now
 from .levels import LEVELS, plan_memories, size
 from .summarizer import TIMEOUT, run_summarizer, summarizer_argv
 from .summary import BUDGET, cite, extract

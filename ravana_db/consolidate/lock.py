@@ -7,8 +7,8 @@ import os
 import stat
 from pathlib import Path
 
-from ..db import now as utc_now
 from ..errors import InputError, RavanaError
+from ..times import now as utc_now
 
 
 class Busy(RavanaError):

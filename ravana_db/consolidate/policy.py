@@ -2,9 +2,9 @@
 
 from datetime import timedelta
 
-from ..db import format_time
 from ..schema import CONSOLIDATION_POLICY
 from ..text import loads, stored_number
+from ..times import format_time
 
 
 def _shapes():

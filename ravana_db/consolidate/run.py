@@ -10,11 +10,12 @@ import uuid
 from datetime import datetime
 
 from .. import runs, store
-from ..db import now as utc_now
-from ..db import parse_time, transaction
+from ..db import transaction
 from ..errors import InputError
 from ..schema import CONSOLIDATION_TYPES
 from ..text import MAX_INTEGER
+from ..times import now as utc_now
+from ..times import parse_time
 from . import duplicates, merge, plan, read, write
 from . import patterns as found
 from .lock import run_lock

@@ -3,10 +3,10 @@
 import json
 
 from .. import runs
-from ..db import now as utc_now
 from ..errors import InputError
 from ..store import write
 from ..text import loads
+from ..times import now as utc_now
 from .lock import run_lock
 
 RUNS = runs.of("consolidate")

@@ -4,8 +4,8 @@ An item that conflicts with stored rows (a constraint, a foreign key another cli
 dangling) is skipped and reported, and the rest of its batch written.
 """
 
-from ..db import driver
 from ..errors import RecordError
+from ..sql import driver
 from ..store import write
 from .plan import IDENTITY, skip
 

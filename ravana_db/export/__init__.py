@@ -33,15 +33,13 @@ from .files import (
     sync,
     temp_file,
 )
-from .formats import WRITERS, csv_field, write_csv
+from .formats import WRITERS
 
 FORMATS = {"json": ".json", "jsonl": ".jsonl", "csv": ".csv", "markdown": ".md"}
 SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
             ".md": "markdown", ".markdown": "markdown"}
 MANIFEST = "manifest.json"
 EXPORT_VERSION = 1
-# Old names of the CSV writer, which bench/text_bench.py measures.
-_write_csv, _csv_field = write_csv, csv_field
 
 def check_table(name):
     """Refuse anything but one of the agent's tables (or `all`): the search index's tables

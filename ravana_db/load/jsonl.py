@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..export import EXPORT_VERSION, MANIFEST
 from ..lines import json_lines
-from ..schema import TABLES
+from ..tables import TABLES
 from .loader import Loader, opened
 from .target import check_table
 

@@ -21,8 +21,8 @@ import contextlib
 import hashlib
 from dataclasses import dataclass, field
 
-from ..db import driver
 from ..errors import InputError, RecordError
+from ..sql import driver
 from .spool import Item, Spool, chunks, pack
 from .target import present, table_info
 

@@ -6,8 +6,10 @@ import email.utils
 import json
 from pathlib import Path
 
-from ..db import driver, format_time, parse_time, uri
+from ..db import uri
 from ..errors import InputError
+from ..sql import driver
+from ..times import format_time, parse_time
 from .loader import Loader, opened
 
 # The original system's tables (SQLModel's names), in the order their references need.
@@ -90,7 +92,7 @@ def _text(raw):
 def _original_rows(loader, name, columns, cursor):
     """(where, row dict) of one original table, its values made ours (see _original_value);
     a row whose values cannot be is refused, with why."""
-    from ..models import NATURAL
+    from ..tables import NATURAL
 
     table = loader.table(name)
     fields = table.models[()].model_fields
@@ -128,7 +130,7 @@ def _original_value(table, column, value):
     """An original value as our column holds it: times as ISO-8601 UTC (unparseable: _OMIT,
     so NULL or the column's default), JSON text as JSON (see _original_json), Postgres' text
     booleans 't'/'f' as 1/0, numbers in text columns as text."""
-    from ..models import TIME_COLUMNS
+    from ..tables import TIME_COLUMNS
 
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -209,7 +211,7 @@ def _is_json(text):
 def _python_literal(value):
     """(value, JSON text) of a Python literal's text (models.python_literal, which `log` uses
     too), or (_OMIT, None)."""
-    from ..models import python_literal
+    from ..fields import python_literal
 
     try:
         return python_literal(value)

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..schema import SEARCHABLE, TABLES
+from ..tables import SEARCHABLE, TABLES
 
 CHUNK = 500  # values per `IN (...)` list
 
@@ -51,7 +51,7 @@ def table_info(db, name):
 
 def _identities(db, name, surrogate):
     """models.NATURAL's identities of a table, else its unique keys (primary key first)."""
-    from ..models import NATURAL
+    from ..tables import NATURAL
 
     if name in NATURAL:
         return NATURAL[name]
