@@ -6,8 +6,9 @@ import json
 import os
 import sqlite3
 
-import ravana_db
 from conftest import DEMO_FEED, contents, one_line_error
+
+import ravana_db
 from ravana_db.schema import TABLES
 
 
