@@ -18,7 +18,9 @@ DEMO_FEED = ROOT / "fixtures" / "feeds" / "demo" / "harbourline-news.xml"
 # The files that take longest, slowest first (measured with --durations): with
 # `--dist loadfile` a file runs on one worker, so starting the long ones first lets both workers
 # finish together instead of one waiting on a long file picked up last.
-SLOWEST_FIRST = []
+SLOWEST_FIRST = ["test_concurrency.py", "test_feeds.py", "test_compress.py", "test_search.py",
+                 "test_consolidate.py", "test_hostile.py", "test_models.py", "test_load.py",
+                 "test_cli.py", "test_behaviour.py", "test_db.py", "test_text.py"]
 
 
 def pytest_collection_modifyitems(items):
