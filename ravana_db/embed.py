@@ -21,14 +21,14 @@ from .errors import InputError, RavanaError
 DEFAULT_MODEL = "ravana-db/all-MiniLM-L6-v2-int8"
 MAX_TOKENS = 256  # the model's sentence-transformers max_seq_length; fastembed would cut at 512
 BATCH_SIZE = 32
-# The characters of a text the model is given. The tokenizer reads a whole text before it cuts
-# at the model's length (some 100 bytes of memory per character): a prefix this long holds far
-# more than 256 tokens of any ordinary text, so the vector is the same, and the memory bounded.
+# The characters of a text the model is given. The tokenizer reads a whole text, with memory
+# per character, before it cuts at the model's length: a prefix this long holds far more than
+# MAX_TOKENS tokens of any ordinary text, so the vector is the same, and the memory bounded.
 MAX_CHARS = 16_384
 # A batch's size times its longest text's tokens squared (about 4 characters a token):
-# onnxruntime's memory grows with that (attention) and keeps what it took. 32 texts of 256
-# tokens took 1.2 GB more RSS, 8 took 0.23 GB, 4 0.1 GB, 2 next to nothing, at about the same
-# speed; texts of up to 64 tokens still go 32 at a time.
+# onnxruntime's memory grows with that (attention) and keeps what it took. Small batches of
+# long texts take far less of it at about the same speed (the README's benchmarks); texts of up
+# to 64 tokens still go 32 at a time.
 BATCH_ATTENTION = 2 * MAX_TOKENS ** 2
 TOKENIZER_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json",
                    "tokenizer_config.json")
@@ -229,8 +229,8 @@ def _return_large_blocks():
     heap for reuse (and raises its mapping threshold as large blocks come and go). Blocks of
     4 MiB or more, a batch's attention scores, are mapped and unmapped on their own instead:
     a process that embedded a large batch gives that memory back at once, while the many small
-    tensors still come from the heap (a 64 KiB threshold returns a little more and costs
-    several times the system time)."""
+    tensors still come from the heap (a much lower threshold returns a little more memory and
+    costs far more system time)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, 4 << 20)
