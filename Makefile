@@ -31,8 +31,10 @@ demo: install
 		--kind article,event --format table
 	$(BIN)/ravana-db --db $(DEMO_DB) consolidate --type event_triggered --format table
 
+# Two workers, a file each at a time (a module's template is built once); coverage includes
+# the `python -m ravana_db` processes the tests start ([tool.coverage.run] patch).
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --cov --cov-report=term
 
 bench: install
 	$(BIN)/python bench/run.py
@@ -46,8 +48,7 @@ bench: install
 	$(BIN)/python bench/embed_memory.py
 
 lint: install
-	$(BIN)/pip install --quiet ruff
 	$(BIN)/ruff check ravana_db tests bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm $(DEMO_DB).consolidate.lock
+	rm -rf $(VENV) *.egg-info .pytest_cache .coverage .coverage.* $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm $(DEMO_DB).consolidate.lock

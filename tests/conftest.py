@@ -1,3 +1,6 @@
+"""Fixtures every test module shares: an isolated environment, the CLI on a fresh file, and a
+prebuilt embedded database (made once per test process, copied into each test that asks)."""
+
 import contextlib
 import json
 import os
@@ -9,6 +12,21 @@ from typer.testing import CliRunner
 
 from ravana_db.cli import app
 from ravana_db.db import open_db
+
+ROOT = Path(__file__).parent.parent
+DEMO_FEED = ROOT / "fixtures" / "feeds" / "demo" / "harbourline-news.xml"
+# The files that take longest, slowest first (measured with --durations): with
+# `--dist loadfile` a file runs on one worker, so starting the long ones first lets both workers
+# finish together instead of one waiting on a long file picked up last.
+SLOWEST_FIRST = ["test_concurrency.py", "test_feeds.py", "test_compress.py", "test_search.py",
+                 "test_consolidate.py", "test_hostile.py", "test_models.py", "test_load.py",
+                 "test_cli.py", "test_behaviour.py", "test_db.py", "test_text.py"]
+
+
+def pytest_collection_modifyitems(items):
+    """Run the slowest files first, each file's tests in their own order."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +52,39 @@ def cli(db_path):
         return runner.invoke(app, argv, input=input, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def embedded_template(tmp_path_factory):
+    """A file written by the CLI, every text embedded: the demo's 60 memories, one row of each
+    log kind, one feed's articles (no events). Built once per test process; never write it:
+    take a copy with the `embedded` fixture."""
+    path = tmp_path_factory.mktemp("embedded") / "agent.db"
+    memories = (ROOT / "fixtures" / "memories.jsonl").read_text()
+    logs = [
+        (["log", "memory", "--stdin"], memories),
+        (["log", "action", "--action-name", "fetch_feeds", "--params", '{"feeds": 3}',
+          "--result", '{"new": 12}'], None),
+        (["log", "mood", "--mood-vector", '{"curious": 0.8, "calm": 0.5}'], None),
+        (["log", "summary", "--summary-text", "The agent learned to batch its writes.",
+          "--category", "reflection"], None),
+        (["log", "situation", "--situation-type", "curiosity", "--prompt", "Why?"], None),
+        (["ingest", "feeds", "--no-events", str(DEMO_FEED)], None),
+    ]
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("RAVANA_DB", "DATABASE_URL", "RAVANA_DB_MODEL"):
+            env.delenv(name, raising=False)
+        for args, stdin in logs:
+            result = CliRunner().invoke(app, ["--db", str(path), *args], input=stdin,
+                                        catch_exceptions=False)
+            assert result.exit_code == 0, (args, result.stderr)
+    return path
+
+
+@pytest.fixture
+def embedded(embedded_template, db_path):
+    """A copy of embedded_template at the `cli` fixture's file; returns its path."""
+    return copy_db(embedded_template, db_path)
 
 
 @pytest.fixture

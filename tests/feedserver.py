@@ -38,64 +38,70 @@ class Request:
     headers: dict  # lower-case names
 
 
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Answers each request from its FeedServer's script (set as `feeds` on a subclass)."""
+
+    protocol_version = "HTTP/1.0"  # one request per connection; a body may end at close
+    feeds = None
+
+    def do_GET(self):
+        request = Request(self.path, {k.lower(): v for k, v in self.headers.items()})
+        with self.feeds._lock:
+            self.feeds.requests.append(request)
+            script = self.feeds.routes.get(self.path.split("?", 1)[0])
+        reply = script(request) if callable(script) else script
+        if reply is None:
+            reply = Reply(404, b"not found")
+        try:
+            self._send(reply)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout, a size cap): what the test wanted
+
+    def _send(self, reply):
+        if reply.delay:
+            time.sleep(reply.delay)
+        headers = dict(reply.headers)
+        if reply.content_length and "Content-Length" not in headers:
+            headers["Content-Length"] = str(len(reply.body))
+        if reply.head_dribble is None:
+            self.send_response(reply.status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+        else:  # a slow loris: every read gets a byte
+            head = f"HTTP/1.0 {reply.status} {self.responses[reply.status][0]}\r\n" + \
+                "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+            if not self._dribble(reply, head.encode("latin-1"), size=1,
+                                 pause=reply.head_dribble):
+                return
+        if reply.dribble is None:
+            self.wfile.write(reply.body)
+        else:
+            self._dribble(reply, reply.body, size=reply.chunk, pause=reply.dribble)
+
+    def _dribble(self, reply, data, *, size, pause):
+        """Write data in chunks of size, pausing between them; False if it gave up (after
+        reply.dribble_for seconds)."""
+        stop = time.monotonic() + reply.dribble_for
+        for start in range(0, len(data), size):
+            self.wfile.write(data[start:start + size])
+            self.wfile.flush()
+            if time.monotonic() > stop:
+                return False
+            time.sleep(pause)
+        return True
+
+    def log_message(self, *args):
+        pass
+
+
 class FeedServer:
     def __init__(self):
         self.routes, self.requests = {}, []
         self._lock = threading.Lock()
-        server = self
+        handler = type("BoundHandler", (Handler,), {"feeds": self})
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"  # one request per connection; a body may end at close
-
-            def do_GET(self):
-                request = Request(self.path, {k.lower(): v for k, v in self.headers.items()})
-                with server._lock:
-                    server.requests.append(request)
-                    script = server.routes.get(self.path.split("?", 1)[0])
-                reply = script(request) if callable(script) else script
-                if reply is None:
-                    reply = Reply(404, b"not found")
-                try:
-                    self._send(reply)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout, a size cap): what the test wanted
-
-            def _send(self, reply):
-                if reply.delay:
-                    time.sleep(reply.delay)
-                headers = dict(reply.headers)
-                if reply.content_length and "Content-Length" not in headers:
-                    headers["Content-Length"] = str(len(reply.body))
-                if reply.head_dribble is not None:  # a slow loris: every read gets a byte
-                    head = f"HTTP/1.0 {reply.status} {self.responses[reply.status][0]}\r\n" + \
-                        "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-                    stop = time.monotonic() + reply.dribble_for
-                    for byte in head.encode("latin-1"):
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                        if time.monotonic() > stop:
-                            return
-                        time.sleep(reply.head_dribble)
-                else:
-                    self.send_response(reply.status)
-                    for name, value in headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                if reply.dribble is None:
-                    self.wfile.write(reply.body)
-                    return
-                stop = time.monotonic() + reply.dribble_for
-                for start in range(0, len(reply.body), reply.chunk):
-                    self.wfile.write(reply.body[start:start + reply.chunk])
-                    self.wfile.flush()
-                    if time.monotonic() > stop:
-                        return
-                    time.sleep(reply.dribble)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,

@@ -196,6 +196,7 @@ COMMANDS = [
     ["reindex", "--format", "json"],
     ["query", "deploy", "--format", "json"],
 ]
+STDIN = 'deploy\n\x1b[2J\n{"text": "tea", "mode": "fts"}\n'  # for `query --stdin`
 
 
 def answers_or_one_line(result, args):
@@ -227,5 +228,5 @@ def test_no_row_another_client_stores_breaks_a_command(template, tmp_path_factor
     with contextlib.chdir(folder):
         for args in COMMANDS:
             result = runner.invoke(app, ["--db", str(path), *args], catch_exceptions=False,
-                                   input="deploy\n\x1b[2J\n{\"text\": \"tea\", \"mode\": \"fts\"}\n")
+                                   input=STDIN)
             answers_or_one_line(result, args)

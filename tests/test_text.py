@@ -275,7 +275,8 @@ def test_query_table_shows_control_characters_escaped(cli, agent, monkeypatch):
                  "WHERE key = 'tea'".replace(HOSTILE, HOSTILE.replace("\x00", "")))
     table = ok(cli("query", "deploy", "--mode", "fts", "--format", "table"))
     assert not CONTROL.search(table.stdout), repr(table.stdout)
-    assert "deploy \\x1b]0;PWNED\\x07\\x1b[2J\\x1b[31mred\\x9b1m\\x7f\\x0dover\\x00tail" in table.stdout
+    assert ("deploy \\x1b]0;PWNED\\x07\\x1b[2J\\x1b[31mred\\x9b1m\\x7f\\x0dover\\x00tail"
+            in table.stdout)
     stdin = ok(cli("query", "--stdin", "--mode", "fts", "--format", "table",
                    input="deploy \x1b[2J\n"))
     assert not CONTROL.search(stdin.stdout) and "1: deploy \\x1b[2J" in stdin.stdout
