@@ -4,8 +4,8 @@ and its `consolidation_metrics`, written in the run's own transaction, or on fai
 import json
 import uuid
 
-from .db import driver
 from .errors import RavanaError
+from .sql import driver
 
 RECORD = """
 INSERT INTO memory_consolidations(consolidation_id, consolidation_type, memories_processed,

@@ -4,7 +4,8 @@ import os
 
 from . import __version__, runs
 from .index import health
-from .schema import TABLES, migrations
+from .schema import migrations
+from .tables import TABLES
 
 
 def status(db, path):

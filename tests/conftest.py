@@ -116,7 +116,7 @@ def copy_db(source, target):
 
 def contents(path):
     """Every user table's rows, and the index's rows (through Python's own sqlite3)."""
-    from ravana_db.schema import TABLES
+    from ravana_db.tables import TABLES
 
     with contextlib.closing(sqlite3.connect(path)) as conn:
         present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
@@ -154,7 +154,8 @@ def cpu_seconds(pid):
 
 def write_locked(probe):
     """Whether another process holds the write lock now (asked without waiting)."""
-    from ravana_db.db import BUSY_TIMEOUT_MS, driver
+    from ravana_db.db import BUSY_TIMEOUT_MS
+    from ravana_db.sql import driver
 
     probe.execute("PRAGMA busy_timeout = 0")
     try:

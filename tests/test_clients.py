@@ -19,8 +19,8 @@ from conftest import copy_db, jsonl
 from typer.testing import CliRunner
 
 from ravana_db.cli import app
-from ravana_db.db import driver
-from ravana_db.schema import TABLES
+from ravana_db.sql import driver
+from ravana_db.tables import TABLES
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent

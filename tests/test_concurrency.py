@@ -16,7 +16,8 @@ from collections import Counter
 import pytest
 from conftest import cpu_seconds, jsonl, write_locked
 
-from ravana_db.db import BUSY_TIMEOUT_MS, open_db, sha256, transaction
+from ravana_db.db import BUSY_TIMEOUT_MS, open_db, transaction
+from ravana_db.hashing import sha256
 from ravana_db.index import BATCH
 
 RAVANA = [sys.executable, "-m", "ravana_db"]

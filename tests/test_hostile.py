@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ravana_db.cli import app
-from ravana_db.schema import TABLES
+from ravana_db.tables import TABLES
 
 # A template with rows in every user table, so that each column has valid values to mix in.
 LOGS = [

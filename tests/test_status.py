@@ -9,7 +9,7 @@ import sqlite3
 from conftest import DEMO_FEED, contents, one_line_error
 
 import ravana_db
-from ravana_db.schema import TABLES
+from ravana_db.tables import TABLES
 
 
 def status(cli, *args):

@@ -14,7 +14,7 @@ from conftest import copy_db, jsonl, one_line_error
 from typer.testing import CliRunner
 
 from ravana_db.cli import app
-from ravana_db.schema import TABLES
+from ravana_db.tables import TABLES
 
 NOTICE = "note: stored text that is not valid UTF-8"
 VLTM_ID = "aaaaaaaa-2222-3333-4444-555555555555"
