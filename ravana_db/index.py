@@ -159,11 +159,12 @@ def prepare(db, embedder, texts=(), *, backlog=BATCH, progress=None):
             blobs.update(zip(hashes[start:start + BATCH], (v.tobytes() for v in vectors)))
             if progress:
                 progress(len(vectors))
-    prepared.vectors = dict(zip(blobs, zip(blobs.values(), _signatures(list(blobs.values())))))
+    prepared.vectors = dict(zip(blobs, zip(blobs.values(), signatures(list(blobs.values())))))
     return prepared
 
 
-def _signatures(blobs):
+def signatures(blobs):
+    """signature() of float32 vectors given as blobs, each as a blob for vec0."""
     import numpy as np
 
     if not blobs:

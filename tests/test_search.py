@@ -584,7 +584,7 @@ def test_a_vector_search_bounded_by_its_sample_finds_what_the_plain_one_finds(
     from ravana_db.db import transaction
     from ravana_db.embed import Embedder
     from ravana_db.hashing import sha256
-    from ravana_db.index import Prepared, _signatures, apply, signature
+    from ravana_db.index import Prepared, apply, signature, signatures
 
     rng = np.random.default_rng(7)
     n, dim = 3000, 384
@@ -601,7 +601,7 @@ def test_a_vector_search_bounded_by_its_sample_finds_what_the_plain_one_finds(
               f"2026-{1 + i % 12:02d}-01T00:00:00.000Z", sha256(t)) for i, t in enumerate(texts)])
     blobs = [v.tobytes() for v in vectors]
     prepared = Prepared(model=(Embedder().name, dim))
-    prepared.vectors = dict(zip(map(sha256, texts), zip(blobs, _signatures(blobs))))
+    prepared.vectors = dict(zip(map(sha256, texts), zip(blobs, signatures(blobs))))
     with transaction(db):
         apply(db, prepared, [r[0] for r in db.execute("SELECT doc_id FROM embed_queue")])
 
