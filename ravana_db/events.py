@@ -198,7 +198,7 @@ class Clusters:
             self.ids.append(cluster)
         return self.slots[cluster]
 
-    def move(self, s, vector, sign):
+    def move(self, s, vector, *, sign):
         """Add (sign 1) or take out (-1) an article's vector."""
         import numpy as np
 
@@ -254,19 +254,19 @@ def plan(pending, window, *, span, threshold, decay=True):
         # Slide the window to [t - span, t + span]: articles enter, then the oldest leave.
         while enter < len(window) and window[enter][1] <= t + span:
             _, time, cluster, v = window[enter]
-            clusters.move(clusters.slot(cluster), v, 1)
+            clusters.move(clusters.slot(cluster), v, sign=1)
             clusters.seen(clusters.slots[cluster], time)
             enter += 1
         while leave < enter and window[leave][1] < t - span:
-            clusters.move(clusters.slots[window[leave][2]], window[leave][3], -1)
+            clusters.move(clusters.slots[window[leave][2]], window[leave][3], sign=-1)
             leave += 1
         while placed and placed[0][0] < t - span:
             _, s, v = placed.popleft()
-            clusters.move(s, v, -1)
+            clusters.move(s, v, sign=-1)
         best = clusters.nearest(vector, t, span=span, threshold=threshold, decay=decay)
         if best is None:
             best = clusters.slot(id)
-        clusters.move(best, vector, 1)
+        clusters.move(best, vector, sign=1)
         clusters.seen(best, t)
         placed.append((t, best, vector))
         assigned[id] = clusters.ids[best]

@@ -48,7 +48,7 @@ class FeedError(Exception):
         self.retry_after = retry_after
 
 
-async def fetch_each(feeds, results, started, *, concurrency, timeout, max_bytes):
+async def fetch_each(feeds, *, results, started, concurrency, timeout, max_bytes):
     """Fetch every feed, at most `concurrency` at once, each within `timeout`, putting a
     Fetched on `results` as each ends; first puts (the loop, the semaphore) on `started`, so
     the caller can free a slot (release it) once done with a feed."""
@@ -72,7 +72,7 @@ async def fetch_each(feeds, results, started, *, concurrency, timeout, max_bytes
             await limit.acquire()  # released by fetch_all once the caller is done with it
             start = time.monotonic()
             try:
-                fetched = await asyncio.wait_for(_fetch(feed, http, max_bytes), timeout)
+                fetched = await asyncio.wait_for(_fetch(feed, http, max_bytes=max_bytes), timeout)
             except asyncio.TimeoutError:
                 fetched = Fetched(feed, "error", error=f"took longer than {timeout:g} s")
             except Exception as e:  # one feed's failure must not stop the others
@@ -84,7 +84,7 @@ async def fetch_each(feeds, results, started, *, concurrency, timeout, max_bytes
         await asyncio.gather(*(one(feed) for feed in feeds))
 
 
-async def _fetch(feed, http, max_bytes):
+async def _fetch(feed, http, *, max_bytes):
     if feed["url"].startswith("file:"):
         return _read_file(feed, max_bytes)
     import httpx

@@ -28,7 +28,7 @@ def fetch_all(feeds, *, concurrency=CONCURRENCY, timeout=TIMEOUT, max_bytes=MAX_
 
     results, started = queue.Queue(), queue.Queue()
     thread = threading.Thread(daemon=True, target=lambda: asyncio.run(fetch_each(
-        feeds, results, started, concurrency=concurrency, timeout=timeout,
+        feeds, results=results, started=started, concurrency=concurrency, timeout=timeout,
         max_bytes=max_bytes)))
     thread.start()
     loop, limit = started.get()
@@ -96,7 +96,8 @@ def store(db, fetched, *, embedder=None, progress=None):
     if fetched.status == "ok":
         state.update(title=fetched.title or feed.get("title"), body_hash=fetched.body_hash)
         source = fetched.title or urlparse(feed["url"]).hostname or Path(feed["url"]).name
-        elsewhere, seen = _elsewhere(db, feed["id"], [e["link"] for e in fetched.entries]), set()
+        elsewhere = _elsewhere(db, feed["id"], links=[e["link"] for e in fetched.entries])
+        seen = set()
         for entry in fetched.entries:
             if entry["guid"] in seen or entry["link"] in elsewhere:
                 report["skipped"] += 1  # twice in this feed, or the same link in another
@@ -122,7 +123,7 @@ def _update(feed, state):
             [*state.values(), feed["id"]])
 
 
-def _elsewhere(db, feed_id, links):
+def _elsewhere(db, feed_id, *, links):
     """The links among these that another feed already brought."""
     links, found = [link for link in set(links) if link], set()
     for start in range(0, len(links), 500):

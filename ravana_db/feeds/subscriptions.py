@@ -91,7 +91,7 @@ def opml_urls(path, *, allow_local_files=False):
             has_scheme = re.match(r"[a-zA-Z][\w+.-]+:", url)
             url = feed_url(url if has_scheme else str(base / url), must_exist=False)
             if url.startswith("file:"):
-                _local_outline(url, base, allow_local_files)
+                _local_outline(url, base, allowed=allow_local_files)
             good.append(url)
         except InputError as e:
             refused.append(str(e))
@@ -101,7 +101,7 @@ def opml_urls(path, *, allow_local_files=False):
     return good, refused
 
 
-def _local_outline(url, base, allowed):
+def _local_outline(url, base, *, allowed):
     """Refuse an OPML outline's local file outside the OPML's folder (unless allowed), or not
     there: a shared subscription list must not read the reader's other files."""
     path = local_path(url)
