@@ -219,8 +219,8 @@ def bench_child(folder, runs, **_):
                          "child_median_s": round(median(child), 5),
                          "added_per_feed_ms": round(1000 * (median(child) - median(inside)), 2),
                          "ratio": round(median(child) / median(inside), 3)})
-    return {"what": "the parse child: start (a new interpreter, imports) once per run that parses, and per "
-                    "feed Parser.parse next to feeds.parse() in-process",
+    return {"what": "the parse child: start (a new interpreter, imports) once per run that "
+                    "parses, and per feed Parser.parse next to feeds.parse() in-process",
             "start_median_s": round(median(starts), 3), "feeds": rows, "runs": runs}
 
 
@@ -254,16 +254,22 @@ main()
 
 
 def tree_rss_kb(pid):
-    """The RSS of a process and its descendants now, in kB (0 once it has gone)."""
-    total, todo = 0, [pid]
+    """The RSS of a process and its descendants now, in kB (0 once it has gone). A child that
+    has not exec'd yet (its command line is still its parent's) is skipped: its RSS is the
+    parent's pages, counted already."""
+    total, todo = 0, [(pid, None)]
     while todo:
-        pid = todo.pop()
+        pid, parent = todo.pop()
         try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if cmdline == parent:
+                continue
             status = Path(f"/proc/{pid}/status").read_text()
             total += int(next(line.split()[1] for line in status.splitlines()
                               if line.startswith("VmRSS:")))
             for task in Path(f"/proc/{pid}/task").iterdir():
-                todo += map(int, (task / "children").read_text().split())
+                todo += ((child, cmdline) for child in
+                         map(int, (task / "children").read_text().split()))
         except (OSError, StopIteration, ValueError):
             continue
     return total

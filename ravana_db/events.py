@@ -177,6 +177,57 @@ class Member:
         self.source, self.time, self.vector = source, time, vector
 
 
+class Clusters:
+    """The clusters plan() slides along time: per cluster, the sum of the vectors of its
+    articles inside the window (its centroid, unnormalised) and that sum's length, how many
+    articles, and the latest one's time; slots are rows, ids the clusters' ids."""
+
+    def __init__(self, size, dim):
+        import numpy as np
+
+        self.sums = np.zeros((size, dim), dtype=np.float32)
+        self.lengths = np.ones(size, dtype=np.float32)
+        self.counts = np.zeros(size, dtype=np.int64)
+        self.latest = np.full(size, -np.inf)
+        self.ids, self.slots = [], {}
+
+    def slot(self, cluster):
+        """The row of a cluster, given one when first seen."""
+        if cluster not in self.slots:
+            self.slots[cluster] = len(self.ids)
+            self.ids.append(cluster)
+        return self.slots[cluster]
+
+    def move(self, s, vector, *, sign):
+        """Add (sign 1) or take out (-1) an article's vector."""
+        import numpy as np
+
+        self.sums[s] += sign * vector
+        self.counts[s] += sign
+        self.lengths[s] = max(float(np.sqrt(self.sums[s] @ self.sums[s])), 1e-6)
+
+    def seen(self, s, t):
+        """Note an article's time in a cluster."""
+        self.latest[s] = max(self.latest[s], t)
+
+    def nearest(self, vector, t, *, span, threshold, decay):
+        """The row of the most similar active cluster, if similar enough, else None."""
+        import numpy as np
+
+        n = len(self.ids)
+        active = np.flatnonzero(self.counts[:n])
+        if not active.size:
+            return None
+        if 2 * active.size > n:  # mostly active: one pass beats a gathered copy
+            similarity = (self.sums[:n] @ vector)[active] / self.lengths[active]
+        else:
+            similarity = (self.sums[active] @ vector) / self.lengths[active]
+        if decay:
+            similarity *= np.exp(-np.maximum(0.0, t - self.latest[active]) / span)
+        top = int(np.argmax(similarity))
+        return int(active[top]) if similarity[top] >= threshold else None
+
+
 def plan(pending, window, *, span, threshold, decay=True):
     """Single-pass clustering: which cluster each pending article goes to.
 
@@ -192,32 +243,10 @@ def plan(pending, window, *, span, threshold, decay=True):
     Returns:
         {article id: cluster id}; a new cluster's id is its first article's id.
     """
-    import numpy as np
-
     if not pending:
         return {}
     window = sorted(window, key=lambda w: w[1])
-    dim = pending[0][-1].shape[0]
-    size = len(pending) + len({w[2] for w in window})
-    # Per cluster: the sum of the vectors of its articles inside the sliding window (its
-    # centroid, unnormalised) and that sum's length, how many articles, the latest one's time.
-    sums = np.zeros((size, dim), dtype=np.float32)
-    lengths = np.ones(size, dtype=np.float32)
-    counts = np.zeros(size, dtype=np.int64)
-    latest = np.full(size, -np.inf)
-    ids, slots = [], {}
-
-    def slot(cluster):
-        if cluster not in slots:
-            slots[cluster] = len(ids)
-            ids.append(cluster)
-        return slots[cluster]
-
-    def move(s, vector, sign):
-        sums[s] += sign * vector
-        counts[s] += sign
-        lengths[s] = max(float(np.sqrt(sums[s] @ sums[s])), 1e-6)
-
+    clusters = Clusters(len(pending) + len({w[2] for w in window}), pending[0][-1].shape[0])
     placed = deque()  # (time, slot, vector) of pending articles placed so far, in time order
     enter = leave = 0
     assigned = {}
@@ -225,33 +254,22 @@ def plan(pending, window, *, span, threshold, decay=True):
         # Slide the window to [t - span, t + span]: articles enter, then the oldest leave.
         while enter < len(window) and window[enter][1] <= t + span:
             _, time, cluster, v = window[enter]
-            move(slot(cluster), v, 1)
-            latest[slots[cluster]] = max(latest[slots[cluster]], time)
+            clusters.move(clusters.slot(cluster), v, sign=1)
+            clusters.seen(clusters.slots[cluster], time)
             enter += 1
         while leave < enter and window[leave][1] < t - span:
-            move(slots[window[leave][2]], window[leave][3], -1)
+            clusters.move(clusters.slots[window[leave][2]], window[leave][3], sign=-1)
             leave += 1
         while placed and placed[0][0] < t - span:
             _, s, v = placed.popleft()
-            move(s, v, -1)
-        best = None
-        active = np.flatnonzero(counts[:len(ids)])
-        if active.size:
-            if 2 * active.size > len(ids):  # mostly active: one pass beats a gathered copy
-                similarity = (sums[:len(ids)] @ vector)[active] / lengths[active]
-            else:
-                similarity = (sums[active] @ vector) / lengths[active]
-            if decay:
-                similarity *= np.exp(-np.maximum(0.0, t - latest[active]) / span)
-            top = int(np.argmax(similarity))
-            if similarity[top] >= threshold:
-                best = int(active[top])
+            clusters.move(s, v, sign=-1)
+        best = clusters.nearest(vector, t, span=span, threshold=threshold, decay=decay)
         if best is None:
-            best = slot(id)
-        move(best, vector, 1)
-        latest[best] = max(latest[best], t)
+            best = clusters.slot(id)
+        clusters.move(best, vector, sign=1)
+        clusters.seen(best, t)
         placed.append((t, best, vector))
-        assigned[id] = ids[best]
+        assigned[id] = clusters.ids[best]
     return assigned
 
 

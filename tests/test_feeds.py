@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 
 from ravana_db.cli import app
 from ravana_db.db import open_db, transaction
+from ravana_db.feeds import Parser
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = ROOT / "fixtures" / "feeds"
@@ -815,6 +816,45 @@ def test_a_killed_ingest_leaves_no_parser_behind(server, tmp_path):
         proc.wait()
 
 
+def test_the_parse_child_is_replaced_after_a_large_feed_and_only_then(server, tmp_path):
+    """A parse child keeps the heap its largest parse grew to: after a body over
+    Parser.RECYCLE_BYTES the next feed gets a new child, while smaller feeds (one just under
+    the mark too) share one. With --concurrency 1 a feed is asked for only once the one before
+    it is stored, so the parse children alive at each request tell who parsed the feeds before."""
+    def padded(tag, size):
+        body = rss(tag.title(), items(tag, 3))
+        return body.replace(b"</channel>", b"<!--" + b"x" * (size - len(body) - 7) + b"-->"
+                            b"</channel>")
+
+    bodies = {"a": rss("A", items("recyclea", 3)),
+              "under": padded("recycleunder", Parser.RECYCLE_BYTES - 1000),
+              "big": padded("recyclebig", Parser.RECYCLE_BYTES + 1000),
+              "c": rss("C", items("recyclec", 3)), "d": rss("D", items("recycled", 3))}
+    assert len(bodies["under"]) < Parser.RECYCLE_BYTES < len(bodies["big"])
+    ingesting, seen = {}, {}
+
+    def route(name):
+        def reply(request):
+            seen[name] = [p for p in children(ingesting["pid"]) if "_parse_forever" in
+                          Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+            return Reply(body=bodies[name])
+        return reply
+
+    for name in bodies:
+        server.route(f"/recycle/{name}.xml", route(name))
+    proc = subprocess.Popen([*RAVANA, "--db", tmp_path / "agent.db", "ingest", "feeds",
+                             "--no-events", "--format", "json", "--concurrency", "1",
+                             *(server.url(f"/recycle/{name}.xml") for name in bodies)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ingesting["pid"] = proc.pid
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in err, err[-500:]
+    assert {r["status"] for r in json.loads(out)} == {"ok"}
+    assert seen["a"] == [] and seen["c"] == [], seen  # none yet; the first ended after "big"
+    (first,), (second,) = seen["under"], seen["d"]
+    assert seen["big"] == [first] and second != first, seen
+
+
 # 4. Backoff ---------------------------------------------------------------------------------
 
 
@@ -1136,8 +1176,9 @@ def test_a_killed_ingest_leaves_a_sound_file_and_the_next_run_completes(tmp_path
     finally:
         probe.close()
 
+    # The next cron run:
     done = subprocess.run([*RAVANA, "--db", db, "ingest", "feeds", "--no-events", "--format",
-                           "json"], capture_output=True, text=True, timeout=120, check=False)  # cron
+                           "json"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     (row,) = json.loads(done.stdout)
     assert row["status"] == ("unchanged" if stored else "ok")
