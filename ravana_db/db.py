@@ -10,15 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import InputError, RavanaError
-
-# `as` marks a re-export: other modules still import these from db, where they used to live.
-from .hashing import sha256 as sha256
-from .sql import driver as driver
+from .sql import driver
 from .text import decode
-from .times import format_time as format_time
-from .times import now as now
-from .times import parse_days as parse_days
-from .times import parse_time as parse_time
 
 DEFAULT_PATH = "ravana_agi.db"
 BUSY_TIMEOUT_MS = 10_000

@@ -19,10 +19,10 @@ import re
 from collections import Counter, deque
 from datetime import datetime, timezone
 
-from .db import format_time
 from .errors import InputError
-from .search import STOPWORDS
+from .search.query import STOPWORDS
 from .store import write
+from .times import format_time
 
 # The middle of the flat region of B-cubed F1 against the threshold on the labelled headlines
 # (bench/events_eval.py): neighbouring thresholds score nearly the same.

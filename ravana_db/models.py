@@ -22,9 +22,6 @@ from pydantic import (
 )
 
 from .errors import InputError
-
-# `as`: re-exported, for the tests and load.py that import MAX_DEPTH and python_literal from here
-from .fields import MAX_DEPTH as MAX_DEPTH
 from .fields import (
     Count,
     IdList,
@@ -41,7 +38,6 @@ from .fields import (
     storable,
     stored_time,
 )
-from .fields import python_literal as python_literal
 from .hashing import sha256
 from .lines import MAX_TEXT
 from .links import web_link

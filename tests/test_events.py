@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from ravana_db import events
-from ravana_db.db import format_time, open_db, parse_time
+from ravana_db.db import open_db
 from ravana_db.embed import Embedder
 from ravana_db.errors import InputError
 from ravana_db.events import Member, clean, describe, detect, keywords, plan
 from ravana_db.models import Article, Feed
 from ravana_db.store import write
+from ravana_db.times import format_time, parse_time
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 STORY = [FIXTURES / "feeds" / "story" / f"outlet-{x}.xml" for x in "abc"]

@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
-from ..db import format_time, sha256
+from ..hashing import sha256
 from ..links import web_link
+from ..times import format_time
 from .clean import MAX_TITLE, one_line, plain, safe_text
 from .fetching import FeedError
 

@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..db import now
 from ..errors import RecordError
+from ..times import now
 from .clean import one_line
 from .fetching import CONCURRENCY, MAX_BYTES, TIMEOUT, Fetched, Inflater, fetch_each
 from .parsing import Parser

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from ..db import format_time, now
 from ..errors import InputError
+from ..times import format_time, now
 
 BACKOFF_FIRST, BACKOFF_MAX = timedelta(minutes=15), timedelta(hours=24)
 

@@ -8,7 +8,7 @@ file (one per table), not to memory: what is held at once is one batch, and the 
 that references are checked with. Then the tables are written in foreign-key order, in
 batches read back from those files: each batch is one store.write (its text embedded
 outside the lock, its rows committed together). A run that stops keeps the batches it
-committed, and, since every row is found again by its natural identity (models.NATURAL),
+committed, and, since every row is found again by its natural identity (tables.NATURAL),
 running it again stores the rest and adds nothing twice.
 
 Integer ids never travel: the target numbers its rows itself. A reference through one

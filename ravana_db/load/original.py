@@ -209,7 +209,7 @@ def _is_json(text):
 
 
 def _python_literal(value):
-    """(value, JSON text) of a Python literal's text (models.python_literal, which `log` uses
+    """(value, JSON text) of a Python literal's text (fields.python_literal, which `log` uses
     too), or (_OMIT, None)."""
     from ..fields import python_literal
 

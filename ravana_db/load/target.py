@@ -50,7 +50,7 @@ def table_info(db, name):
 
 
 def _identities(db, name, surrogate):
-    """models.NATURAL's identities of a table, else its unique keys (primary key first)."""
+    """tables.NATURAL's identities of a table, else its unique keys (primary key first)."""
     from ..tables import NATURAL
 
     if name in NATURAL:

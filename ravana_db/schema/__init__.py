@@ -1,9 +1,6 @@
 """The database's schema: its frozen migration history (history.py) and the search index as
-it is now (search_index.py). Per-table facts live in tables.py; they are re-exported here under
-the names other modules import."""
+it is now (search_index.py). Per-table facts live in tables.py."""
 
-from ..sql import run_script
-from ..tables import SEARCHABLE, TABLES
 from .history import (
     CONSOLIDATION,
     CONSOLIDATION_POLICY,
@@ -36,7 +33,7 @@ from .search_index import (
 __all__ = [
     "BITS", "BROWSE", "CONSOLIDATION", "CONSOLIDATION_POLICY", "CONSOLIDATION_TYPES", "CORE",
     "DOC", "DOC_TRIGGERS", "FEEDS", "FTS", "INDEX_TABLES", "MEMORY_TYPES", "NOW", "PARTS",
-    "PATTERN_TYPES", "SEARCH", "SEARCHABLE", "SIGNATURE_BITS", "TABLES", "as_built",
-    "index_objects", "install_index", "migrations", "outdated", "part_of", "run_script",
+    "PATTERN_TYPES", "SEARCH", "SIGNATURE_BITS", "as_built",
+    "index_objects", "install_index", "migrations", "outdated", "part_of",
     "source_triggers",
 ]

@@ -18,15 +18,7 @@ from ..index import BLANK
 from ..schema import PARTS
 from . import ranking
 from .query import KINDS, fts_terms
-
-# `as`: re-exported, for the modules and tests that import these from search
-from .query import MAX_TOP_N as MAX_TOP_N
-from .query import MODES as MODES
-from .query import STOPWORDS as STOPWORDS
-from .query import Query as Query
-from .ranking import INTEGER_KINDS as INTEGER_KINDS
-from .ranking import NO_IMPORTANCE as NO_IMPORTANCE
-from .ranking import SNIPPET as SNIPPET
+from .query import Query as Query  # the library asks search() with a Query
 
 BM25_K1 = 1.2  # FTS5's bm25() constant: a term's score is at most idf * (k1 + 1)
 KNN_CANDIDATES = 60  # signature candidates re-ranked by exact cosine, at least
