@@ -41,8 +41,9 @@ TAG = re.compile(r"</?[a-zA-Z][\w:-]*(\s[^<>]*)?/?>|<!--|<!\[CDATA\[")  # markup
 MB = 1 << 20
 COLUMNS = ["feed", "title", "status", "new", "updated", "skipped", "error"]  # a report row
 
-# feeds.parsing._article asks an entry for published_parsed, which feedparser 6 maps to updated_parsed
-# with this warning (the fallback is kept on purpose: RSS 1.0 dc:date lands in updated).
+# feeds.parsing._article asks an entry for published_parsed, which feedparser 6 maps to
+# updated_parsed with this warning (the fallback is kept on purpose: RSS 1.0 dc:date lands
+# in updated).
 pytestmark = pytest.mark.filterwarnings(
     "ignore:To avoid breaking existing software while fixing issue 310:DeprecationWarning")
 
