@@ -20,6 +20,7 @@ TEXT_CHARS = 200  # a row's one line, at most (then "…")
 READ_CHARS = 4 * TEXT_CHARS  # what is read of a huge stored text to make that line
 UTC = "strftime('%Y-%m-%dT%H:%M:%fZ', {time})"
 _SPACE = re.compile(r"\s+")
+_DATED = re.compile(r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass
@@ -96,7 +97,10 @@ def _rows(db, kind, span):
     sql, params = kind_query(kind, span)
     rank = -TIMELINE_KINDS.index(kind)
     for day, utc, stored, id, text in db.conn.execute(sql, params):
-        time = utc if utc is not None else (None if stored is None else one_line(stored))
+        # SQLite reads a number ('12') as a Julian day (4713 BC) and '12:00' as a time on
+        # 2000-01-01: ordered so, but only a time with a date is shown as UTC.
+        readable = utc is not None and isinstance(stored, str) and _DATED.match(stored)
+        time = utc if readable else (None if stored is None else one_line(stored))
         # The merge key: rows with a day first, then newer days; ties by kind, then id.
         key = (day is not None, day if isinstance(day, float) else 0.0, rank, id)
         yield key, {"time": time, "kind": kind, "id": id, "text": one_line(text)}
