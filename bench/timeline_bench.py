@@ -16,7 +16,8 @@ Figures (medians of --runs in one process, after one warm-up; the CLI of --cli-r
                  (idx_memory_created_at: one table, text order)
   union_all      every kind in one statement, UNION ALL ... ORDER BY julianday(time) DESC
                  LIMIT 100: SQLite merges the arms' index walks itself (MERGE (UNION ALL)),
-                 an alternative plan to timeline's heapq.merge
+                 an alternative plan to timeline's heapq.merge (without timeline's tie-break
+                 by kind and id: with it, each arm sorts its last two terms in a temp B-tree)
   cli            `ravana-db --db F timeline --format json` end to end
   cli_baseline   `ravana-db --db F status --format json` (start-up, open, a small read)
 Results are printed as JSON and written to bench/results/timeline.json.
