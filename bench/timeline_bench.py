@@ -20,6 +20,9 @@ Figures (medians of --runs in one process, after one warm-up; the CLI of --cli-r
                  by kind and id: with it, each arm sorts its last two terms in a temp B-tree)
   cli            `ravana-db --db F timeline --format json` end to end
   cli_baseline   `ravana-db --db F status --format json` (start-up, open, a small read)
+  write_cost     what m010's index costs a write: 100k actionlog rows inserted by plain SQL in
+                 one transaction (rolled back), with idx_actionlog_timeline against without it;
+                 times random over a year, and in order (as an agent appends: write_cost_ordered)
 Results are printed as JSON and written to bench/results/timeline.json.
 """
 
@@ -133,6 +136,29 @@ def union_all():
     return " UNION ALL ".join(parts) + " ORDER BY day DESC LIMIT 100"
 
 
+def insert_ms(drop_index, runs, *, ordered=False):
+    """Median time to insert 100k actionlog rows in a new file, with or without m010's index;
+    times random over a year, or ordered (as an agent appends its log)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        db = open_db(Path(folder) / "w.db")
+        if drop_index:
+            db.conn.execute("DROP INDEX idx_actionlog_timeline")
+        back = "100000 + i" if ordered else "abs(random()) % 31536000"
+        sql = ("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100000),"
+               f" r AS (SELECT i, unixepoch('now') - {back} AS s FROM c),"
+               f" rows AS (SELECT i, {TIME} AS t FROM r) {INSERTS['actionlog']}")
+
+        def once():
+            db.conn.execute("BEGIN")
+            db.conn.execute(sql)
+            db.conn.execute("ROLLBACK")
+        result = median_ms(once, runs)
+        db.close()
+    return result
+
+
 def cli(path, *args, runs):
     def once():
         subprocess.run([RAVANA, "--db", str(path), *args], check=True, capture_output=True)
@@ -167,6 +193,13 @@ def main():
     db.close()
     results["cli_ms"] = cli(path, "timeline", "--format", "json", runs=args.cli_runs)
     results["cli_baseline_ms"] = cli(path, "status", "--format", "json", runs=args.cli_runs)
+    results["insert_100k_ms"] = insert_ms(False, 5)
+    results["insert_100k_without_index_ms"] = insert_ms(True, 5)
+    results["write_cost"] = round(
+        results["insert_100k_ms"] / results["insert_100k_without_index_ms"], 2)
+    ordered = [insert_ms(drop, 5, ordered=True) for drop in (False, True)]
+    results["insert_100k_ordered_ms"], results["insert_100k_ordered_without_index_ms"] = ordered
+    results["write_cost_ordered"] = round(ordered[0] / ordered[1], 2)
     results["timeline_vs_baseline"] = round(results["timeline_ms"] / results["baseline_ms"], 2)
     results["union_all_vs_timeline"] = round(results["union_all_ms"] / results["timeline_ms"], 2)
     results["cli_vs_baseline"] = round(results["cli_ms"] / results["cli_baseline_ms"], 2)
