@@ -37,8 +37,9 @@ class Span:
         self.kinds = check_kinds(kinds)
         self.since = parse_time(since, field="since") if since else None
         self.until = parse_time(until, field="until") if until else None
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InputError(f"limit: {limit!r} is not a count (0 for no limit)")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**63:
+            raise InputError(f"limit: {str(limit)[:40]} is not a count from 0 (no limit) to "
+                             "2^63-1")
         self.limit = limit
 
 

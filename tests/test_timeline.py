@@ -115,6 +115,7 @@ def test_refuses_unknown_kinds_and_bad_times(cli, db_path):
     one_line_error(cli("timeline", "--kind", ","))
     assert "since" in one_line_error(cli("timeline", "--since", "last tuesday"))
     assert "limit" in one_line_error(cli("timeline", "--limit", "-1"))
+    assert "limit" in one_line_error(cli("timeline", "--limit", str(2**64)))
 
 
 def test_json_and_csv_fields(cli, db_path):
