@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python bench/limits_bench.py
 	$(BIN)/python bench/text_bench.py
 	$(BIN)/python bench/embed_memory.py
+	$(BIN)/python bench/timeline_bench.py
 
 lint: install
 	$(BIN)/ruff check ravana_db tests bench

@@ -51,3 +51,23 @@ def parse_days(age, *, field):
     if not match or float(match[1]) <= 0:
         raise InputError(f"{field}: {str(age)[:40]!r} is not a span like 3d, 36h or 1w")
     return float(match[1]) * {"h": 1 / 24, "d": 1, "w": 7}[match[2]]
+
+
+def local_time(value):
+    """A stored UTC time (see now()) as this machine's local time, 'YYYY-MM-DD HH:MM:SS'
+    (the zone is the TZ environment's); anything else is returned as it is."""
+    try:
+        dt = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return value
+    try:
+        return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # beyond what the local clock can show
+        return value
+
+
+def local_zone():
+    """This machine's local zone as shown next to local times: 'CET, UTC+01:00'."""
+    dt = datetime.now().astimezone()
+    offset = dt.strftime("%z")
+    return f"{dt.tzname()}, UTC{offset[:3]}:{offset[3:]}"

@@ -524,3 +524,29 @@ def m009_feed_pause_and_removal(db):
     for column in ("paused_at", "paused_reason", "removed_at", "failing_since"):
         db.execute(f"ALTER TABLE feed ADD COLUMN {column} TEXT")
     db.execute("UPDATE feed SET failing_since = last_fetched WHERE failures > 0")
+
+
+TIMELINE_INDEXES = """
+CREATE INDEX idx_feed_timeline ON feed(julianday(last_fetched));
+CREATE INDEX idx_article_timeline ON article(julianday(coalesce(published, fetched_at)));
+CREATE INDEX idx_event_timeline ON event(julianday(timestamp));
+CREATE INDEX idx_summary_timeline ON summary(julianday(timestamp));
+CREATE INDEX idx_actionlog_timeline ON actionlog(julianday(timestamp));
+CREATE INDEX idx_moodlog_timeline ON moodlog(julianday(timestamp));
+CREATE INDEX idx_situationlog_timeline ON situationlog(julianday(timestamp));
+CREATE INDEX idx_decisionlog_timeline ON decisionlog(julianday(timestamp));
+CREATE INDEX idx_experimentlog_timeline ON experimentlog(julianday(timestamp));
+CREATE INDEX idx_memory_timeline ON memory(julianday(created_at));
+CREATE INDEX idx_vltm_timeline ON very_long_term_memories(julianday(created_at));
+CREATE INDEX idx_patterns_timeline ON memory_patterns(julianday(discovered_at));
+CREATE INDEX idx_consolidations_timeline ON memory_consolidations(julianday(consolidation_date));
+CREATE INDEX idx_strategic_timeline ON strategic_knowledge(julianday(last_updated));
+"""
+
+
+@migrations()
+def m010_timeline_indexes(db):
+    """`timeline` reads every table newest first by its time as a Julian day: the order of
+    the instants, whatever UTC offset or format another client stored them with (text order
+    is not, for '2026-03-01T05:00:00+05:00'). One index per table on that expression."""
+    run_script(db.conn, TIMELINE_INDEXES)
