@@ -524,3 +524,49 @@ def m009_feed_pause_and_removal(db):
     for column in ("paused_at", "paused_reason", "removed_at", "failing_since"):
         db.execute(f"ALTER TABLE feed ADD COLUMN {column} TEXT")
     db.execute("UPDATE feed SET failing_since = last_fetched WHERE failures > 0")
+
+
+PROVENANCE = f"""
+CREATE TABLE provenance (
+    from_kind TEXT NOT NULL,
+    from_id TEXT NOT NULL,
+    to_kind TEXT NOT NULL,
+    to_id TEXT NOT NULL,
+    relation TEXT NOT NULL,
+    run_id TEXT,
+    created_at TEXT NOT NULL DEFAULT {NOW},
+    PRIMARY KEY (from_kind, from_id, to_kind, to_id, relation)
+);
+CREATE INDEX idx_provenance_to ON provenance(to_kind, to_id);
+INSERT OR IGNORE INTO provenance(from_kind, from_id, to_kind, to_id, relation, run_id,
+    created_at)
+SELECT 'memory', CAST(json_extract(metadata_info, '$.memory') AS TEXT), 'vltm', memory_id,
+    'promoted', json_extract(metadata_info, '$.consolidation_id'), promoted_at
+FROM very_long_term_memories
+WHERE json_valid(metadata_info) AND typeof(metadata_info) = 'text'
+    AND json_type(metadata_info, '$.memory') = 'integer' AND typeof(memory_id) = 'text';
+INSERT OR IGNORE INTO provenance(from_kind, from_id, to_kind, to_id, relation, run_id,
+    created_at)
+SELECT CASE WHEN s.value LIKE 'actionlog:%' THEN 'action' ELSE 'vltm' END,
+    CASE WHEN s.value LIKE 'actionlog:%' THEN substr(s.value, 11) ELSE s.value END,
+    'pattern', p.pattern_id, 'supports',
+    (SELECT consolidation_id FROM consolidation_patterns c WHERE c.pattern_id = p.pattern_id
+     LIMIT 1), p.discovered_at
+FROM memory_patterns p, json_each(p.supporting_memories) s
+WHERE json_valid(p.supporting_memories) AND json_type(p.supporting_memories) = 'array'
+    AND typeof(p.pattern_id) = 'text' AND s.type = 'text';
+INSERT OR IGNORE INTO provenance(from_kind, from_id, to_kind, to_id, relation, created_at)
+SELECT 'pattern', l.pattern_id, 'knowledge', l.knowledge_id, 'derived', k.last_updated
+FROM pattern_strategic_knowledge l JOIN strategic_knowledge k USING (knowledge_id)
+WHERE typeof(l.pattern_id) = 'text' AND typeof(l.knowledge_id) = 'text';
+"""
+
+
+@migrations()
+def m011_provenance(db):
+    """Where each row came from, by the run that made the link: a memory from an article
+    (`log memory --from`), a very-long-term memory from a memory, a pattern from the log rows
+    and memories it counts, knowledge from its patterns. The links stored before are copied
+    from the JSON that held them. Ids are text: the integer id, or the UUID of a vltm,
+    pattern or knowledge row."""
+    run_script(db.conn, PROVENANCE)
