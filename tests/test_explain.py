@@ -234,7 +234,7 @@ def test_log_memory_from_a_row_that_is_not_there_writes_nothing(copy, cli):
         assert result.exit_code == 2 and result.stderr.startswith(message), result.stderr
     line = json.dumps({"text": "a line from nowhere", "from": "event:77"})
     result = cli("log", "memory", "--stdin", input=line + "\n")
-    assert result.exit_code == 2 and result.stderr == "error: no event '77'\n"
+    assert result.exit_code == 2 and result.stderr == "error: line 1: no event '77'\n"
     assert ids(copy, "SELECT count(*), (SELECT count(*) FROM provenance) FROM memory") == \
         before
 

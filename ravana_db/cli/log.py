@@ -107,7 +107,11 @@ def log_records(ctx, *, kind, model, stdin, fmt, json_flag, fields):
     if any(sources):
         from ..explain import check_sources
 
-        check_sources(db, sources)  # a `from` that names no row: nothing written
+        for (line, _), source in zip(records, sources):  # one naming no row: nothing written
+            try:
+                check_sources(db, [source] if source else [])
+            except InputError as e:
+                raise InputError(f"line {line}: {e}" if line is not None else str(e)) from None
     try:
         with Progress("embedding", quiet=ctx.obj["quiet"]) as bar:
             results = write(db, [r for _, r in records], embedder=load_embedder(ctx),
