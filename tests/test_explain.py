@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from ravana_db.cli import app
 from ravana_db.db import open_db
+from ravana_db.errors import InputError
 from ravana_db.explain import PROVENANCE, explain, flatten
 from ravana_db.schema import migrations
 from ravana_db.sql import driver
@@ -334,3 +335,25 @@ def test_m011_copies_the_links_a_file_at_m009_holds(db_path):
     root = explain(db, "knowledge:k-1", depth=5)
     # action 3 is not there: its link is not shown
     assert [r["kind"] for r in flatten(root)] == ["knowledge", "pattern", "vltm", "memory"]
+
+
+def test_every_hop_reads_by_index(copy):
+    """Each query explain makes, traced on the built file, searches an index; the only scans
+    are the runs' JSON (a compression summary's run; runs are few) and sqlite_master."""
+    db = open_db(copy)
+    made = []
+    db.conn.set_trace_callback(made.append)
+    for ref in ("knowledge:1", "crane-1", "article:1", "event:1", "action:1", "summary:1",
+                "feed:1", "summary:3"):
+        try:
+            explain(db, ref, depth=6)
+        except InputError:  # a row not there: its lookups are traced all the same
+            pass
+    db.conn.set_trace_callback(None)
+    scans = set()
+    for sql in {s for s in made if s.lstrip().upper().startswith("SELECT")}:
+        for row in db.execute("EXPLAIN QUERY PLAN " + sql):
+            if row[-1].startswith("SCAN"):
+                scans.add(row[-1].split()[1])
+    assert scans <= {"memory_consolidations", "sqlite_master"}, scans
+    assert len(made) > 20
