@@ -319,6 +319,19 @@ def test_m011_copies_the_links_a_file_at_m009_holds(db_path):
     old.execute("INSERT INTO memory_patterns(pattern_id, pattern_type, pattern_description, "
                 "confidence_score, supporting_memories) VALUES ('p-2', 'causal', 'b', 0.9,"
                 " '[1, {\"x\": [2]}]')")
+    old.execute("PRAGMA ignore_check_constraints = ON")  # what a careless client can leave
+    for i, (info, supporting) in enumerate([("not json", "not json"), ("[1]", "{}"),
+                                            ("{\"memory\": \"5\"}", "[[\"v-1\"]]")]):
+        old.execute("INSERT INTO very_long_term_memories(memory_id, memory_type, "
+                    "compressed_content, metadata_info) VALUES (?, 'code_pattern', '{}', ?)",
+                    [f"bad-{i}", info])
+        old.execute("INSERT INTO memory_patterns(pattern_id, pattern_type, "
+                    "pattern_description, confidence_score, supporting_memories) VALUES "
+                    "(?, 'causal', 'x', 0.5, ?)", [f"bad-{i}", supporting])
+    old.execute("INSERT INTO memory_patterns(pattern_id, pattern_type, pattern_description, "
+                "confidence_score, supporting_memories) VALUES (?, 'causal', 'x', 0.5, ?)",
+                [b"blob", b"[\"v-1\"]"])
+    old.execute("PRAGMA ignore_check_constraints = OFF")
     old.execute("INSERT INTO strategic_knowledge(knowledge_id, knowledge_domain, "
                 "knowledge_summary, confidence_level) VALUES ('k-1', 'code', 'c', 0.8)")
     old.execute("INSERT INTO pattern_strategic_knowledge(pattern_id, knowledge_id) "

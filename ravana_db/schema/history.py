@@ -540,11 +540,13 @@ CREATE TABLE provenance (
 CREATE INDEX idx_provenance_to ON provenance(to_kind, to_id);
 INSERT OR IGNORE INTO provenance(from_kind, from_id, to_kind, to_id, relation, run_id,
     created_at)
-SELECT 'memory', CAST(json_extract(metadata_info, '$.memory') AS TEXT), 'vltm', memory_id,
-    'promoted', json_extract(metadata_info, '$.consolidation_id'), promoted_at
-FROM very_long_term_memories
-WHERE json_valid(metadata_info) AND typeof(metadata_info) = 'text'
-    AND json_type(metadata_info, '$.memory') = 'integer' AND typeof(memory_id) = 'text';
+SELECT 'memory', CAST(json_extract(info, '$.memory') AS TEXT), 'vltm', memory_id, 'promoted',
+    json_extract(info, '$.consolidation_id'), promoted_at
+FROM (SELECT memory_id, promoted_at, CASE WHEN typeof(metadata_info) IS NOT 'text'
+        OR NOT json_valid(metadata_info) THEN '{{}}' WHEN json_type(metadata_info) = 'object'
+        THEN metadata_info ELSE '{{}}' END AS info
+    FROM very_long_term_memories WHERE typeof(memory_id) = 'text')
+WHERE json_type(info, '$.memory') = 'integer';
 INSERT OR IGNORE INTO provenance(from_kind, from_id, to_kind, to_id, relation, run_id,
     created_at)
 SELECT CASE WHEN s.value LIKE 'actionlog:%' THEN 'action' ELSE 'vltm' END,
@@ -552,9 +554,11 @@ SELECT CASE WHEN s.value LIKE 'actionlog:%' THEN 'action' ELSE 'vltm' END,
     'pattern', p.pattern_id, 'supports',
     (SELECT consolidation_id FROM consolidation_patterns c WHERE c.pattern_id = p.pattern_id
      LIMIT 1), p.discovered_at
-FROM memory_patterns p, json_each(p.supporting_memories) s
-WHERE json_valid(p.supporting_memories) AND json_type(p.supporting_memories) = 'array'
-    AND typeof(p.pattern_id) = 'text' AND s.type = 'text';
+FROM memory_patterns p, json_each(CASE WHEN typeof(p.supporting_memories) IS NOT 'text'
+        OR NOT json_valid(p.supporting_memories) THEN '[]'
+        WHEN json_type(p.supporting_memories) = 'array' THEN p.supporting_memories
+        ELSE '[]' END) s
+WHERE typeof(p.pattern_id) = 'text' AND s.type = 'text';
 INSERT OR IGNORE INTO provenance(from_kind, from_id, to_kind, to_id, relation, created_at)
 SELECT 'pattern', l.pattern_id, 'knowledge', l.knowledge_id, 'derived', k.last_updated
 FROM pattern_strategic_knowledge l JOIN strategic_knowledge k USING (knowledge_id)
