@@ -135,8 +135,6 @@ TABLE_FACTS = (
     Table("memory_link", times=("created_at",), time="created_at"),
     Table("memory_merge"),
     Table("consolidation_policy", times=("updated_at",), time="updated_at"),
-    # m011: where a row came from (explain); ids are text, a row's integer id or its UUID.
-    Table("provenance", times=("created_at",), time="created_at"),
 )
 
 # The order `query --kind` (and its help) lists the searchable kinds in.

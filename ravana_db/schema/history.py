@@ -572,5 +572,6 @@ def m011_provenance(db):
     (`log memory --from`), a very-long-term memory from a memory, a pattern from the log rows
     and memories it counts, knowledge from its patterns. The links stored before are copied
     from the JSON that held them. Ids are text: the integer id, or the UUID of a vltm,
-    pattern or knowledge row."""
+    pattern or knowledge row. Not in tables.TABLE_FACTS (export, import): its integer ids are
+    this file's own, which an import into another file could not map; a backup keeps it."""
     run_script(db.conn, PROVENANCE)
