@@ -25,7 +25,8 @@ KINDS = {
     "event": ("event", None, None, "description", "timestamp"),
     "summary": ("summary", None, None, "summary_text", "timestamp"),
     "vltm": ("very_long_term_memories", "memory_id", None,
-             "coalesce(json_extract(compressed_content, '$.text'), compressed_content)",
+             "CASE WHEN NOT json_valid(compressed_content) THEN compressed_content ELSE "
+             "coalesce(json_extract(compressed_content, '$.text'), compressed_content) END",
              "promoted_at"),
     "pattern": ("memory_patterns", "pattern_id", None, "pattern_description", "discovered_at"),
     "knowledge": ("strategic_knowledge", "knowledge_id", None, "knowledge_summary",
@@ -69,7 +70,7 @@ def find(db, kind, value):
         node = _node(db, kind, column, int(value) if column == "id" else value)
         if node is not None:
             return node
-    raise InputError(f"no {kind} {value!r}")
+    raise InputError(f"no {kind} {value[:80]!r}" + ("..." if len(value) > 80 else ""))
 
 
 def _node(db, kind, column, value):
@@ -281,8 +282,8 @@ def _compressed_by(db, summary_id):
     scan of their records."""
     row = db.execute(
         "SELECT consolidation_id, consolidation_date FROM memory_consolidations WHERE "
-        "json_valid(consolidation_results) AND "
-        "json_extract(consolidation_results, '$.knowledge.summary_id') = ? "
+        "CASE WHEN json_valid(consolidation_results) THEN "
+        "json_extract(consolidation_results, '$.knowledge.summary_id') END = ? "
         "ORDER BY consolidation_date LIMIT 1", [summary_id]).fetchone()
     return row or (None, None)
 

@@ -212,7 +212,7 @@ def test_depth_zero_is_the_row_alone(copy, cli):
      "error: no knowledge '00000000-0000-0000-0000-000000000000'"),
     ("https://nowhere.example/feed", "error: no feed 'https://nowhere.example/feed'"),
     ("  ", "error: give what to explain: [KIND:]ID or a memory's KEY"),
-    ("x" * 100_000, "error: no memory '" + "x" * 20),
+    ("x" * 100_000, "error: no memory '" + "x" * 80 + "'...\n"),
 ])
 def test_what_is_not_there_is_one_line_and_exit_2(copy, cli, ref, message):
     result = cli("explain", ref)
@@ -241,13 +241,17 @@ def test_log_memory_from_a_row_that_is_not_there_writes_nothing(copy, cli):
 
 
 def plain(path):
-    conn = sqlite3.connect(path, isolation_level=None)
-    return conn
+    """A connection as another client opens the file: the stdlib's sqlite3, nothing of ours."""
+    return sqlite3.connect(path, isolation_level=None)
 
 
 def test_cycles_and_dangling_links_other_clients_wrote_never_loop(db_path, cli):
     open_db(db_path).close()
     conn = plain(db_path)
+    conn.execute("INSERT INTO very_long_term_memories(memory_id, memory_type, "
+                 "compressed_content) VALUES ('v', 'code_pattern', '{\"level\": 2}')")
+    conn.execute("INSERT INTO provenance VALUES ('memory', '3', 'vltm', 'v', 'promoted', NULL, "
+                 "'2026-01-01T00:00:00Z')")
     conn.executemany("INSERT INTO memory(id, text) VALUES (?, ?)",
                      [(1, "one"), (2, "two"), (3, "three")])
     conn.execute("UPDATE memory SET merged_into = 2 WHERE id = 1")
@@ -265,6 +269,8 @@ def test_cycles_and_dangling_links_other_clients_wrote_never_loop(db_path, cli):
     root = json.loads(result.stdout)
     nodes = [link["node"] for link in flatten_links(root)]
     assert len(nodes) < 10
+    assert {"kind": "vltm", "id": 1, "key": "v", "text": '{"level": 2}'}.items() <= \
+        nodes[-1].items()
     assert any(n.get("cut") == "seen" for n in nodes)
 
 
