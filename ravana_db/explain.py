@@ -121,9 +121,8 @@ def _expand(db, node, directions, *, depth, fanout, seen):
         node["cut"] = "depth"
         return
     groups = {}
-    for link in links(db, node, fanout=fanout):
-        if link["direction"] in directions:
-            groups.setdefault((link["relation"], link["direction"]), []).append(link)
+    for link in links(db, node, fanout=fanout, directions=directions):
+        groups.setdefault((link["relation"], link["direction"]), []).append(link)
     for (relation, direction), group in groups.items():
         total = len(group) + sum(link.pop("uncounted", 0) for link in group)
         shown = group[:fanout]
@@ -144,26 +143,15 @@ def _expand(db, node, directions, *, depth, fanout, seen):
             node["links"].append(link)
 
 
-def links(db, node, *, fanout=FANOUT):
-    """Every link of a node, both ways: [{relation, direction, run, time, node}], at most
-    fanout + 1 per relation, the first of a relation noting how many more there are
+def links(db, node, *, fanout=FANOUT, directions=(SOURCE, DERIVED, RELATED)):
+    """The links of a node in the directions asked: [{relation, direction, run, time, node}],
+    at most fanout + 1 per relation, the first of a relation noting how many more there are
     (`uncounted`)."""
-    kind, hops = node["kind"], []
-    if kind == "feed":
-        hops.append(_articles_of_feed(db, node, fanout))
-    if kind == "article":
-        hops.append(_feed_of_article(db, node))
-        hops.append(_events(db, "article_id", "event_id", "event", DERIVED, node, fanout))
-    if kind == "event":
-        hops.append(_events(db, "event_id", "article_id", "article", SOURCE, node, fanout))
-    if kind == "memory":
-        hops += [_merged_into(db, node), _merged_from(db, node, fanout),
-                 _linked(db, node, fanout)]
-    if kind == "summary":
-        hops += [_cited(db, node, fanout), _compressed_in(db, node)]
-    if stored(db):
-        hops += [_provenance(db, node, SOURCE, fanout), _provenance(db, node, DERIVED, fanout)]
-    return [link for hop in hops for link in hop]
+    found = []
+    for kind, direction, hop in HOPS:
+        if kind in (None, node["kind"]) and direction in directions:
+            found += hop(db, node, fanout)
+    return found
 
 
 def _link(relation, direction, node, *, run=None, time=None):
@@ -198,11 +186,19 @@ def _articles_of_feed(db, node, fanout):
     return _counted(found, total)
 
 
-def _feed_of_article(db, node):
+def _feed_of_article(db, node, fanout=None):
     row = db.execute("SELECT feed_id, fetched_at FROM article WHERE id = ?",
                      [node["id"]]).fetchone()
     feed = row and row[0] is not None and _node(db, "feed", "id", row[0])
     return [_link("fetched", SOURCE, feed, time=row[1])] if feed else []
+
+
+def _events_of_article(db, node, fanout):
+    return _events(db, "article_id", "event_id", "event", DERIVED, node, fanout)
+
+
+def _articles_of_event(db, node, fanout):
+    return _events(db, "event_id", "article_id", "article", SOURCE, node, fanout)
 
 
 def _events(db, this, other, kind, direction, node, fanout):
@@ -224,7 +220,7 @@ def _merge_run(db, memory_id, survivor_id):
     return row or (None, None)
 
 
-def _merged_into(db, node):
+def _merged_into(db, node, fanout=None):
     row = db.execute("SELECT merged_into FROM memory WHERE id = ?", [node["id"]]).fetchone()
     survivor = row and row[0] is not None and _node(db, "memory", "id", row[0])
     if not survivor:
@@ -288,7 +284,7 @@ def _compressed_by(db, summary_id):
     return row or (None, None)
 
 
-def _compressed_in(db, node):
+def _compressed_in(db, node, fanout=None):
     """The compression summaries that cite a summary: among those written after it."""
     found = []
     for i, text in db.execute("SELECT id, summary_text FROM summary WHERE id > ? AND "
@@ -316,6 +312,14 @@ def stored(db):
                       "name = 'provenance'").fetchone() is not None
 
 
+def _sources(db, node, fanout):
+    return _provenance(db, node, SOURCE, fanout) if stored(db) else []
+
+
+def _derived(db, node, fanout):
+    return _provenance(db, node, DERIVED, fanout) if stored(db) else []
+
+
 def _provenance(db, node, direction, fanout):
     """The links provenance stores: memory from article, vltm from memory, pattern from
     vltm or log rows, knowledge from patterns (its rows are ordered by the index)."""
@@ -332,6 +336,22 @@ def _provenance(db, node, direction, fanout):
                 _link(relation, direction, other, run=run, time=time or _run_time(db, run)))
     return [link for key, found in by_relation.items()
             for link in _counted(found, counts[key])]
+
+
+# (the node kind a hop starts from, None for any; its direction; the hop)
+HOPS = (
+    ("feed", DERIVED, _articles_of_feed),
+    ("article", SOURCE, _feed_of_article),
+    ("article", DERIVED, _events_of_article),
+    ("event", SOURCE, _articles_of_event),
+    ("memory", DERIVED, _merged_into),
+    ("memory", SOURCE, _merged_from),
+    ("memory", RELATED, _linked),
+    ("summary", SOURCE, _cited),
+    ("summary", DERIVED, _compressed_in),
+    (None, SOURCE, _sources),
+    (None, DERIVED, _derived),
+)
 
 
 def _integer(value):
