@@ -157,9 +157,17 @@ class Memory(Record):
     created_at: Time = Field(None, description="ISO-8601 time (back-filling); default: now")
     source: str | None = Field(None, description="where it came from")
     metadata: JsonObject = Field(default_factory=dict, description="JSON object")
+    # Not a column: a provenance row (`explain`), written with the memory.
+    from_: str | None = Field(None, alias="from", description="what it came from, KIND:ID: "
+                              "article:12, event:3, memory:7, action:40 (see explain)")
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False,
+                              populate_by_name=True)
 
     def row(self, *, partial=False):
-        return {**super().row(partial=partial), "content_hash": sha256(self.text)}
+        row = {**super().row(partial=partial), "content_hash": sha256(self.text)}
+        row.pop("from_", None)
+        return row
 
 
 class VeryLongTermMemory(Record):

@@ -139,6 +139,24 @@ def _table(rows, *, columns, one, out, title=None):
     Console(file=out).print(table)
 
 
+def tree(root, out=None):
+    """Draw a tree for people: root is (label, [children as (label, [...])]); labels are
+    printed literally (stored text may hold rich markup)."""
+    from rich.console import Console
+    from rich.tree import Tree
+
+    def grow(branch, children):
+        for label, more in children:
+            grow(branch.add(_text(label)), more)
+
+    label, children = root
+    top = Tree(_text(label))
+    grow(top, children)
+    out = out or sys.stdout
+    Console(file=out).print(top)
+    out.flush()
+
+
 def width(out=None):
     """The width a table for people gets: the terminal's, $COLUMNS, else 80."""
     from rich.console import Console

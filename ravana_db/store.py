@@ -30,7 +30,8 @@ def write(db, records, *, kind=None, embedder=None, progress=None, statements=()
             the next write or `reindex`).
         progress: called with the number of texts embedded after each batch.
         statements: (sql, params) run in the same transaction after the records, for rows
-            that refer to them by natural keys (an event's links to its articles).
+            that refer to them by natural keys (an event's links to its articles); or a
+            function given the results (ids included) that returns them.
 
     Returns:
         One dict per record: its `id` (and `key` for memories) and `status`: inserted,
@@ -56,7 +57,7 @@ def write(db, records, *, kind=None, embedder=None, progress=None, statements=()
                 results.append(_write_one(db, record, row, stored, index))
             except driver().IntegrityError as e:
                 raise RecordError(index, str(e)) from None
-        for sql, params in statements:
+        for sql, params in statements(results) if callable(statements) else statements:
             db.execute(sql, params)
         if prepared is not None:
             apply(db, prepared, _doc_ids(db, records, results))

@@ -25,7 +25,7 @@ from ravana_db.models import KINDS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
-       "export", "feeds"]
+       "export", "feeds", "explain"]
 GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events", "jsonl", "dir", "ravana"],
           "export": ["backup", "feeds"], "feeds": ["list", "remove", "pause", "resume"]}
 COMMANDS = [[c] for c in TOP if c not in GROUPS] + [[g, c] for g in GROUPS for c in GROUPS[g]]
@@ -211,6 +211,7 @@ def valid_args(command):
             ("ingest", "dir"): [LOAD],
             ("ingest", "ravana"): [original_db()],
             ("export", "backup"): ["copy.db"], ("feeds", "remove"): [FEED],
+            ("explain",): ["memory:1"],
             ("feeds", "pause"): [FEED], ("feeds", "resume"): [FEED]}.get(tuple(command), [])
 
 
@@ -308,7 +309,7 @@ def test_years_before_1000_are_stored_and_filtered(cli, rows):
 
 # --quiet: no output on success, one line per failure; data only where it is asked for -------
 
-ASKED_FOR_DATA = {("status",), ("query",), ("export", "feeds"), ("feeds", "list")}
+ASKED_FOR_DATA = {("status",), ("query",), ("export", "feeds"), ("feeds", "list"), ("explain",)}
 EXPORTS = [("export", "memory", "--output", "m.jsonl"), ("export", "all", "--output", "dump")]
 
 

@@ -86,7 +86,7 @@ def field_option(name, field):
     ctx.obj["fields"] (as --db after a command's name is kept in ctx.obj)."""
     required = " [required]" if field.is_required() else ""
     return typer.core.TyperOption(
-        param_decls=["--" + name.replace("_", "-"), name], expose_value=False,
+        param_decls=["--" + name.rstrip("_").replace("_", "-"), name], expose_value=False,
         callback=keep_field, show_default=False, help=(field.description or "") + required)
 
 
@@ -103,10 +103,23 @@ def log_records(ctx, *, kind, model, stdin, fmt, json_flag, fields):
     fmt = pick(fmt, json_flag) if fmt or json_flag else None
     records = read_records(model, stdin=stdin, fields=fields)
     db, _ = open_database(ctx)
+    sources = [getattr(r, "from_", None) for _, r in records]
+    statements = ()
+    if any(sources):
+        from ..explain import check_sources, source_statements
+
+        for (line, _), source in zip(records, sources):  # one naming no row: nothing written
+            try:
+                check_sources(db, [source] if source else [])
+            except InputError as e:
+                raise InputError(f"line {line}: {e}" if line is not None else str(e)) from None
+
+        def statements(results):  # the links, in the memories' own transaction
+            return source_statements(db, sources, [r["id"] for r in results])
     try:
         with Progress("embedding", quiet=ctx.obj["quiet"]) as bar:
             results = write(db, [r for _, r in records], embedder=load_embedder(ctx),
-                            progress=bar)
+                            progress=bar, statements=statements)
     except RecordError as e:
         line = records[e.index][0]
         raise InputError(f"line {line}: {e}" if line is not None else str(e)) from None

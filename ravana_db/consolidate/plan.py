@@ -233,9 +233,32 @@ def stored_patterns(rows, skipped):
     return stored
 
 
-def knowledge_rows(knowledge):
-    """(record, statements) of each strategic knowledge: its row, and its patterns' weights
-    (those no longer among them removed)."""
+PROVENANCE = ("INSERT INTO provenance(from_kind, from_id, to_kind, to_id, relation, run_id) "
+              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+
+
+def provenance(to_kind, to_id, sources, *, relation, run_id):
+    """Statements recording `to` as made from the sources [(kind, id)] by the run, and no
+    longer from others it was made from before (a link already stored keeps its run)."""
+    marks = ", ".join("?" * len(sources))
+    out = [(("DELETE FROM provenance WHERE to_kind = ? AND to_id = ? AND relation = ? AND "
+             f"(from_kind || ':' || from_id) NOT IN ({marks or 'NULL'})"),
+            [to_kind, to_id, relation, *(f"{k}:{i}" for k, i in sources)])]
+    out += [(PROVENANCE, [kind, str(i), to_kind, to_id, relation, run_id])
+            for kind, i in sources]
+    return out
+
+
+def supports(pattern):
+    """The (kind, id) rows a pattern counts: log rows (`actionlog:ID`) or very-long-term
+    memories."""
+    return [("action", s.split(":", 1)[1]) if s.startswith("actionlog:") else ("vltm", s)
+            for s in pattern.get("supporting_memories", []) if isinstance(s, str)]
+
+
+def knowledge_rows(knowledge, run_id=None):
+    """(record, statements) of each strategic knowledge: its row, its patterns' weights
+    (those no longer among them removed) and its provenance."""
     items = []
     for k in knowledge:
         statements = [(("DELETE FROM pattern_strategic_knowledge WHERE knowledge_id = ? "
@@ -245,6 +268,9 @@ def knowledge_rows(knowledge):
                         "contribution_weight) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
                         "contribution_weight = excluded.contribution_weight"),
                         [p, k["knowledge_id"], w]) for p, w in k["weights"].items()]
+        statements += provenance("knowledge", k["knowledge_id"],
+                                 [("pattern", p) for p in k["weights"]], relation="derived",
+                                 run_id=run_id)
         items.append(({key: v for key, v in k.items() if key != "weights"}, statements))
     return items
 

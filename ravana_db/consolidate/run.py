@@ -231,7 +231,9 @@ class Run:
                 break
         records = plan.valid("vltm", "promote", records, self.skipped)
         if not self.dry_run:
-            records = self._records("vltm", "promote", [(r, []) for r in records])
+            records = self._records("vltm", "promote", [(r, plan.provenance(
+                "vltm", r["memory_id"], [("memory", r["metadata_info"]["memory"])],
+                relation="promoted", run_id=self.id)) for r in records])
         kept = {r["memory_id"] for r in records}
         self.promotions = [p for p in self.promotions if p["memory_id"] in kept]
 
@@ -248,7 +250,9 @@ class Run:
         self.patterns = plan.valid("pattern", "patterns", results, self.skipped)
         if self.dry_run or not self.patterns:
             return
-        self.patterns = self._records("pattern", "patterns", [(p, []) for p in self.patterns])
+        self.patterns = self._records("pattern", "patterns", [(p, plan.provenance(
+            "pattern", p["pattern_id"], plan.supports(p), relation="supports", run_id=self.id))
+            for p in self.patterns])
 
     def _structural(self, settings):
         """Clusters of very-long-term memories: pairs from shared signature bands whose
@@ -272,7 +276,7 @@ class Run:
                                          min_patterns=settings.get("min_patterns", 2))
         if self.dry_run or not self.knowledge:
             return
-        items = [(r, s) for r, s in plan.knowledge_rows(self.knowledge)
+        items = [(r, s) for r, s in plan.knowledge_rows(self.knowledge, self.id)
                  if plan.valid("knowledge", "knowledge", [r], self.skipped)]
         written = {r["knowledge_id"]: r["status"]
                    for r in self._records("knowledge", "knowledge", items)}

@@ -544,9 +544,60 @@ CREATE INDEX idx_strategic_timeline ON strategic_knowledge(julianday(last_update
 """
 
 
+PROVENANCE = f"""
+CREATE TABLE provenance (
+    from_kind TEXT NOT NULL,
+    from_id TEXT NOT NULL,
+    to_kind TEXT NOT NULL,
+    to_id TEXT NOT NULL,
+    relation TEXT NOT NULL,
+    run_id TEXT,
+    created_at TEXT NOT NULL DEFAULT {NOW},
+    PRIMARY KEY (from_kind, from_id, to_kind, to_id, relation)
+);
+CREATE INDEX idx_provenance_to ON provenance(to_kind, to_id);
+INSERT OR IGNORE INTO provenance(from_kind, from_id, to_kind, to_id, relation, run_id,
+    created_at)
+SELECT 'memory', CAST(json_extract(info, '$.memory') AS TEXT), 'vltm', memory_id, 'promoted',
+    json_extract(info, '$.consolidation_id'), promoted_at
+FROM (SELECT memory_id, promoted_at, CASE WHEN typeof(metadata_info) IS NOT 'text'
+        OR NOT json_valid(metadata_info) THEN '{{}}' WHEN json_type(metadata_info) = 'object'
+        THEN metadata_info ELSE '{{}}' END AS info
+    FROM very_long_term_memories WHERE typeof(memory_id) = 'text')
+WHERE json_type(info, '$.memory') = 'integer';
+INSERT OR IGNORE INTO provenance(from_kind, from_id, to_kind, to_id, relation, run_id,
+    created_at)
+SELECT CASE WHEN s.value LIKE 'actionlog:%' THEN 'action' ELSE 'vltm' END,
+    CASE WHEN s.value LIKE 'actionlog:%' THEN substr(s.value, 11) ELSE s.value END,
+    'pattern', p.pattern_id, 'supports',
+    (SELECT consolidation_id FROM consolidation_patterns c WHERE c.pattern_id = p.pattern_id
+     LIMIT 1), p.discovered_at
+FROM memory_patterns p, json_each(CASE WHEN typeof(p.supporting_memories) IS NOT 'text'
+        OR NOT json_valid(p.supporting_memories) THEN '[]'
+        WHEN json_type(p.supporting_memories) = 'array' THEN p.supporting_memories
+        ELSE '[]' END) s
+WHERE typeof(p.pattern_id) = 'text' AND s.type = 'text';
+INSERT OR IGNORE INTO provenance(from_kind, from_id, to_kind, to_id, relation, created_at)
+SELECT 'pattern', l.pattern_id, 'knowledge', l.knowledge_id, 'derived', k.last_updated
+FROM pattern_strategic_knowledge l JOIN strategic_knowledge k USING (knowledge_id)
+WHERE typeof(l.pattern_id) = 'text' AND typeof(l.knowledge_id) = 'text';
+"""
+
+
 @migrations()
 def m010_timeline_indexes(db):
     """`timeline` reads every table newest first by its time as a Julian day: the order of
     the instants, whatever UTC offset or format another client stored them with (text order
     is not, for '2026-03-01T05:00:00+05:00'). One index per table on that expression."""
     run_script(db.conn, TIMELINE_INDEXES)
+
+
+@migrations()
+def m011_provenance(db):
+    """Where each row came from, by the run that made the link: a memory from an article
+    (`log memory --from`), a very-long-term memory from a memory, a pattern from the log rows
+    and memories it counts, knowledge from its patterns. The links stored before are copied
+    from the JSON that held them. Ids are text: the integer id, or the UUID of a vltm,
+    pattern or knowledge row. Not in tables.TABLE_FACTS (export, import): its integer ids are
+    this file's own, which an import into another file could not map; a backup keeps it."""
+    run_script(db.conn, PROVENANCE)
