@@ -4,7 +4,7 @@ Each module registers its commands on `common.app` when imported, and `--help` l
 that order (commands first, then groups), so the imports below keep their order, unsorted.
 """
 
-from . import admin, query, compress, consolidate, log, ingest, export, feeds  # noqa: F401, I001
+from . import admin, query, compress, consolidate, log, ingest, export, feeds, mcp  # noqa: F401, I001
 from .common import app, main
 
 __all__ = ["app", "main"]
