@@ -157,12 +157,17 @@ class Memory:
     def consolidate(self, *, type="daily", dry_run=True, limit=None, max_seconds=None):
         """One consolidation run (a dry run unless dry_run is false), as `consolidate`."""
         from .consolidate import Busy, consolidate
+        from .search.query import number
 
+        if not isinstance(dry_run, bool):
+            raise InputError(f"dry_run: {dry_run!r} is not true or false")
         if not dry_run:
             self._writable("consolidate (only a dry run)")
+        limit = None if limit is None else number("limit", limit, int)
+        max_seconds = None if max_seconds is None else number("max-seconds", max_seconds, float)
         try:
             return consolidate(self.db, path=self.path, embedder=self.embedder, type=type,
-                               dry_run=bool(dry_run), limit=limit, max_seconds=max_seconds)
+                               dry_run=dry_run, limit=limit, max_seconds=max_seconds)
         except Busy as e:
             raise RavanaError(f"consolidate: {e}") from None
 

@@ -115,6 +115,13 @@ def test_bad_arguments_are_tool_errors_with_the_cli_line_and_the_server_goes_on(
                 error(await s.call_tool("remember", {"text": "x", "fields": {"colour": 1}})),
                 error(await s.call_tool("remember", {"kind": "action", "text": "x"})),
                 error(await s.call_tool("consolidate", {"type": "hourly"})),
+                error(await s.call_tool("consolidate", {"limit": "many"})),
+                error(await s.call_tool("consolidate", {"max_seconds": -1})),
+                error(await s.call_tool("consolidate", {"dry_run": "no"})),
+                error(await s.call_tool("remember", {"text": "x" * (5 << 20)})),
+                error(await s.call_tool("remember", {"text": "x", "fields": ["x"]})),
+                error(await s.call_tool("recall", {"query": "tea", "top_n": 1e300})),
+                error(await s.call_tool("recall", {"query": "tea", "kind": ["memory"]})),
                 error(await s.call_tool("recall", {"top_n": "many"})),  # no query at all
                 error(await s.call_tool("no_such_tool", {})),
             ]
@@ -142,9 +149,17 @@ def test_bad_arguments_are_tool_errors_with_the_cli_line_and_the_server_goes_on(
     assert bad[7].startswith(prefix + "remember: text: a action has no text field")
     assert bad[8] == prefix + "consolidate: type: 'hourly' is not one of daily, weekly, " \
         "monthly, quarterly, event_triggered"
-    assert "query" in bad[9] and "Field required" in bad[9]
-    assert "no_such_tool" in bad[10]
-    assert all("\n" not in b for b in bad[:9])
+    assert bad[9:16] == [prefix + line for line in (
+        "consolidate: limit: 'many' is not a number",
+        "consolidate: max-seconds: -1.0 is not a positive number",
+        "consolidate: dry_run: 'no' is not true or false",
+        "remember: text: longer than 4 Mi characters, the most a text may hold",
+        "remember: fields: expected a JSON object, got list",
+        "recall: top-n: must be between 1 and 10000",
+        "recall: kind: must be a string, not ['memory']")]
+    assert "query" in bad[16] and "Field required" in bad[16]  # the SDK's schema check
+    assert "no_such_tool" in bad[17]
+    assert all("\n" not in b for b in bad[:16])
     assert status["rows"]["memory"] == 60  # nothing of the bad calls was written
     assert found["results"][0]["key"] == "mem-002"
 
