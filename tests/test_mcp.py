@@ -270,3 +270,65 @@ def test_without_the_sdk_the_command_says_how_to_install_it(tmp_path):
                           timeout=120)
     assert (done.returncode, done.stdout, done.stderr) == (1, "", f"error: {INSTALL}\n")
     assert not (tmp_path / "a.db").exists()
+
+
+def test_lines_that_are_not_json_rpc_never_end_the_server(embedded):
+    """Raw stdin: a line that is not JSON, and a request whose text cannot be UTF-8 (an
+    escaped lone surrogate, which the SDK's client cannot even send) are dropped by the SDK;
+    the server goes on answering."""
+    from mcp_types.version import LATEST_HANDSHAKE_VERSION
+
+    server = subprocess.Popen([*RAVANA, "--db", str(embedded), "mcp"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def ask(line):
+        server.stdin.write(line + "\n")
+        server.stdin.flush()
+
+    def recall(number):
+        ask(json.dumps({"jsonrpc": "2.0", "id": number, "method": "tools/call", "params": {
+            "name": "recall", "arguments": CITE}}))
+
+    try:
+        ask("this is not json {")
+        ask(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}}))
+        assert json.loads(server.stdout.readline())["id"] == 0
+        ask(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        ask('{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "recall", '
+            '"arguments": {"query": "\\ud800"}}}')
+        ask("[" * 100_000)
+        recall(2)
+        answer = json.loads(server.stdout.readline())
+        assert answer["id"] == 2 and not answer["result"]["isError"]
+        found = json.loads(answer["result"]["content"][0]["text"])
+        assert found["results"][0]["key"] == "mem-002"
+    finally:
+        server.stdin.close()
+    assert server.wait(timeout=60) == 0
+
+
+def test_remember_waits_for_the_write_lock_as_log_does(embedded):
+    """A writer elsewhere holds the lock for a second: remember waits (the busy timeout, 10 s
+    as for `log`) and then stores its memory."""
+    async def body():
+        async with session(embedded) as s:
+            answer(await s.call_tool("recall", CITE))  # the model is loaded
+            with contextlib.closing(sqlite3.connect(embedded, isolation_level=None)) as other:
+                other.execute("BEGIN IMMEDIATE")
+                stored = {}
+
+                async def remember():
+                    stored.update(answer(await s.call_tool("remember", {"text": PREFERENCE})))
+
+                async with anyio.create_task_group() as tasks:
+                    started = time.monotonic()
+                    tasks.start_soon(remember)
+                    await anyio.sleep(1)
+                    assert not stored  # still waiting for the lock
+                    other.execute("ROLLBACK")
+                return stored, time.monotonic() - started
+
+    stored, waited = anyio.run(body)
+    assert stored["status"] == "inserted" and 1 <= waited < 10
