@@ -332,3 +332,18 @@ def test_remember_waits_for_the_write_lock_as_log_does(embedded):
 
     stored, waited = anyio.run(body)
     assert stored["status"] == "inserted" and 1 <= waited < 10
+
+
+def test_a_file_it_cannot_serve_is_one_line_before_any_protocol(tmp_path):
+    (tmp_path / "notes.db").write_text("hello\n")
+    cases = [(["--db", str(tmp_path / "notes.db"), "mcp"],
+              f"error: {tmp_path / 'notes.db'} is not a SQLite database\n"),
+             (["--db", str(tmp_path / "none.db"), "mcp", "--read-only"],
+              f"error: no database at {tmp_path / 'none.db'}: run `ravana-db init` or pass "
+              "--db PATH\n")]
+    for args, said in cases:
+        done = subprocess.run([*RAVANA, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=120)
+        assert (done.returncode, done.stdout, done.stderr) == (2, "", said)
+    assert not (tmp_path / "none.db").exists()
+    assert (tmp_path / "notes.db").read_text() == "hello\n"
