@@ -6,7 +6,9 @@
 The file holds 10k memories (real sentences, corpus.py; built once into bench/cache/). The
 MCP side is `ravana-db mcp` driven by the mcp SDK's own stdio client (`call_tool("recall")`,
 its JSON answer parsed); the stdin side writes a JSON line and reads its answer line. Both
-ask each question in turn (MCP, then stdin), after a warm-up that loads the model. Without
+ask each question in turn (MCP, then stdin), after a warm-up that loads the model; a third
+process, `ravana-db mcp` again, gets each question as plain JSON-RPC lines (no SDK client), to
+tell the server's cost from the SDK client's. Without
 touch (`mcp --read-only`, `query --no-touch`), then both counting accesses (a write per
 recall). Results are printed and written to bench/results/mcp.json.
 """
@@ -76,18 +78,41 @@ async def paired(db, questions, *, touch):
     stdin = subprocess.Popen([*cli, "query", "--stdin", "--top-n", "5",
                               *([] if touch else ["--no-touch"])],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    times = {"mcp": [], "stdin": []}
+    raw = subprocess.Popen([server.command, *server.args], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    initialize(raw)
+    times = {"mcp": [], "stdin": [], "raw": []}
     with open(os.devnull, "w") as quiet:
         async with stdio_client(server, errlog=quiet) as (read, write), \
                 ClientSession(read, write) as session:
-            await ask(session, stdin, ["warm up", "warm up again", *questions], times)
-    stdin.stdin.close()
-    stdin.wait()
+            await ask(session, stdin, raw, ["warm up", "warm up again", *questions], times)
+    for process in (stdin, raw):
+        process.stdin.close()
+        process.wait()
     return times
 
 
-async def ask(session, stdin, questions, times):
-    """Each question through MCP, then through `query --stdin`; the first two warm up."""
+def initialize(raw):
+    """The MCP handshake, as plain JSON-RPC lines."""
+    from mcp_types.version import LATEST_HANDSHAKE_VERSION
+
+    line(raw, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": {},
+        "clientInfo": {"name": "bench", "version": "1"}}})
+    raw.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+                    + "\n")
+
+
+def line(process, message):
+    """Write one JSON line, read one back."""
+    process.stdin.write(json.dumps(message) + "\n")
+    process.stdin.flush()
+    return json.loads(process.stdout.readline())
+
+
+async def ask(session, stdin, raw, questions, times):
+    """Each question through MCP (the SDK's client), through `query --stdin`, and through
+    MCP again as plain JSON-RPC lines (no SDK on the client side); the first two warm up."""
     await session.initialize()
     for i, text in enumerate(questions):
         start = time.perf_counter()
@@ -97,12 +122,19 @@ async def ask(session, stdin, questions, times):
         start = time.perf_counter()
         stdin.stdin.write(json.dumps({"text": text}) + "\n")
         stdin.stdin.flush()
-        line = json.loads(stdin.stdout.readline())
+        got = json.loads(stdin.stdout.readline())
         plain = time.perf_counter() - start
-        assert [r["id"] for r in answer["results"]] == [r["id"] for r in line["results"]]
+        start = time.perf_counter()
+        bare = line(raw, {"jsonrpc": "2.0", "id": i + 1, "method": "tools/call", "params": {
+            "name": "recall", "arguments": {"query": text, "top_n": 5}}})
+        bare = json.loads(bare["result"]["content"][0]["text"])
+        lines = time.perf_counter() - start
+        assert [r["id"] for r in answer["results"]] == [r["id"] for r in got["results"]] == [
+            r["id"] for r in bare["results"]]
         if i >= 2:
             times["mcp"].append(mcp)
             times["stdin"].append(plain)
+            times["raw"].append(lines)
 
 
 def per_process(db, questions):
@@ -129,6 +161,9 @@ def main():
         results["touch" if touch else "no_touch"] = {
             "mcp_recall_median_ms": ms(times["mcp"]),
             "query_stdin_median_ms": ms(times["stdin"]),
+            "mcp_plain_json_rpc_median_ms": ms(times["raw"]),
+            "plain_json_rpc_ratio_median": round(float(np.median(
+                [a / b for a, b in zip(times["raw"], times["stdin"])])), 3),
             "ratio_median": round(float(np.median(ratios)), 3),
             "queries": len(ratios)}
     results["process_per_query_median_ms"] = ms(per_process(db, questions[:args.processes]))
