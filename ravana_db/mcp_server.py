@@ -69,7 +69,9 @@ class Memory:
         from .index import recorded_model
 
         self.path, self.read_only = path, read_only
-        self.db = open_db(path, create=not read_only, write=not read_only)
+        # A missing file is refused, as by every command but init, log and ingest: a client
+        # configured with a mistyped path must not talk to a new, empty memory.
+        self.db = open_db(path, create=False, write=not read_only)
         if read_only:  # whatever the file's permissions: this connection never writes
             self.db.conn.execute("PRAGMA query_only = 1")
         # One thread for the model, as `query`: a hybrid recall finds its words meanwhile.

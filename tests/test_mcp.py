@@ -252,17 +252,6 @@ def test_resources_show_recent_events_and_strategic_knowledge(embedded):
     assert known[0]["knowledge_summary"] == "Batch writes"
 
 
-def test_a_new_file_is_created_and_said_on_stderr(tmp_path):
-    path = tmp_path / "new.db"
-
-    async def body():
-        async with session(path) as s:
-            return answer(await s.call_tool("status", {}))
-
-    assert anyio.run(body)["rows"]["memory"] == 0
-    assert path.exists()
-
-
 def test_without_the_sdk_the_command_says_how_to_install_it(tmp_path):
     hide = ("import sys; sys.modules['mcp'] = None; sys.argv = ['ravana-db', '--db', "
             f"{str(tmp_path / 'a.db')!r}, 'mcp']; from ravana_db.cli import main; main()")
@@ -338,6 +327,9 @@ def test_a_file_it_cannot_serve_is_one_line_before_any_protocol(tmp_path):
     (tmp_path / "notes.db").write_text("hello\n")
     cases = [(["--db", str(tmp_path / "notes.db"), "mcp"],
               f"error: {tmp_path / 'notes.db'} is not a SQLite database\n"),
+             (["--db", str(tmp_path / "none.db"), "mcp"],
+              f"error: no database at {tmp_path / 'none.db'}: run `ravana-db init` or pass "
+              "--db PATH\n"),
              (["--db", str(tmp_path / "none.db"), "mcp", "--read-only"],
               f"error: no database at {tmp_path / 'none.db'}: run `ravana-db init` or pass "
               "--db PATH\n")]
