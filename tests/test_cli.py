@@ -25,7 +25,7 @@ from ravana_db.models import KINDS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
-       "export", "feeds", "explain"]
+       "export", "feeds", "explain", "timeline", "mcp"]
 GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events", "jsonl", "dir", "ravana"],
           "export": ["backup", "feeds"], "feeds": ["list", "remove", "pause", "resume"]}
 COMMANDS = [[c] for c in TOP if c not in GROUPS] + [[g, c] for g in GROUPS for c in GROUPS[g]]
@@ -309,7 +309,8 @@ def test_years_before_1000_are_stored_and_filtered(cli, rows):
 
 # --quiet: no output on success, one line per failure; data only where it is asked for -------
 
-ASKED_FOR_DATA = {("status",), ("query",), ("export", "feeds"), ("feeds", "list"), ("explain",)}
+ASKED_FOR_DATA = {("status",), ("query",), ("export", "feeds"), ("feeds", "list"), ("explain",),
+                  ("timeline",)}
 EXPORTS = [("export", "memory", "--output", "m.jsonl"), ("export", "all", "--output", "dump")]
 
 
