@@ -30,31 +30,6 @@ RECALL_OPTIONS = ("mode", "kind", "type", "source", "since", "until", "top_n",
                   "min_similarity", "like", "recency", "importance")
 MAX_DEFERRED = 1_000  # recalls whose access counts wait while writers hold the lock
 MAX_TIMELINE = 10_000  # timeline rows in one answer
-TABLE_JOBS = {
-    "feed": "the feeds subscribed to (`ingest feeds`, `feeds`), their state and failures",
-    "article": "articles read from feeds",
-    "event": "events: clusters of articles about one happening (`ingest feeds` detects them)",
-    "event_article": "which articles each event holds",
-    "summary": "summaries (compression, reflections): `log summary`, `compress`",
-    "actionlog": "actions the agent took, their parameters, status and result",
-    "moodlog": "the agent's mood vectors over time",
-    "situationlog": "situations the agent met: type, prompt, context",
-    "decisionlog": "decisions made, with the situation they answer",
-    "experimentlog": "experiments: hypothesis and results",
-    "memory": "episodic memories: text, type, importance, access counts; merged ones point to "
-              "the memory they were merged into",
-    "very_long_term_memories": "memories promoted (or compressed) for the very long term",
-    "memory_patterns": "patterns `consolidate` found in memories",
-    "memory_consolidations": "consolidation and compression runs",
-    "strategic_knowledge": "strategic knowledge derived from patterns",
-    "consolidation_patterns": "which run found which pattern",
-    "pattern_strategic_knowledge": "which patterns support which knowledge",
-    "consolidation_metrics": "measurements of each consolidation run",
-    "retention_policies": "how long each memory type is kept",
-    "memory_link": "links between similar memories (consolidate)",
-    "memory_merge": "merges of duplicate memories, for `consolidate --undo`",
-    "consolidation_policy": "consolidation thresholds, one row per setting",
-}
 
 
 class Memory:
@@ -214,7 +189,7 @@ class Memory:
         """Every table: what it holds, its columns, natural keys, and how it is searched."""
         from .tables import TABLE_FACTS
 
-        return [{"table": t.name, "holds": TABLE_JOBS.get(t.name, ""),
+        return [{"table": t.name, "holds": t.holds,
                  "columns": [{"name": c[1], "type": c[2], "not_null": bool(c[3])}
                              for c in self.db.execute(f"PRAGMA table_info([{t.name}])")],
                  "natural_keys": [list(k) for k in t.natural],

@@ -57,6 +57,7 @@ class Table:
 
     Args:
         name: the table's name.
+        holds: what it holds, in a phrase (the MCP server's schema resource).
         natural: the identities that find a row again in another file, where integer ids
             differ: a row takes the first whose columns it gives (not null); with none, it is
             a new row. Log rows have no key of their own: their time and content are their
@@ -70,6 +71,7 @@ class Table:
     """
 
     name: str
+    holds: str = ""
     natural: tuple[tuple[str, ...], ...] = ()
     times: tuple[str, ...] = ()
     time: str | None = None
@@ -88,13 +90,17 @@ RUN = ("consolidation_type || ' ' || {what} || ': ' || memories_processed || ' m
 # In the order status and export list them (and import loads them: a table after those it
 # refers to). FTS shadow tables, vec0 internals and bookkeeping tables are deliberately not here.
 TABLE_FACTS = (
-    Table("feed", natural=(("url",),), times=("last_fetched", "next_attempt"),
+    Table("feed",
+          holds="the feeds subscribed to (`ingest feeds`, `feeds`), their state and failures",
+          natural=(("url",),), times=("last_fetched", "next_attempt"),
           # Only a feed's current run of failures is stored: its latest failure, when it
           # fetched last.
           timeline=(Timeline("feed_failure", "last_fetched",
                              "url || ': ' || failures || ' failures: ' || last_error",
                              where="last_error IS NOT NULL"),)),
-    Table("article", natural=(("feed_id", "guid"),), times=("published", "fetched_at"),
+    Table("article",
+          holds="articles read from feeds",
+          natural=(("feed_id", "guid"),), times=("published", "fetched_at"),
           time="coalesce(published, fetched_at)", hashed=("title", "summary", "content"),
           search=Search(
               kind="article", ref="id", columns="title, summary, source, published, fetched_at",
@@ -102,15 +108,21 @@ TABLE_FACTS = (
               source="new.source", ts="coalesce(new.published, new.fetched_at)"),
           timeline=(Timeline("article", "coalesce(published, fetched_at)",
                              "title || coalesce(' (' || source || ')', '')"),)),
-    Table("event", natural=(("cluster_id",), ("timestamp", "description")),
+    Table("event",
+          holds="events: clusters of articles about one happening (`ingest feeds` detects them)",
+          natural=(("cluster_id",), ("timestamp", "description")),
           times=("timestamp",), time="timestamp",
           search=Search(
               kind="event", ref="id", columns="description, keywords, timestamp",
               text="new.description || coalesce(char(10) || new.keywords, '')", type="NULL",
               source="NULL", ts="new.timestamp"),
           timeline=(Timeline("event", "timestamp", "description"),)),
-    Table("event_article", natural=(("event_id", "article_id"),)),
-    Table("summary", natural=(("content_hash",),), times=("timestamp",), time="timestamp",
+    Table("event_article",
+          holds="which articles each event holds",
+          natural=(("event_id", "article_id"),)),
+    Table("summary",
+          holds="summaries (compression, reflections): `log summary`, `compress`",
+          natural=(("content_hash",),), times=("timestamp",), time="timestamp",
           hashed=("summary_text",),
           search=Search(
               kind="summary", ref="id", columns="summary_text, category, source, timestamp",
@@ -118,24 +130,37 @@ TABLE_FACTS = (
               ts="new.timestamp"),
           timeline=(Timeline("summary", "timestamp",
                              "coalesce(category || ': ', '') || summary_text"),)),
-    Table("actionlog", natural=(("timestamp", "action_name", "params", "status"),),
+    Table("actionlog",
+          holds="actions the agent took, their parameters, status and result",
+          natural=(("timestamp", "action_name", "params", "status"),),
           times=("timestamp",), time="timestamp",
           timeline=(Timeline("action", "timestamp",
                              "action_name || ' ' || status || ' ' || params"),)),
-    Table("moodlog", natural=(("timestamp", "mood_vector"),), times=("timestamp",),
+    Table("moodlog",
+          holds="the agent's mood vectors over time",
+          natural=(("timestamp", "mood_vector"),), times=("timestamp",),
           time="timestamp", timeline=(Timeline("mood", "timestamp", "mood_vector"),)),
-    Table("situationlog", natural=(("timestamp", "situation_type", "prompt", "context"),),
+    Table("situationlog",
+          holds="situations the agent met: type, prompt, context",
+          natural=(("timestamp", "situation_type", "prompt", "context"),),
           times=("timestamp",), time="timestamp",
           timeline=(Timeline("situation", "timestamp", "situation_type || ': ' || prompt"),)),
     # Without a situation, a decision is found by its time (m007's index).
-    Table("decisionlog", natural=(("situation_id", "timestamp", "raw_response"),
+    Table("decisionlog",
+          holds="decisions made, with the situation they answer",
+          natural=(("situation_id", "timestamp", "raw_response"),
                                   ("timestamp", "raw_response")),
           times=("timestamp",), time="timestamp",
           timeline=(Timeline("decision", "timestamp", "raw_response"),)),
-    Table("experimentlog", natural=(("timestamp", "hypothesis", "results"),),
+    Table("experimentlog",
+          holds="experiments: hypothesis and results",
+          natural=(("timestamp", "hypothesis", "results"),),
           times=("timestamp",), time="timestamp",
           timeline=(Timeline("experiment", "timestamp", "hypothesis || ' -> ' || results"),)),
-    Table("memory", natural=(("key",), ("created_at", "text")),
+    Table("memory",
+          holds=("episodic memories: text, type, importance, access counts; merged ones point to "
+                 "the memory they were merged into"),
+          natural=(("key",), ("created_at", "text")),
           times=("created_at", "last_accessed"), time="created_at", hashed=("text",),
           search=Search(
               kind="memory", ref="id", columns="text, memory_type, source, created_at",
@@ -145,7 +170,9 @@ TABLE_FACTS = (
               # `query`); undoing the merge brings it back.
               where="new.merged_into IS NULL", where_columns="merged_into"),
           timeline=(Timeline("memory", "created_at", "memory_type || ': ' || text"),)),
-    Table("very_long_term_memories", natural=(("memory_id",),),
+    Table("very_long_term_memories",
+          holds="memories promoted (or compressed) for the very long term",
+          natural=(("memory_id",),),
           times=("created_at", "last_accessed", "promoted_at"), time="created_at",
           search=Search(
               kind="vltm", ref="memory_id",
@@ -158,7 +185,9 @@ TABLE_FACTS = (
               "memory_type || ': ' || CASE WHEN json_valid(compressed_content) THEN coalesce("
               "json_extract(compressed_content, '$.text'), compressed_content) "
               "ELSE compressed_content END"),)),
-    Table("memory_patterns", natural=(("pattern_id",),),
+    Table("memory_patterns",
+          holds="patterns `consolidate` found in memories",
+          natural=(("pattern_id",),),
           times=("discovered_at", "last_validated"), time="discovered_at",
           search=Search(
               kind="pattern", ref="pattern_id",
@@ -167,7 +196,9 @@ TABLE_FACTS = (
               ts="new.discovered_at"),
           timeline=(Timeline("pattern", "discovered_at",
                              "pattern_type || ': ' || pattern_description"),)),
-    Table("memory_consolidations", natural=(("consolidation_id",),),
+    Table("memory_consolidations",
+          holds="consolidation and compression runs",
+          natural=(("consolidation_id",),),
           times=("consolidation_date",), time="consolidation_date",
           timeline=(Timeline("consolidation", "consolidation_date",
                              RUN.format(what="'consolidation'"),
@@ -175,7 +206,9 @@ TABLE_FACTS = (
                     Timeline("compression", "consolidation_date",
                              RUN.format(what="'compression'"),
                              where=f"{OPERATION} IS 'compress'"))),
-    Table("strategic_knowledge", natural=(("knowledge_id",),), times=("last_updated",),
+    Table("strategic_knowledge",
+          holds="strategic knowledge derived from patterns",
+          natural=(("knowledge_id",),), times=("last_updated",),
           time="last_updated",
           search=Search(
               kind="knowledge", ref="knowledge_id",
@@ -184,15 +217,27 @@ TABLE_FACTS = (
               ts="new.last_updated"),
           timeline=(Timeline("knowledge", "last_updated",
                              "knowledge_domain || ': ' || knowledge_summary"),)),
-    Table("consolidation_patterns", natural=(("consolidation_id", "pattern_id"),)),
-    Table("pattern_strategic_knowledge", natural=(("pattern_id", "knowledge_id"),)),
-    Table("consolidation_metrics", natural=(("metric_id",),), times=("timestamp",),
+    Table("consolidation_patterns",
+          holds="which run found which pattern",
+          natural=(("consolidation_id", "pattern_id"),)),
+    Table("pattern_strategic_knowledge",
+          holds="which patterns support which knowledge",
+          natural=(("pattern_id", "knowledge_id"),)),
+    Table("consolidation_metrics",
+          holds="measurements of each consolidation run",
+          natural=(("metric_id",),), times=("timestamp",),
           time="timestamp"),
-    Table("retention_policies", natural=(("memory_type",),), times=("updated_at",),
+    Table("retention_policies",
+          holds="how long each memory type is kept",
+          natural=(("memory_type",),), times=("updated_at",),
           time="updated_at"),
-    Table("memory_link", times=("created_at",), time="created_at"),
-    Table("memory_merge"),
-    Table("consolidation_policy", times=("updated_at",), time="updated_at"),
+    Table("memory_link",
+          holds="links between similar memories (consolidate)",
+          times=("created_at",), time="created_at"),
+    Table("memory_merge", holds="merges of duplicate memories, for `consolidate --undo`"),
+    Table("consolidation_policy",
+          holds="consolidation thresholds, one row per setting",
+          times=("updated_at",), time="updated_at"),
 )
 
 # The order `query --kind` (and its help) lists the searchable kinds in.
