@@ -30,6 +30,8 @@ demo: install
 	$(BIN)/ravana-db --db $(DEMO_DB) query "ships stuck after hackers hit the port" \
 		--kind article,event --format table
 	$(BIN)/ravana-db --db $(DEMO_DB) consolidate --type event_triggered --format table
+	$(BIN)/ravana-db --db $(DEMO_DB) explain article:1 --format table
+	$(BIN)/ravana-db --db $(DEMO_DB) timeline --limit 8 --format table
 
 # Two workers, a file each at a time (a module's template is built once); coverage includes
 # the `python -m ravana_db` processes the tests start ([tool.coverage.run] patch).
