@@ -19,6 +19,9 @@ from typer.testing import CliRunner
 from ravana_db.cli import app
 from ravana_db.tables import TABLES
 
+# The user tables, and provenance (explain reads it; a client may write it too).
+WRITTEN = (*TABLES, "provenance")
+
 # A template with rows in every user table, so that each column has valid values to mix in.
 LOGS = [
     ["memory", "--stdin"],
@@ -141,7 +144,7 @@ def columns(path):
     """{table: [(column, strategy)]}: each column's own values mixed with hostile ones."""
     out = {}
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        for table in TABLES:
+        for table in WRITTEN:
             sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?",
                                [table]).fetchone()[0]
             out[table] = []
@@ -195,6 +198,11 @@ COMMANDS = [
     ["export", "all", "--output", "exported", "--force"],
     ["reindex", "--format", "json"],
     ["query", "deploy", "--format", "json"],
+    ["timeline", "--limit", "0", "--format", "jsonl"],
+    ["timeline", "--since", "30d", "--format", "table"],
+    ["explain", "memory:1", "--format", "json"],
+    ["explain", "article:1", "--format", "table"],
+    ["status", "--format", "json"],
 ]
 STDIN = 'deploy\n\x1b[2J\n{"text": "tea", "mode": "fts"}\n'  # for `query --stdin`
 
@@ -218,7 +226,7 @@ def test_no_row_another_client_stores_breaks_a_command(template, tmp_path_factor
     path = folder / "agent.db"
     shutil.copy(template, path)
     stored = 0
-    for table in TABLES:
+    for table in WRITTEN:
         for _ in range(2):
             row = {name: data.draw(strategy, label=f"{table}.{name}")
                    for name, strategy in strategies[table]}
