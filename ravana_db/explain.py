@@ -17,6 +17,7 @@ goes on to what was derived from it; a related memory is shown, not followed.
 import re
 
 from .errors import InputError
+from .text import one_line
 
 # kind: (table, uuid column or None, key column or None, text SQL, time SQL)
 KINDS = {
@@ -53,7 +54,9 @@ def parse(text):
     if not text:
         raise InputError("give what to explain: [KIND:]ID or a memory's KEY")
     kind, sep, rest = text.partition(":")
-    if sep and kind in KINDS and rest:
+    if sep and kind in KINDS:
+        if not rest.strip():
+            raise InputError(f"give the {kind}'s id after '{kind}:'")
         return kind, rest
     if re.match(r"^https?://", text):
         return "feed", text
@@ -83,17 +86,9 @@ def _node(db, kind, column, value):
     node = {"kind": kind, "id": row[0]}
     if uuid or key:
         node["key"] = row[3]
-    node["text"] = one_line(row[1])
+    node["text"] = one_line(row[1], TEXT)
     node["time"] = row[2]
     return node
-
-
-def one_line(value):
-    """A text on one line, at most TEXT characters."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    text = " ".join(str("" if value is None else value).split())
-    return text if len(text) <= TEXT else text[:TEXT - 1] + "…"
 
 
 def ref(node):
@@ -109,19 +104,28 @@ def explain(db, text, *, depth=DEPTH, fanout=FANOUT):
     """
     if depth < 0:
         raise InputError(f"depth: {depth} is not 0 or more")
-    root = find(db, *parse(text))
+    kind, value = parse(text)
+    try:
+        root = find(db, kind, value)
+    except InputError:
+        prefix, sep, _ = value.partition(":")
+        if kind == "memory" and sep and re.fullmatch(r"[a-z_]{1,40}", prefix):
+            raise InputError(f"no memory with the key {value[:80]!r}, and {prefix!r} is not "
+                             f"a kind: {', '.join(KINDS)}") from None
+        raise
     seen = {(root["kind"], root["id"])}
-    _expand(db, root, {SOURCE, DERIVED, RELATED}, depth=depth, fanout=fanout, seen=seen)
+    _expand(db, root, {SOURCE, DERIVED, RELATED}, depth=depth, fanout=fanout, seen=seen,
+            hops=hops_of(db))
     return root
 
 
-def _expand(db, node, directions, *, depth, fanout, seen):
+def _expand(db, node, directions, *, depth, fanout, seen, hops):
     node["links"] = []
     if depth == 0:
         node["cut"] = "depth"
         return
     groups = {}
-    for link in links(db, node, fanout=fanout, directions=directions):
+    for link in links(db, node, fanout=fanout, directions=directions, hops=hops):
         groups.setdefault((link["relation"], link["direction"]), []).append(link)
     for (relation, direction), group in groups.items():
         total = len(group) + sum(link.pop("uncounted", 0) for link in group)
@@ -139,16 +143,17 @@ def _expand(db, node, directions, *, depth, fanout, seen):
                 child["links"], child["cut"] = [], "related"
             else:
                 seen.add(key)
-                _expand(db, child, {direction}, depth=depth - 1, fanout=fanout, seen=seen)
+                _expand(db, child, {direction}, depth=depth - 1, fanout=fanout, seen=seen,
+                        hops=hops)
             node["links"].append(link)
 
 
-def links(db, node, *, fanout=FANOUT, directions=(SOURCE, DERIVED, RELATED)):
+def links(db, node, *, fanout=FANOUT, directions=(SOURCE, DERIVED, RELATED), hops=None):
     """The links of a node in the directions asked: [{relation, direction, run, time, node}],
     at most fanout + 1 per relation, the first of a relation noting how many more there are
-    (`uncounted`)."""
+    (`uncounted`). hops: hops_of(db), asked once per tree."""
     found = []
-    for kind, direction, hop in HOPS:
+    for kind, direction, hop in hops or hops_of(db):
         if kind in (None, node["kind"]) and direction in directions:
             found += hop(db, node, fanout)
     return found
@@ -313,11 +318,11 @@ def stored(db):
 
 
 def _sources(db, node, fanout):
-    return _provenance(db, node, SOURCE, fanout) if stored(db) else []
+    return _provenance(db, node, SOURCE, fanout)
 
 
 def _derived(db, node, fanout):
-    return _provenance(db, node, DERIVED, fanout) if stored(db) else []
+    return _provenance(db, node, DERIVED, fanout)
 
 
 def _provenance(db, node, direction, fanout):
@@ -354,6 +359,14 @@ HOPS = (
 )
 
 
+def hops_of(db):
+    """HOPS, without those that read provenance when the file lacks it (a read-only file may
+    predate m011)."""
+    if stored(db):
+        return HOPS
+    return tuple(h for h in HOPS if h[2] not in (_sources, _derived))
+
+
 def _integer(value):
     try:
         return int(value)
@@ -361,25 +374,21 @@ def _integer(value):
         return None
 
 
-def source_statements(db, sources, memory_ids):
-    """The statements that record each memory as made from its `from` row (`log memory
-    --from KIND:ID`): sources[i] (a ref or None) for memory_ids[i]. Raises InputError, before
-    anything is written, when a source names no row."""
-    nodes = {}
-    for text in {s for s in sources if s}:
-        kind, _, value = text.partition(":")
-        if kind not in KINDS or not value:
-            raise InputError(f"from: {text!r} is not KIND:ID (a kind: {', '.join(KINDS)})")
-        nodes[text] = find(db, kind, value)
+def source_node(db, text):
+    """The row a memory says it came from (`log memory --from KIND:ID`). Raises InputError,
+    before anything is written, when text is not KIND:ID or names no row."""
+    kind, _, value = text.partition(":")
+    if kind not in KINDS or not value:
+        raise InputError(f"from: {text!r} is not KIND:ID (a kind: {', '.join(KINDS)})")
+    return find(db, kind, value)
+
+
+def source_statements(nodes, memory_ids):
+    """The statements that record each memory as made from its row: nodes[i] (source_node's,
+    or None) for memory_ids[i]. Plain data: they run in the memories' own transaction."""
     return [(("INSERT OR IGNORE INTO provenance(from_kind, from_id, to_kind, to_id, relation) "
-              "VALUES (?, ?, 'memory', ?, 'remembered')"),
-             [nodes[s]["kind"], ref(nodes[s]), str(m)])
-            for s, m in zip(sources, memory_ids) if s]
-
-
-def check_sources(db, sources):
-    """Raise InputError if a `from` ref names no row (called before writing the memories)."""
-    source_statements(db, sources, [0] * len(sources))
+              "VALUES (?, ?, 'memory', ?, 'remembered')"), [n["kind"], ref(n), str(m)])
+            for n, m in zip(nodes, memory_ids) if n]
 
 
 def flatten(root):

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from .errors import InputError, RavanaError
+from .output import dumps
 from .sql import driver
 
 INSTALL = ("the MCP server needs the mcp SDK: pip install 'ravana-db[mcp]' "
@@ -311,32 +312,19 @@ def resources(memory, call):
     """The resources: URI -> (name, function returning JSON text)."""
     async def events():
         """The latest 20 events (clusters of articles), newest first, with article counts."""
-        return as_json(await call(memory.recent_events))
+        return dumps(await call(memory.recent_events))
 
     async def knowledge():
         """Strategic knowledge (the latest 50 updated), with confidence and validation."""
-        return as_json(await call(memory.knowledge))
+        return dumps(await call(memory.knowledge))
 
     async def schema():
         """Every table: what it holds, its columns, natural keys, how it is searched."""
-        return as_json(await call(memory.schema))
+        return dumps(await call(memory.schema))
 
     return {"ravana://events/recent": ("recent_events", events),
             "ravana://knowledge": ("strategic_knowledge", knowledge),
             "ravana://schema": ("schema", schema)}
-
-
-def as_json(value):
-    """JSON text as `--format json` writes it (BLOBs as sqlite-utils writes them)."""
-    return json.dumps(value, ensure_ascii=False, default=_blob)
-
-
-def _blob(value):
-    if isinstance(value, bytes):
-        import base64
-
-        return {"$base64": True, "encoded": base64.b64encode(value).decode()}
-    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def server(memory):
@@ -364,22 +352,16 @@ def server(memory):
 
 def jsonable(value):
     """A result as plain JSON values (BLOBs as `--format json` writes them)."""
-    return json.loads(as_json(value))
+    return json.loads(dumps(value))
 
 
-def serve(path, *, read_only=False, model=None, started=None):
-    """Run the server on stdin/stdout until the client closes it.
-
-    Args:
-        started: called with a line to say on stderr (a new database file was made).
-    """
+def serve(path, *, read_only=False, model=None):
+    """Run the server on stdin/stdout until the client closes it (the file must exist)."""
     try:
         import mcp.server.mcpserver  # noqa: F401
     except ImportError:
         raise RavanaError(INSTALL) from None
     memory = Memory(path, read_only=read_only, model=model)
-    if memory.db.created and started:
-        started(f"created new database {path}")
     try:
         memory.thread.submit(memory.warm)
         server(memory).run("stdio")

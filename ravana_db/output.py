@@ -39,13 +39,14 @@ def _text(value):
 
 def _cell(value):
     if isinstance(value, (dict, list)):
-        return _dumps(value)
+        return dumps(value)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     return "" if value is None else str(value)
 
 
-def _dumps(value, **options):
+def dumps(value, **options):
+    """JSON text as `--format json` writes it: UTF-8 as is, BLOBs as sqlite-utils writes them."""
     return json.dumps(value, ensure_ascii=False, default=_blob, **options)
 
 
@@ -69,19 +70,19 @@ def emit(rows, fmt, *, columns=None, one=False, out=None, live=False, title=None
     out = out or sys.stdout
     rows = iter(rows)
     if fmt is Format.json and one:
-        out.write(_dumps(next(rows), indent=2) + "\n")
+        out.write(dumps(next(rows), indent=2) + "\n")
     elif fmt is Format.json:
         # "[" waits for the first row: an error before it leaves stdout empty, not broken JSON.
         empty = True
         for row in rows:
-            out.write(("[\n  " if empty else ",\n  ") + _dumps(_only(row, columns)))
+            out.write(("[\n  " if empty else ",\n  ") + dumps(_only(row, columns)))
             empty = False
             if live:
                 out.flush()
         out.write("[]\n" if empty else "\n]\n")
     elif fmt is Format.jsonl:
         for row in rows:
-            out.write(_dumps(_only(row, columns)) + "\n")
+            out.write(dumps(_only(row, columns)) + "\n")
             if live:
                 out.flush()
     elif fmt is Format.csv:

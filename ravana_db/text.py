@@ -12,9 +12,10 @@ import json
 import math
 import operator
 import re
-from datetime import datetime, timezone
+from datetime import timezone
 
 from .errors import RavanaError
+from .times import from_iso
 
 _replaced = 0
 _last = None
@@ -91,7 +92,7 @@ def stored_time(value):
     if not isinstance(value, str):
         return None
     try:
-        dt = datetime.fromisoformat(value.strip())
+        dt = from_iso(value.strip())
     except ValueError:
         return None
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
@@ -106,6 +107,16 @@ def stored_number(value, default=None):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         return default
     return value
+
+
+def one_line(value, limit):
+    """A stored value as one line of at most limit characters (then "…"): whitespace runs,
+    newlines too, as one space; bytes decoded with U+FFFD; None as "". Other control
+    characters stay: the emitter escapes them on a terminal."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = " ".join(str("" if value is None else value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 # C0 controls but tab and newline, DEL and C1 controls: on a terminal they move the cursor,

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from .errors import InputError
 from .tables import TIMELINE, TIMELINE_KINDS
+from .text import one_line
 from .times import parse_time
 
 TEXT_CHARS = 200  # a row's one line, at most (then "…")
 READ_CHARS = 4 * TEXT_CHARS  # what is read of a huge stored text to make that line
 UTC = "strftime('%Y-%m-%dT%H:%M:%fZ', {time})"
-_SPACE = re.compile(r"\s+")
 _DATED = re.compile(r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -83,17 +83,6 @@ def kind_query(kind, span):
     return sql, params
 
 
-def one_line(value):
-    """A stored text as one line: whitespace runs (newlines too) as one space, at most
-    TEXT_CHARS characters. Other control characters stay: the emitter shows them escaped."""
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    text = _SPACE.sub(" ", str(value)).strip()
-    return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS - 1] + "…"
-
-
 def _rows(db, kind, span):
     sql, params = kind_query(kind, span)
     rank = -TIMELINE_KINDS.index(kind)
@@ -101,10 +90,10 @@ def _rows(db, kind, span):
         # SQLite reads a number ('12') as a Julian day (4713 BC) and '12:00' as a time on
         # 2000-01-01: ordered so, but only a time with a date is shown as UTC.
         readable = utc is not None and isinstance(stored, str) and _DATED.match(stored)
-        time = utc if readable else (None if stored is None else one_line(stored))
+        time = utc if readable else (None if stored is None else one_line(stored, TEXT_CHARS))
         # The merge key: rows with a day first, then newer days; ties by kind, then id.
         key = (day is not None, day if isinstance(day, float) else 0.0, rank, id)
-        yield key, {"time": time, "kind": kind, "id": id, "text": one_line(text)}
+        yield key, {"time": time, "kind": kind, "id": id, "text": one_line(text, TEXT_CHARS)}
 
 
 def timeline(db, span):

@@ -6,6 +6,13 @@ from datetime import datetime, timedelta, timezone
 from .errors import InputError
 
 
+def from_iso(text):
+    """datetime.fromisoformat, also for a trailing Z (which Python reads only from 3.11 on)."""
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text)
+
+
 def now():
     """The current time as stored: ISO-8601 UTC with milliseconds."""
     return format_time(datetime.now(timezone.utc))
@@ -32,7 +39,7 @@ def parse_time(value, *, field="time"):
         if age:
             dt = datetime.now(timezone.utc) - timedelta(**{units[age[2]]: int(age[1])})
         else:
-            dt = datetime.fromisoformat(text)
+            dt = from_iso(text)
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=timezone.utc)
         return format_time(dt)
@@ -57,7 +64,7 @@ def local_time(value):
     """A stored UTC time (see now()) as this machine's local time, 'YYYY-MM-DD HH:MM:SS'
     (the zone is the TZ environment's); anything else is returned as it is."""
     try:
-        dt = datetime.fromisoformat(value)
+        dt = from_iso(value)
     except (TypeError, ValueError):
         return value
     try:

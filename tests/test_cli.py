@@ -505,3 +505,24 @@ def test_a_readme_crontab_line_works_under_crons_path(tmp_path, line):
     done = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "sh", "-c", line],
                           capture_output=True, text=True, timeout=300, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nope", "status"], "error: No such option: --nope"),
+    (["timeline", "--format", "xml"], "error: Invalid value for '--format' / '-f': 'xml' is "
+                                      "not one of"),
+    (["explain"], "error: Missing argument '[KIND:]ID|KEY'."),
+    (["explain", "--depth", "-1", "1"], "error: Invalid value for '--depth' / '-d': -1 is "
+                                       "not in the range x>=0."),
+    (["log", "memory", "--bogus", "1"], "error: No such option: --bogus"),
+    (["feeds", "nope"], "error: No such command 'nope'."),
+    (["nope"], "error: No such command 'nope'."),
+])
+def test_a_usage_error_is_one_line_naming_the_help_to_read(cli, args, message):
+    stderr = one_line_error(cli(*args))
+    command = " ".join(a for a in args[:2] if a in ("log", "memory", "feeds", "timeline",
+                                                    "explain"))
+    assert stderr.startswith(message), stderr
+    # the program's name: ravana-db, or the test runner's "root"
+    assert re.search(rf"\(see (ravana-db|root){' ' + command if command else ''} -h\)\n$",
+                     stderr), stderr

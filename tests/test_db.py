@@ -28,7 +28,7 @@ from ravana_db.db import open_db
 from ravana_db.errors import InputError
 from ravana_db.schema import migrations
 from ravana_db.sql import driver
-from ravana_db.times import format_time, parse_time
+from ravana_db.times import format_time, from_iso, parse_time
 
 
 def older_file(path):
@@ -577,3 +577,11 @@ def test_extreme_times_on_the_command_line_never_give_a_traceback(cli):
     one_line_error(cli("query", "sky", "--until", "9999-12-31T23:59:59-12:00"))
     one_line_error(cli("log", "memory", "--text", "late", "--created-at",
                        "9999-12-31T23:59:59-12:00"))
+
+
+def test_stored_times_read_with_their_z_on_every_python():
+    """The stored form ends in Z, which datetime.fromisoformat reads only from Python 3.11."""
+    utc = datetime(2026, 3, 1, 12, 0, 0, 500000, tzinfo=timezone.utc)
+    assert from_iso("2026-03-01T12:00:00.500Z") == utc == from_iso("2026-03-01T12:00:00.500z")
+    assert from_iso("2026-03-01T17:00:00.500+05:00") == utc
+    assert parse_time("2026-03-01T12:00:00.5Z") == "2026-03-01T12:00:00.500Z"

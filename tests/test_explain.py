@@ -213,6 +213,9 @@ def test_depth_zero_is_the_row_alone(copy, cli):
     ("https://nowhere.example/feed", "error: no feed 'https://nowhere.example/feed'"),
     ("  ", "error: give what to explain: [KIND:]ID or a memory's KEY"),
     ("x" * 100_000, "error: no memory '" + "x" * 80 + "'...\n"),
+    ("memory:", "error: give the memory's id after 'memory:'\n"),
+    ("planet:3", "error: no memory with the key 'planet:3', and 'planet' is not a kind: "
+                 "memory, article, event"),
 ])
 def test_what_is_not_there_is_one_line_and_exit_2(copy, cli, ref, message):
     result = cli("explain", ref)

@@ -37,6 +37,8 @@ def errors_to_exit_codes(ctx, invoke):
     except RavanaError as e:
         message(f"error: {e}")
         raise typer.Exit(e.exit_code) from None
+    except typer.TyperException as e:  # a command's usage: an unknown option, a bad value
+        usage_error(e)
     except driver().Error as e:
         from ..schema import index_objects
 
@@ -54,6 +56,17 @@ def errors_to_exit_codes(ctx, invoke):
     return result
 
 
+def usage_error(e):
+    """Click's usage error as one line on stderr (its own is usage, hint and error on four),
+    then its exit status (2). The help that a bare group prints is left to click."""
+    if type(e).__name__ == "NoArgsIsHelpError" or not hasattr(e, "format_message"):
+        raise e
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see {ctx.command_path} -h)" if ctx is not None else ""
+    message(f"error: {e.format_message()}{hint}")
+    raise typer.Exit(getattr(e, "exit_code", 2)) from None
+
+
 def after(ctx):
     """What a command that ended without an error says last: a file it created, text it
     had to replace."""
@@ -68,6 +81,12 @@ class App(typer.core.TyperGroup):
 
     def invoke(self, ctx):
         return errors_to_exit_codes(ctx, lambda: super(App, self).invoke(ctx))
+
+    def make_context(self, *args, **kwargs):
+        try:  # the options before a command: `ravana-db --nope status`
+            return super().make_context(*args, **kwargs)
+        except typer.TyperException as e:
+            usage_error(e)
 
 
 def db_after_command(ctx, param, value):

@@ -103,19 +103,22 @@ def log_records(ctx, *, kind, model, stdin, fmt, json_flag, fields):
     fmt = pick(fmt, json_flag) if fmt or json_flag else None
     records = read_records(model, stdin=stdin, fields=fields)
     db, _ = open_database(ctx)
-    sources = [getattr(r, "from_", None) for _, r in records]
     statements = ()
-    if any(sources):
-        from ..explain import check_sources, source_statements
+    if any(getattr(r, "from_", None) for _, r in records):
+        from ..explain import source_node, source_statements
 
-        for (line, _), source in zip(records, sources):  # one naming no row: nothing written
-            try:
-                check_sources(db, [source] if source else [])
-            except InputError as e:
-                raise InputError(f"line {line}: {e}" if line is not None else str(e)) from None
+        found = {}  # each source looked up once, before anything is written
+        for line, record in records:
+            source = record.from_
+            if source and source not in found:
+                try:
+                    found[source] = source_node(db, source)
+                except InputError as e:
+                    raise InputError(f"line {line}: {e}" if line is not None else str(e)) from None
+        nodes = [found.get(record.from_) for _, record in records]
 
         def statements(results):  # the links, in the memories' own transaction
-            return source_statements(db, sources, [r["id"] for r in results])
+            return source_statements(nodes, [r["id"] for r in results])
     try:
         with Progress("embedding", quiet=ctx.obj["quiet"]) as bar:
             results = write(db, [r for _, r in records], embedder=load_embedder(ctx),

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from ..db import resolve_path
-from .common import Command, app, notice
+from .common import Command, app
 
 
 @app.command(cls=Command)
@@ -15,7 +15,8 @@ def mcp(
         "--read-only", help="offer only the tools that read (no remember; consolidate only "
         "as a dry run), and never write the file")] = False,
 ):
-    """Serve this memory to an MCP client over stdio: remember, recall, status, consolidate.
+    """Serve this memory to an MCP client over stdio: remember, recall, explain, timeline,
+    status, consolidate.
 
     One process keeps the file open and the model loaded; the client starts it and talks
     JSON-RPC on its stdin and stdout (logs go to stderr). Needs the mcp SDK:
@@ -26,5 +27,4 @@ def mcp(
     from ..mcp_server import serve
 
     path = resolve_path(ctx.obj["db"])
-    serve(path, read_only=read_only, model=ctx.obj["model"],
-          started=lambda text: notice(ctx, text))
+    serve(path, read_only=read_only, model=ctx.obj["model"])

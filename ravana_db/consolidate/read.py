@@ -1,7 +1,7 @@
 """What a consolidation run reads, step by step: plain queries returning rows and dicts."""
 
-from datetime import datetime
 
+from ..times import from_iso
 from .policy import hours_before
 
 CHUNK = 500  # ids per `IN (...)` query
@@ -23,7 +23,7 @@ def marks(items):
 
 def _window(window, now):
     """The SQL condition (and its parameters) of the memories due in a type's window."""
-    now = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    now = from_iso(now)
     where = ["dup_key IS NULL", "merged_into IS NULL", "created_at <= ?", "importance >= ?"]
     params = [hours_before(now, window.get("min_age_hours") or 0),
               window.get("min_importance") or 0.0]

@@ -7,15 +7,14 @@ in short transactions (write.py), so the write lock is never held through CPU wo
 import os
 import time
 import uuid
-from datetime import datetime
 
 from .. import runs, store
 from ..db import transaction
 from ..errors import InputError
 from ..schema import CONSOLIDATION_TYPES
 from ..text import MAX_INTEGER
+from ..times import from_iso, parse_time
 from ..times import now as utc_now
-from ..times import parse_time
 from . import duplicates, merge, plan, read, write
 from . import patterns as found
 from .lock import run_lock
@@ -217,7 +216,7 @@ class Run:
         if not rules:
             return
         existing = read.promoted(self.db)
-        now = datetime.fromisoformat(self.now.replace("Z", "+00:00"))
+        now = from_iso(self.now)
         lowest = min(r["min_importance"] for r in rules.values())
         records = []
         for memory in read.promotion_candidates(self.db, lowest):
@@ -240,7 +239,7 @@ class Run:
     def find_patterns(self):
         """3. Patterns in the action log and among the very-long-term memories."""
         settings = self.policy.get("patterns", {})
-        since = hours_before(datetime.fromisoformat(self.now.replace("Z", "+00:00")),
+        since = hours_before(from_iso(self.now),
                              24 * settings.get("lookback_days", 90))
         rows = read.actions(self.db, since=since, until=self.now,
                             limit=settings.get("max_actions", 50_000))

@@ -10,12 +10,12 @@ and its checks, ranking.py the fusion of the two scores and the results.
 
 import functools
 import math
-from datetime import datetime
 
 from ..db import reader
 from ..errors import InputError
 from ..index import BLANK
 from ..schema import PARTS
+from ..times import from_iso
 from . import ranking
 from .query import KINDS, fts_terms
 from .query import Query as Query  # the library asks search() with a Query
@@ -182,7 +182,7 @@ def _row_count(db):
 
 
 def _epoch(stamp):
-    return int(datetime.fromisoformat(stamp).timestamp())
+    return int(from_iso(stamp).timestamp())
 
 
 def _knn(db, q, vector, depth, exclude):

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from ..db import transaction
 from ..tables import SEARCHABLE
-from ..times import now
+from ..times import from_iso, now
 
 INTEGER_KINDS = {k for k, spec in SEARCHABLE.items() if spec["ref"] == "id"}
 NO_IMPORTANCE = 0.5  # what --importance counts for kinds that have none (a memory's default)
@@ -95,7 +95,7 @@ def ranking_terms(db, q, score):
 def _aware(stamp):
     """A stored time as an aware datetime (stored times are UTC; an odd one counts as old)."""
     try:
-        dt = datetime.fromisoformat(stamp)
+        dt = from_iso(stamp)
     except ValueError:
         return datetime.min.replace(tzinfo=timezone.utc)
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
