@@ -288,6 +288,11 @@ KINDS = {
 }
 
 
+def option_name(field):
+    """The `log` option that gives a field: from_ -> --from, memory_type -> --memory-type."""
+    return "--" + str(field).rstrip("_").replace("_", "-")
+
+
 def validate(model, data, *, line=None, options=False):
     """Validate one record; a failure is an InputError naming the line (or option) and field."""
     where = f"line {line}: " if line is not None else ""
@@ -295,7 +300,7 @@ def validate(model, data, *, line=None, options=False):
         raise InputError(f"{where}expected a JSON object, got {type(data).__name__}")
     for name, value in data.items():
         if isinstance(value, str) and len(value) > MAX_TEXT:
-            field = "--" + name.replace("_", "-") if options else name
+            field = option_name(name) if options else name
             raise InputError(f"{where}{field}: longer than {MAX_TEXT >> 20} Mi characters, "
                              "the most a text may hold")
     try:
@@ -307,7 +312,7 @@ def validate(model, data, *, line=None, options=False):
         if not re.fullmatch(r"[\w.-]+", field):  # a stranger's key: quoted, on one line
             field = repr(field)
         if options and err["loc"]:
-            field = "--" + str(err["loc"][0]).replace("_", "-")
+            field = option_name(err["loc"][0])
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(model.model_fields)

@@ -526,3 +526,12 @@ def test_a_usage_error_is_one_line_naming_the_help_to_read(cli, args, message):
     # the program's name: ravana-db, or the test runner's "root"
     assert re.search(rf"\(see (ravana-db|root){' ' + command if command else ''} -h\)\n$",
                      stderr), stderr
+
+
+@pytest.mark.parametrize("args", [["explain", "\udced\udca0\udc80"],
+                                  ["consolidate", "--undo", "\udcff"],
+                                  ["explain", "memory:\udcff"]])
+def test_a_value_on_the_command_line_that_is_not_utf8_is_one_line(cli, agent, args):
+    """Bytes that are not UTF-8 in argv reach Python as lone surrogates."""
+    stderr = one_line_error(cli(*args))
+    assert "is not valid UTF-8: a value given on the command line" in stderr, stderr

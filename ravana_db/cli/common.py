@@ -39,6 +39,10 @@ def errors_to_exit_codes(ctx, invoke):
         raise typer.Exit(e.exit_code) from None
     except typer.TyperException as e:  # a command's usage: an unknown option, a bad value
         usage_error(e)
+    except UnicodeEncodeError as e:  # argv bytes that are not UTF-8 reach SQLite as such
+        message(f"error: {e.object[e.start:e.start + 40]!r} is not valid UTF-8: a value given "
+                "on the command line must be UTF-8 text to be stored or looked up")
+        raise typer.Exit(2) from None
     except driver().Error as e:
         from ..schema import index_objects
 

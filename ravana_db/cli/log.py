@@ -84,9 +84,11 @@ def log_command(kind, model):
 def field_option(name, field):
     """The option of one field of a record: `--action-name`; its value, when given, is kept in
     ctx.obj["fields"] (as --db after a command's name is kept in ctx.obj)."""
+    from ..models import option_name  # pydantic is loaded only for `log`
+
     required = " [required]" if field.is_required() else ""
     return typer.core.TyperOption(
-        param_decls=["--" + name.rstrip("_").replace("_", "-"), name], expose_value=False,
+        param_decls=[option_name(name), name], expose_value=False,
         callback=keep_field, show_default=False, help=(field.description or "") + required)
 
 
