@@ -205,7 +205,7 @@ def check(a, b):
 def _difference(ka, kb):
     if sorted(ka) == sorted(kb):
         return "word order differs"
-    na, nb = [k for k in ka if _is_number(k)], [k for k in kb if _is_number(k)]
+    na, nb = [k for k in ka if is_number(k)], [k for k in kb if is_number(k)]
     if na != nb:
         return f"numbers differ: {' '.join(na) or '-'} / {' '.join(nb) or '-'}"
     ga, gb = [k for k in ka if k in NEGATIONS], [k for k in kb if k in NEGATIONS]
@@ -217,7 +217,8 @@ def _difference(ka, kb):
     return "words differ"
 
 
-def _is_number(token):
+def is_number(token):
+    """Whether a canonical key is a number."""
     return bool(token) and (token[0].isdigit() or token[0] in "+-" and len(token) > 1)
 
 
