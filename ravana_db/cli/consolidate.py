@@ -64,9 +64,7 @@ def consolidate_command(
         raise InputError("--dry-run, --undo and --list go one at a time")
     db, path = open_database(ctx, create=False, write=not (dry_run or list_runs))
     if list_runs:
-        runs = history(db)
-        emit(map(_run_for_people, runs) if fmt is Format.table else runs, fmt)
-        return
+        return _list(history(db), fmt)
     try:
         if undo is not None:
             report = undo_run(db, path=path, run_id=undo, wait=wait)
@@ -101,6 +99,17 @@ def consolidate_command(
             emit(plan, fmt, columns=PLAN_COLUMNS)
     else:
         emit([report], fmt, one=True)
+
+
+def _list(runs, fmt):
+    """The runs; for people, then the latest run's merges with the evidence of each."""
+    if fmt is not Format.table:
+        return emit(runs, fmt)
+    emit(map(_run_for_people, runs), fmt)
+    merges = [dict(m, run=r["consolidation_id"][:8]) for r in runs[:1] for m in r["merges"]]
+    if merges:
+        emit(merges, fmt, columns=["run", "memory_id", "survivor_id", "reason"],
+             title="merges of the latest run")
 
 
 def _run_for_people(run):

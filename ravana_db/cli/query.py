@@ -58,6 +58,9 @@ def query(
         "--importance", metavar="WEIGHT", help="rank important items higher: add WEIGHT x "
         "importance (a memory's, or a very-long-term memory's score; 0.5 for other kinds)")
     ] = None,
+    distinct: Annotated[bool, typer.Option(
+        "--distinct", help="drop results a merge check calls a duplicate of a higher one "
+        "(same words, or the same meaning in other words)")] = False,
     no_touch: Annotated[bool, typer.Option(
         "--no-touch", help="read only: do not count returned memories as accessed")] = False,
     stdin: Annotated[bool, typer.Option(
@@ -77,7 +80,7 @@ def query(
     fmt = pick(fmt, json_flag, default="jsonl" if stdin else "json")
     options = dict(mode=mode, kind=kind, type=type, source=source, since=since, until=until,
                    top_n=top_n, min_similarity=min_similarity, like=like, recency=recency,
-                   importance=importance)
+                   importance=importance, distinct=distinct)
     if stdin and (text or like):
         raise InputError("give one query as an argument or many with --stdin, not both")
     first = None if stdin else Query(text, **options)

@@ -3,7 +3,7 @@
 import json
 
 from ..text import MAX_INTEGER, stored_number, stored_time
-from . import duplicates
+from . import duplicates, meaning
 from .plan import metadata
 
 # A memory's columns as a JSON object: memory_merge's `before` and `after`, for undo.
@@ -43,13 +43,19 @@ def link(a, b, similarity, reason):
             "similarity": None if similarity is None else round(similarity, 4)}
 
 
-def merges(groups, *, apart, absorbed, run_id, skipped):
+def strict(survivor, m):
+    """The strict check (duplicates.check) of a member against its group's survivor."""
+    return duplicates.check(survivor["text"], m["text"])
+
+
+def merges(groups, *, apart, absorbed, run_id, skipped, check=strict):
     """Each group of same-key memories (less those kept apart) merged into its most detailed
     member, where the check agrees.
 
     Args:
         apart: memory ids never to merge again (read.kept_apart).
         absorbed: {memory id: [ids merged into it by earlier runs]} (read.absorbed).
+        check: (survivor, member) -> (same, reason): strict, or by_meaning(vectors).
 
     Returns:
         (merges, links, units, merged): the report's merges; links between same-key
@@ -61,7 +67,7 @@ def merges(groups, *, apart, absorbed, run_id, skipped):
         if len(members) < 2:
             continue
         merge, statements = _merge(members, absorbed=absorbed, run_id=run_id, links=links,
-                                   skipped=skipped)
+                                   skipped=skipped, check=check)
         if merge is not None:
             out.append(merge)
             units.append((merge["survivor"], statements))
@@ -69,7 +75,7 @@ def merges(groups, *, apart, absorbed, run_id, skipped):
     return out, links, units, merged
 
 
-def _merge(members, *, absorbed, run_id, links, skipped):
+def _merge(members, *, absorbed, run_id, links, skipped, check):
     """(the merge, its statements) for one group, or (None, []) when nothing merges."""
     metas = {}
     for m in members:
@@ -89,7 +95,7 @@ def _merge(members, *, absorbed, run_id, links, skipped):
     for m in sorted(members, key=lambda m: m["id"]):
         if m is survivor:
             continue
-        same, why = duplicates.check(survivor["text"], m["text"])
+        same, why = check(survivor, m)
         if same:
             taken.append(m)
             reasons[m["id"]] = why
@@ -158,10 +164,15 @@ def link_candidates(ids, sigs, *, due, groups):
     return out
 
 
-def look_alikes(pairs, *, texts, vectors, linked, threshold):
-    """Links for the candidate pairs whose cosine reaches threshold and that the check tells
-    apart (a pair already in linked is left out)."""
-    out = []
+def look_alikes(pairs, *, texts, vectors, linked, threshold, by_meaning=True):
+    """The candidate pairs whose cosine reaches threshold and that the strict check tells
+    apart (a pair already in linked is left out): those the second check (meaning.check)
+    calls the same, to merge, and links for the others.
+
+    Returns:
+        (links, same): same is [(a, b)] for meaning_groups.
+    """
+    out, same = [], []
     for a, b in sorted(pairs):
         if a not in vectors or b not in vectors or (a, b) in linked:
             continue
@@ -170,10 +181,45 @@ def look_alikes(pairs, *, texts, vectors, linked, threshold):
             continue
         if not isinstance(texts.get(a), str) or not isinstance(texts.get(b), str):
             continue
-        same, why = duplicates.check(texts[a], texts[b])
-        if not same:
+        duplicate, why = duplicates.check(texts[a], texts[b])
+        if duplicate:
+            continue
+        if by_meaning and meaning.check(texts[a], texts[b], similarity=similarity)[0]:
+            same.append((a, b))
+        else:
             out.append(link(a, b, similarity, why))
-    return out
+    return out, same
+
+
+def meaning_groups(same, memories):
+    """{root id: {memory id: memory}}: the pairs the second check joined, as connected
+    groups of the given memories (a pair with a memory not given is left out)."""
+    parent = {}
+
+    def root(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in same:
+        if a in memories and b in memories:
+            parent[root(a)] = root(b)
+    groups = {}
+    for x in sorted(parent):
+        groups.setdefault(root(x), {})[x] = memories[x]
+    return groups
+
+
+def by_meaning(vectors):
+    """The second check of a member against its group's survivor, with their cosine; the
+    reason is the evidence (meaning.describe), or why not."""
+    def check(survivor, m):
+        a, b = vectors.get(survivor["id"]), vectors.get(m["id"])
+        similarity = -1.0 if a is None or b is None else float(a @ b)
+        same, evidence = meaning.check(survivor["text"], m["text"], similarity=similarity)
+        return same, meaning.describe(evidence) if same else evidence["rule"]
+    return check
 
 
 def marks(keyed, run_id):

@@ -52,6 +52,16 @@ def same_key(db, keys):
             yield dict(zip((*MEMORY, "key"), r))
 
 
+def memories(db, ids):
+    """{memory id: memory dict} of the given memories not merged into another."""
+    out = {}
+    for chunk in chunks(ids):
+        for r in db.execute(f"SELECT {MEMORY_COLUMNS} FROM memory WHERE id IN ({marks(chunk)}) "
+                            "AND merged_into IS NULL", chunk):
+            out[r[0]] = dict(zip(MEMORY, r))
+    return out
+
+
 def kept_apart(db):
     """Memories whose merge was undone: never merged again (they stay linked)."""
     return {r[0] for r in db.execute(

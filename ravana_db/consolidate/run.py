@@ -166,9 +166,9 @@ class Run:
                                            if g and len(g) > 1])
         self.merges, self.links, units, merged = merge.merges(
             groups, apart=apart, absorbed=absorbed, run_id=self.id, skipped=self.skipped)
-        self.bytes_before, self.bytes_after = merge.sizes(keyed, merged)
         if not self.late():
-            self.links += self._look_alikes(keyed, groups)
+            self._look_alikes(keyed, groups, apart=apart, units=units, merged=merged)
+        self.bytes_before, self.bytes_after = merge.sizes(keyed, merged)
         if self.dry_run:
             return
         failed = self._statements("merge", units)
@@ -190,24 +190,43 @@ class Run:
             keyed.append(memory)
         return keyed
 
-    def _look_alikes(self, keyed, groups):
-        """Links to the due memories' look-alikes: a shared band of SimHash bits (vector
-        index), cosine at least the policy's link_similarity, and not duplicates by the
-        check."""
-        threshold = self.policy.get("duplicates", {}).get("link_similarity", 0.9)
+    def _look_alikes(self, keyed, groups, *, apart, units, merged):
+        """The due memories' look-alikes: a shared band of SimHash bits (vector index) and
+        cosine at least the policy's link_similarity. Those the second check calls the same
+        (meaning.py; policy duplicates.meaning, on by default) merge, except memories kept
+        apart or in this run's other merges; the others not duplicates by the strict check
+        are linked."""
+        settings = self.policy.get("duplicates", {})
         doc_of, ids, sigs = read.memory_signatures(self.db)
         if len(ids) < 2:
-            return []
+            return
         pairs = merge.link_candidates(ids, sigs, due=[m["id"] for m in keyed], groups=groups)
         if not pairs:
-            return []
+            return
         wanted = sorted({x for p in pairs for x in p})
         doc_ids = {ref: doc for doc, ref in doc_of.items()}
-        vectors = read.vectors(self.db, [doc_ids[x] for x in wanted])
+        vectors = {doc_of[d]: v for d, v in read.vectors(
+            self.db, [doc_ids[x] for x in wanted]).items()}
         linked = {(link["memory_id"], link["related_id"]) for link in self.links}
-        return merge.look_alikes(pairs, texts=read.texts(self.db, wanted),
-                                 vectors={doc_of[d]: v for d, v in vectors.items()},
-                                 linked=linked, threshold=threshold)
+        links, same = merge.look_alikes(
+            pairs, texts=read.texts(self.db, wanted), vectors=vectors, linked=linked,
+            threshold=settings.get("link_similarity", 0.9),
+            by_meaning=settings.get("meaning", True) is not False)
+        self.links += links
+        taken = merged | {m["survivor"] for m in self.merges}
+        same = [(a, b) for a, b in same if not {a, b} & (taken | apart)]
+        if not same:
+            return
+        wanted = sorted({x for p in same for x in p})
+        found = merge.meaning_groups(same, read.memories(self.db, wanted))
+        absorbed = read.absorbed(self.db, [m for g in found.values() for m in g])
+        more, links, more_units, more_merged = merge.merges(
+            found, apart=apart, absorbed=absorbed, run_id=self.id, skipped=self.skipped,
+            check=merge.by_meaning(vectors))
+        self.merges += more
+        self.links += links
+        units += more_units
+        merged |= more_merged
 
     def promote(self):
         """2. Memories promoted to very_long_term_memories by the `promote.*` rules."""

@@ -10,6 +10,7 @@ from ..times import now as utc_now
 from .lock import run_lock
 
 RUNS = runs.of("consolidate")
+MAX_MERGES = 1000  # merges listed per run by history()
 # Runs after this one, not undone, that changed some of the memories it changed.
 LATER = f"""
 SELECT DISTINCT c.id, c.consolidation_id FROM memory_merge mine
@@ -158,12 +159,21 @@ def _results(text):
     return value if isinstance(value, dict) else {}
 
 
-def history(db, *, limit=20):
-    """The latest consolidation runs, newest first."""
+def history(db, *, limit=20, merges=MAX_MERGES):
+    """The latest consolidation runs, newest first, each with the merges it made (at most
+    `merges` a run): memory_id, survivor_id and the reason, the evidence of the check that
+    made it."""
     columns = ("consolidation_id", "consolidation_date", "consolidation_type",
                "memories_processed", "patterns_extracted", "success", "error_message")
     return [dict(zip(columns, r)) | {
         "merged": _results(r[-1]).get("merged"), "undone_at": _results(r[-1]).get(
-            "undone_at")} for r in db.execute(
+            "undone_at"), "merges": _merges(db, r[0], merges)} for r in db.execute(
         f"SELECT {', '.join(columns)}, consolidation_results FROM memory_consolidations "
         f"WHERE {RUNS} ORDER BY consolidation_date DESC, id DESC LIMIT ?", [limit])]
+
+
+def _merges(db, run_id, limit):
+    """A run's merges (its primary key's lookup): memory_id, survivor_id, reason."""
+    return [{"memory_id": m, "survivor_id": s, "reason": why} for m, s, why in db.execute(
+        "SELECT memory_id, survivor_id, reason FROM memory_merge WHERE consolidation_id = ? "
+        "AND role = 'merged' ORDER BY memory_id LIMIT ?", [run_id, limit])]

@@ -23,7 +23,7 @@ class Query:
 
     def __init__(self, text=None, *, mode="hybrid", kind="all", type=None, source=None,
                  since=None, until=None, top_n=5, min_similarity=None, like=None,
-                 recency=None, importance=None):
+                 recency=None, importance=None, distinct=False):
         _check_texts(text=text, mode=mode, kind=kind, type=type, source=source, since=since,
                      until=until, like=like, recency=recency)
         if mode not in MODES:
@@ -41,6 +41,9 @@ class Query:
         self.since = parse_time(since, field="since") if since else None
         self.until = parse_time(until, field="until") if until else None
         self.min_similarity = min_similarity
+        if not isinstance(distinct, bool):
+            raise InputError(f"distinct: must be true or false, not {distinct!r}")
+        self.distinct = distinct
         self.half_life = None if recency is None else parse_days(recency, field="recency")
         self.importance = None
         if importance is not None:

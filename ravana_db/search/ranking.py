@@ -44,7 +44,8 @@ def best(db, q, *, words, meaning, similarity, depth, top):
     terms_of = ranking_terms(db, q, score) if q.half_life or q.importance is not None else {}
     for d, added in terms_of.items():
         score[d] = sum(added.values())
-    ids = sorted(ids, key=lambda d: -score[d])[:q.top_n]
+    ids = sorted(ids, key=lambda d: -score[d])
+    ids = distinct(db, ids, q.top_n) if q.distinct else ids[:q.top_n]
     results = describe(db, ids)
     for r in results:
         d = r.pop("doc_id")
@@ -53,6 +54,50 @@ def best(db, q, *, words, meaning, similarity, depth, top):
                  vector_rank=vector_rank.get(d), **{k: _round(v) for k, v in
                                                      terms_of.get(d, {}).items()})
     return results
+
+
+def distinct(db, ids, n):
+    """The first n of ids (best first) less each doc that a merge check (the strict one or
+    the second, consolidate.meaning) calls a duplicate of a doc kept before it.
+
+    Only pairs whose cosine reaches meaning.MIN_COSINE are checked (the rest cannot merge),
+    and texts longer than meaning.MAX_CHARS only against equal text, so the work stays small.
+    """
+    import numpy as np
+
+    from ..consolidate import meaning
+
+    texts, vectors = {}, {}
+    for chunk in _chunks(ids):
+        marks = ", ".join("?" * len(chunk))
+        texts.update(db.execute(f"SELECT id, text FROM doc WHERE id IN ({marks})", chunk))
+        for doc_id, blob in db.execute(
+                f"SELECT doc_id, embedding FROM doc_vec WHERE doc_id IN ({marks})", chunk):
+            vectors[doc_id] = np.frombuffer(blob, dtype=np.float32)
+    kept, kept_vectors, seen = [], [], set()
+    for d in ids:
+        if len(kept) >= n:
+            break
+        text = texts.get(d)
+        if text in seen:
+            continue
+        vector = vectors.get(d)
+        if vector is not None and kept_vectors and isinstance(text, str) and \
+                len(text) <= meaning.MAX_CHARS:
+            cosines = np.stack([v for _, v in kept_vectors]) @ vector
+            if any(meaning.duplicate(texts[k], text, similarity=float(c))
+                   for (k, _), c in zip(kept_vectors, cosines) if c >= meaning.MIN_COSINE):
+                continue
+        kept.append(d)
+        seen.add(text)
+        if vector is not None:
+            kept_vectors.append((d, vector))
+    return kept
+
+
+def _chunks(items, size=500):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def fuse(q, ids, *, bm25, similarity, top):
