@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= demo.db
+# A checkout of older code (e.g. `git worktree add /tmp/base main`) that
+# bench/consolidate_bench.py times against in the same run: `make bench BASELINE=/tmp/base`.
+BASELINE ?=
 
 .PHONY: install demo test bench lint clean
 
@@ -44,7 +47,8 @@ bench: install
 	$(BIN)/python bench/feeds_bench.py
 	$(BIN)/python bench/events_eval.py
 	$(BIN)/python bench/export_bench.py
-	$(BIN)/python bench/consolidate_bench.py
+	$(BIN)/python bench/consolidate_bench.py $(if $(BASELINE),--baseline $(BASELINE))
+	$(BIN)/python bench/dedup_eval.py
 	$(BIN)/python bench/limits_bench.py
 	$(BIN)/python bench/text_bench.py
 	$(BIN)/python bench/embed_memory.py

@@ -1,16 +1,21 @@
 """Consolidation at 10k, 30k and 100k memories, 5 % of them near-duplicates: time per run
-(median of fresh copies) and merge counts; the time should grow about linearly.
+(median of fresh copies) and merge counts; the time should grow about linearly. With
+--baseline DIR, each copy is also consolidated by the code in DIR (a checkout of today's
+main, say), each run in its own process, and the ratio of the medians is printed.
 
 Memories are real sentences from the NFCorpus abstracts (/work/shared/eval/nfcorpus or
 $NFCORPUS), topped up with docstring sentences (bench/corpus.py); a near-duplicate is one of
-them with its case, punctuation, an article or an inflection changed. Setup only: embedding
+them with its case, punctuation, an article or an inflection changed, or a word replaced by
+one of the same first WordNet sense (what the second check, consolidate/meaning.py, merges).
+Setup only: embedding
 every text with the model would take far longer than the runs measured, so each distinct
 sentence gets a random unit vector (a near-duplicate its original's vector plus a little
 noise, cosine about 0.97), stored through index.apply, the write path's own vector code. The
 consolidation itself is the real code path.
 
     make install  # ravana_db importable
-    python bench/consolidate_bench.py [--sizes 10000,30000,100000] [--repeat 3]
+    python bench/consolidate_bench.py [--sizes 10000,30000,100000] [--repeat 3] \
+        [--baseline /path/to/main]
 """
 
 import argparse
@@ -22,6 +27,8 @@ import random
 import re
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,9 +65,38 @@ def sentences(limit):
     raise SystemExit(f"only {len(out)} sentences found; fewer sizes please")
 
 
+def first_sense_synonyms():
+    """{word: [other words whose first WordNet sense is the word's]} (lemmas only)."""
+    from ravana_db.consolidate import wordnet
+
+    by_sense, first = {}, {}
+    for pos in wordnet.POS:
+        with open(wordnet.folder() / f"index.{wordnet.POS[pos]}", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if line.startswith(" ") or not fields[0].isalpha():
+                    continue
+                offset = int(fields[6 + int(fields[3])])
+                first.setdefault(fields[0], (pos, offset))
+                by_sense.setdefault((pos, offset), []).append(fields[0])
+    return {w: [x for x in by_sense[sense] if x != w] for w, sense in first.items()
+            if len(by_sense[sense]) > 1}
+
+
+SYNONYMS = None
+
+
 def variant(text, rng):
     """The same sentence as someone else might have logged it."""
-    change = rng.randrange(4)
+    global SYNONYMS
+    change = rng.randrange(5)
+    if change == 4:
+        SYNONYMS = SYNONYMS or first_sense_synonyms()
+        words = [w for w in re.findall(r"\b[a-z]{4,}\b", text) if w in SYNONYMS]
+        if words:
+            w = rng.choice(words)
+            return re.sub(rf"\b{w}\b", rng.choice(SYNONYMS[w]), text, count=1)
+        change = 0
     if change == 0:
         return text.lower()
     if change == 1:
@@ -111,11 +147,39 @@ def run(path):
         return time.perf_counter() - started, report
 
 
+def run_in(code, path):
+    """One run by the code in folder `code` (ravana_db importable from it), in its own
+    process: (seconds, {merged, linked})."""
+    out = subprocess.run([sys.executable, __file__, "--run-one", str(path)], check=True,
+                         capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(code)}).stdout
+    result = json.loads(out)
+    return result["seconds"], result
+
+
+def fresh(template, copy):
+    shutil.copyfile(template, copy)
+    return copy
+
+
+def clean(copy):
+    for suffix in ("", "-wal", "-shm", ".consolidate.lock"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,30000,100000")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", metavar="DIR", help="also time the code in DIR")
+    parser.add_argument("--run-one", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run_one:
+        seconds, report = run(Path(args.run_one))
+        print(json.dumps({"seconds": seconds, "merged": report["merged"],
+                          "linked": report["linked"], "processed": report["processed"]}))
+        return
+    ours = Path(__file__).resolve().parent.parent
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in map(int, args.sizes.split(",")):
@@ -123,26 +187,41 @@ def main():
             started = time.perf_counter()
             variants = build(template, n, random.Random(n))
             setup = time.perf_counter() - started
-            times, report = [], None
+            times, base, report, before = [], [], None, None
             for i in range(args.repeat):
-                copy = Path(tmp) / f"run-{n}-{i}.db"
-                shutil.copyfile(template, copy)
-                seconds, report = run(copy)
-                times.append(seconds)
-                for suffix in ("", "-wal", "-shm", ".consolidate.lock"):
-                    Path(f"{copy}{suffix}").unlink(missing_ok=True)
+                # Alternate which code goes first, so neither always gets a warmer cache.
+                order = [("ours", ours), ("baseline", args.baseline)][::1 if i % 2 == 0 else -1]
+                for name, code in order:
+                    if code is None:
+                        continue
+                    copy = fresh(template, Path(tmp) / f"run-{n}-{i}-{name}.db")
+                    seconds, result = run_in(code, copy)
+                    clean(copy)
+                    if name == "ours":
+                        times.append(seconds)
+                        report = result
+                    else:
+                        base.append(seconds)
+                        before = result
             row = {"memories": n, "near_duplicates": variants,
                    "median_seconds": round(statistics.median(times), 2),
                    "runs": [round(t, 2) for t in times],
                    "per_1k_memories": round(statistics.median(times) / n * 1000, 3),
                    "merged": report["merged"], "linked": report["linked"],
                    "processed": report["processed"], "setup_seconds": round(setup, 1)}
+            if base:
+                row.update(baseline_median_seconds=round(statistics.median(base), 2),
+                           baseline_runs=[round(t, 2) for t in base],
+                           baseline_merged=before["merged"], baseline_linked=before["linked"],
+                           ratio=round(statistics.median(times) / statistics.median(base), 2))
             rows.append(row)
             print(json.dumps(row), flush=True)
     first, last = rows[0], rows[-1]
     growth = last["median_seconds"] / first["median_seconds"]
     print(f"{first['memories']} -> {last['memories']} memories "
-          f"({last['memories'] / first['memories']:.0f}x): time {growth:.1f}x")
+          f"({last['memories'] / first['memories']:.0f}x): time {growth:.1f}x" + (
+              f"; ratio to the baseline {', '.join(str(r['ratio']) for r in rows)}"
+              if args.baseline else ""))
 
 
 if __name__ == "__main__":
