@@ -46,9 +46,10 @@ def consolidate_command(
 
     Deterministic, no LLM. Only memories whose words agree (same numbers, names and content
     words in the same order), or look-alikes that differ by a word or two of the same first
-    WordNet sense, merge, each with its evidence (--list); similar ones are linked. Merged memories leave search but
-    are kept, and --undo RUN_ID restores them (keeping what was written since; a later run
-    on the same memories is undone first). A second run while one runs exits 0
+    WordNet sense, merge, each with its evidence (--list); similar ones are linked. Merged
+    memories leave search but are kept, and --undo RUN_ID restores them (keeping what was
+    written since; a later run on the same memories is undone first). A second run while
+    one runs exits 0
     at once (--wait to queue); thresholds are rows of consolidation_policy.
 
     Example: ravana-db consolidate --type weekly --dry-run --format table
