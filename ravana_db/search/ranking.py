@@ -74,7 +74,8 @@ def distinct(db, ids, n):
         for doc_id, blob in db.execute(
                 f"SELECT doc_id, embedding FROM doc_vec WHERE doc_id IN ({marks})", chunk):
             vectors[doc_id] = np.frombuffer(blob, dtype=np.float32)
-    kept, kept_vectors, seen = [], [], set()
+    kept, seen = [], set()
+    near_ids, near = [], None  # the kept docs that have a vector, and those vectors
     for d in ids:
         if len(kept) >= n:
             break
@@ -82,16 +83,20 @@ def distinct(db, ids, n):
         if text in seen:
             continue
         vector = vectors.get(d)
-        if vector is not None and kept_vectors and isinstance(text, str) and \
+        if vector is not None and near_ids and isinstance(text, str) and \
                 len(text) <= meaning.MAX_CHARS:
-            cosines = np.stack([v for _, v in kept_vectors]) @ vector
-            if any(meaning.duplicate(texts[k], text, similarity=float(c))
-                   for (k, _), c in zip(kept_vectors, cosines) if c >= meaning.MIN_COSINE):
+            cosines = near[:len(near_ids)] @ vector
+            if any(meaning.duplicate(texts[near_ids[i]], text, similarity=float(cosines[i]))
+                   for i in np.flatnonzero(cosines >= meaning.MIN_COSINE)):
                 continue
         kept.append(d)
         seen.add(text)
         if vector is not None:
-            kept_vectors.append((d, vector))
+            if near is None:
+                near = np.empty((n, len(vector)), dtype=np.float32)
+            if len(vector) == near.shape[1]:
+                near[len(near_ids)] = vector
+                near_ids.append(d)
     return kept
 
 
