@@ -123,8 +123,10 @@ def different_variants(text, rng, words):
         out.append(("negation", re.sub(r" (is|was|were|are) ", r" \1 not ", text, count=1)))
     nouns = [w for w in WORD.findall(text) if w.islower() and len(w) > 3 and
              wordnet.senses(w, "n") and w not in meaning.FUNCTION]
-    if len(set(nouns)) >= 2:
-        a, b = rng.sample(sorted(set(nouns)), 2)
+    # Two nouns of different stems ("year" / "years" swapped would be the same sentence).
+    stems = {duplicates.stem(w): w for w in nouns}
+    if len(stems) >= 2:
+        a, b = rng.sample(sorted(stems.values()), 2)
         out.append(("order", re.sub(rf"\b({a}|{b})\b", lambda m: b if m.group() == a else a,
                                     text)))
         out.append(("word", re.sub(rf"\b{a}\b", rng.choice(words["n"]), text, count=1)))
