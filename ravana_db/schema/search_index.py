@@ -83,7 +83,7 @@ INDEX_TABLES = {
     "idx_doc_ts": "CREATE INDEX idx_doc_ts ON doc(ts)",
     "doc_fts": FTS.strip(),
     "doc_vec": "CREATE TABLE doc_vec (\n    doc_id INTEGER PRIMARY KEY,\n"
-               "    content_hash TEXT NOT NULL,\n    embedding BLOB NOT NULL\n)",
+               "    content_hash INTEGER NOT NULL,\n    embedding BLOB NOT NULL\n)",
     "idx_doc_vec_hash": "CREATE INDEX idx_doc_vec_hash ON doc_vec(content_hash)",
     "embed_queue": "CREATE TABLE embed_queue (doc_id INTEGER PRIMARY KEY)",
     "bits_queue": "CREATE TABLE bits_queue (doc_id INTEGER PRIMARY KEY)",
