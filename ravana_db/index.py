@@ -378,3 +378,17 @@ def reindex(db, embedder, *, fts=True, vectors=True, progress=None):
             if stuck:  # rows rewritten by another client meanwhile: the next run takes them
                 break
     return report
+
+
+def vacuum(db):
+    """Rewrite the file without its free pages (what a migration or deletes left), then fold
+    the WAL back into it. Returns (bytes before, bytes after) of file and WAL together."""
+    path = db.execute("PRAGMA database_list").fetchone()[2]
+
+    def size():
+        return sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
+
+    before = size()
+    db.execute("VACUUM")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return before, size()
