@@ -38,7 +38,7 @@ from ravana_db.search.query import Query  # noqa: E402
 ROOT = Path(__file__).parent.parent
 GROUPS = {  # dbstat name -> the share it is reported in
     "doc_vec": "doc_vec", "idx_doc_vec_hash": "doc_vec",
-    "doc": "doc", "sqlite_autoindex_doc_1": "doc", "idx_doc_ts": "doc",
+    "doc": "doc", "sqlite_autoindex_doc_1": "doc", "idx_doc_ts": "doc", "idx_doc_article_ts": "doc",
     "memory": "memory",
 }
 RECALL_QUERIES = 1_000

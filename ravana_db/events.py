@@ -51,8 +51,9 @@ JOIN doc d ON d.kind = 'article' AND d.ref = CAST(a.id AS TEXT)
 JOIN doc_vec v ON v.doc_id = d.id
 WHERE a.cluster_id IS NULL
 """
-# Driven by doc's time index (doc.ts is the article's published, else fetched_at): `+d.kind`
-# keeps the planner from walking every article through the (kind, ref) index instead.
+# Driven by the articles' time index (doc.ts is the article's published, else fetched_at):
+# `+d.kind`, as in that partial index's condition, lets the planner use it and keeps it from
+# walking every article through the (kind, ref) index instead.
 WINDOW = f"""
 SELECT a.id, {TIME}, a.cluster_id, a.title, a.summary, v.embedding
 FROM doc d
