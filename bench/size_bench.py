@@ -206,6 +206,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--base", default="5138d69")
     parser.add_argument("--no-quality", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "size.json"))
     args = parser.parse_args()
     root = base_code(args.base)
     report = {"what": "bytes per memory (file size / memories; shares from dbstat, index "
@@ -237,9 +238,8 @@ def main():
         print(json.dumps(report["recall_at_10"]), flush=True)
         report["nfcorpus"] = nfcorpus(root)
         print(json.dumps(report["nfcorpus"]), flush=True)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "size.json").write_text(json.dumps(report, indent=1) + "\n")
+    Path(args.out).parent.mkdir(exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":
