@@ -69,6 +69,9 @@ def test_a_new_file_stores_compact_vectors(cli, embedded):
                            "typeof(v.content_hash) FROM doc_vec v JOIN doc d ON d.id = v.doc_id")
     assert rows and {r[2:] for r in rows} == {(386, "integer")}
     assert all(vectors.key(text) == digest for text, digest, *_ in rows)
+    indexes = {r[0] for r in plain(embedded, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "idx_doc_article_ts" in indexes
+    assert not {"idx_doc_ts", "idx_memory_created_at"} & indexes
 
 
 def test_the_previous_release_migrates_and_answers_the_same(cli, previous, tmp_path):
@@ -91,6 +94,9 @@ def test_the_previous_release_migrates_and_answers_the_same(cli, previous, tmp_p
     assert plain(previous, "SELECT (SELECT count(*) FROM doc), (SELECT count(*) FROM memory)") \
         == counts
     assert plain(previous, "SELECT count(*) FROM embed_queue") == [(0,)]
+    indexes = {r[0] for r in plain(previous, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "idx_doc_article_ts" in indexes
+    assert not {"idx_doc_ts", "idx_memory_created_at"} & indexes
     assert len(list(tmp_path.glob("agent.db.bak-*"))) == 1
     status = json.loads(cli("status", "--format", "json").stdout)
     assert status["index"]["whole"] is True, status
