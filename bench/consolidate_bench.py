@@ -37,7 +37,8 @@ from ravana_db.consolidate import consolidate
 from ravana_db.db import open_db, transaction
 from ravana_db.embed import Embedder
 from ravana_db.hashing import sha256
-from ravana_db.index import Prepared, apply, signature
+from ravana_db.index import Prepared, apply, signatures
+from ravana_db.vectors import encode, key
 
 CORPUS = Path(os.environ.get("NFCORPUS", "/work/shared/eval/nfcorpus")) / "corpus.jsonl.gz"
 
@@ -128,11 +129,9 @@ def build(path, n, rng, dim=384):
         db.conn.executemany(
             "INSERT INTO memory(text, created_at, content_hash) VALUES (?, ?, ?)",
             [(t, "2026-01-01T00:00:00.000Z", sha256(t)) for t in texts])
-    blobs = {sha256(t): v.tobytes() for t, v in vectors.items()}
+    blobs = dict(zip(map(key, vectors), encode(np.stack(list(vectors.values())))))
     prepared = Prepared(model=(Embedder().name, dim))
-    stacked = np.frombuffer(b"".join(blobs.values()), dtype=np.float32).reshape(len(blobs), -1)
-    sigs = [row.tobytes() for row in signature(stacked)]  # as index.prepare makes them
-    prepared.vectors = dict(zip(blobs, zip(blobs.values(), sigs)))
+    prepared.vectors = dict(zip(blobs, zip(blobs.values(), signatures(list(blobs.values())))))
     with transaction(db):
         apply(db, prepared, [r[0] for r in db.execute("SELECT doc_id FROM embed_queue")])
     db.conn.close()

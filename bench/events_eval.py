@@ -39,11 +39,11 @@ from ravana_db import store
 from ravana_db.db import open_db, transaction
 from ravana_db.embed import DEFAULT_MODEL, Embedder
 from ravana_db.events import THRESHOLD, detect, plan
-from ravana_db.hashing import sha256
 from ravana_db.models import Article, Feed
 from ravana_db.search.query import STOPWORDS
 from ravana_db.store import write
 from ravana_db.times import parse_time
+from ravana_db.vectors import encode, key
 
 HEADLINES = Path(__file__).parent.parent / "fixtures" / "events" / "headlines.jsonl"
 DAY = 86400
@@ -288,7 +288,8 @@ def _build(path, rows, vectors, n, new, per_day, end, rng):
         docs = dict(db.execute("SELECT CAST(ref AS INTEGER), id FROM doc WHERE kind = 'article'"))
         db.conn.executemany(
             "INSERT INTO doc_vec(doc_id, content_hash, embedding) VALUES (?, ?, ?)",
-            [(docs[i + 1], sha256(str(i)), noisy[i].tobytes()) for i in range(n + new)])
+            [(docs[i + 1], key(str(i)), blob)
+             for i, blob in zip(range(n + new), encode(noisy[:n + new]))])
         db.execute("DELETE FROM embed_queue")  # vectors given: nothing left to embed
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()

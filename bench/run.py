@@ -58,9 +58,10 @@ def corpus():
     return texts[:STORED], vectors[:STORED], texts[STORED:], vectors[STORED:]
 
 
-def build(n):
-    """A database of n memories (10k and 100k: real sentences; 1M: variants of them)."""
-    path = CACHE / f"db-{n}.db"
+def build(n, path=None):
+    """A database of n memories (10k and 100k: real sentences; 1M: variants of them), at
+    bench/cache/db-N.db unless path is given."""
+    path = path or CACHE / f"db-{n}.db"
     if path.exists():
         return path
     texts, vectors, _, _ = corpus()

@@ -12,8 +12,8 @@ Figures (medians of --runs in one process, after one warm-up; the CLI of --cli-r
   timeline       list(timeline(db, Span(limit=100))): every kind, merged
   timeline_since the same with --since 7d
   memory_only    the same with --kind memory
-  baseline       SELECT id, created_at, text FROM memory ORDER BY created_at DESC LIMIT 100
-                 (idx_memory_created_at: one table, text order)
+  baseline       SELECT id, created_at, text FROM memory ORDER BY julianday(created_at) DESC
+                 LIMIT 100 (m010's idx_memory_timeline: one table)
   union_all      every kind in one statement, UNION ALL ... ORDER BY julianday(time) DESC
                  LIMIT 100: SQLite merges the arms' index walks itself (MERGE (UNION ALL)),
                  an alternative plan to timeline's heapq.merge (without timeline's tie-break
@@ -83,7 +83,8 @@ INSERTS = {
                              "SELECT 'c' || i, 'daily', CASE i % 2 WHEN 0 THEN "
                              "'{\"operation\": \"compress\"}' ELSE '{}' END, t FROM rows",
 }
-BASELINE = "SELECT id, created_at, text FROM memory ORDER BY created_at DESC LIMIT 100"
+BASELINE = ("SELECT id, created_at, text FROM memory ORDER BY julianday(created_at) DESC "
+            "LIMIT 100")
 
 
 def build(path, n):

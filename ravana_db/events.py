@@ -23,6 +23,7 @@ from .errors import InputError
 from .search.query import STOPWORDS
 from .store import write
 from .times import format_time
+from .vectors import one as vector_of
 
 # The middle of the flat region of B-cubed F1 against the threshold on the labelled headlines
 # (bench/events_eval.py): neighbouring thresholds score nearly the same.
@@ -50,8 +51,9 @@ JOIN doc d ON d.kind = 'article' AND d.ref = CAST(a.id AS TEXT)
 JOIN doc_vec v ON v.doc_id = d.id
 WHERE a.cluster_id IS NULL
 """
-# Driven by doc's time index (doc.ts is the article's published, else fetched_at): `+d.kind`
-# keeps the planner from walking every article through the (kind, ref) index instead.
+# Driven by the articles' time index (doc.ts is the article's published, else fetched_at):
+# `+d.kind`, as in that partial index's condition, lets the planner use it and keeps it from
+# walking every article through the (kind, ref) index instead.
 WINDOW = f"""
 SELECT a.id, {TIME}, a.cluster_id, a.title, a.summary, v.embedding
 FROM doc d
@@ -101,13 +103,11 @@ def detect(db, *, embedder, window_days=3, min_articles=2, min_sources=2, thresh
         got articles; their description and keywords may change), waiting_for_vectors
         (unclustered articles without a vector yet: placed by a later run).
     """
-    import numpy as np
-
     from .models import Event
 
     if not window_days > 0:
         raise InputError(f"window_days: {window_days!r} must be more than 0")
-    pending = sorted((Member(id, title, summary, source, t, np.frombuffer(blob, np.float32))
+    pending = sorted((Member(id, title, summary, source, t, vector_of(blob))
                       for id, title, summary, source, t, blob in db.execute(PENDING)
                       if t is not None),
                      key=lambda m: (m.time, m.id))
@@ -119,7 +119,7 @@ def detect(db, *, embedder, window_days=3, min_articles=2, min_sources=2, thresh
         return report
     span = window_days * DAY
     bounds = [_iso(pending[0].time - span), _iso(pending[-1].time + span)]
-    window = [(id, t, cluster, title, summary, np.frombuffer(blob, np.float32))
+    window = [(id, t, cluster, title, summary, vector_of(blob))
               for id, t, cluster, title, summary, blob in db.execute(WINDOW, bounds)
               if t is not None]
     assigned = plan([(m.id, m.time, m.vector) for m in pending],
@@ -132,7 +132,7 @@ def detect(db, *, embedder, window_days=3, min_articles=2, min_sources=2, thresh
     for chunk in _chunks(touched):
         for id, cluster, title, summary, source, t, blob in db.execute(
                 MEMBERS.format(_marks(chunk)), chunk):
-            vector = None if blob is None else np.frombuffer(blob, np.float32)
+            vector = None if blob is None else vector_of(blob)
             members[cluster].append(Member(id, title, summary, source, t, vector))
     stored = {cluster for cluster, found in members.items() if found}
     for id, cluster in assigned.items():

@@ -6,8 +6,9 @@ changed text in `embed_queue`, signature rows to drop or rewrite in `bits_queue`
 clients cannot touch the vec0 table). Vectors are computed outside any transaction
 (prepare()), then written in the writer's short transaction (apply()): the write lock is never
 held while embedding. Each text is embedded once (vectors are reused by SHA-256 of the text).
-A vector lives in `doc_vec` (float32, for exact scores) and its SimHash signature in
-`doc_bits` (vec0 bit table for the fast first pass, with the filter columns queries use).
+A vector lives in `doc_vec` (int8 codes and a norm, vectors.py, keyed by vectors.key of its
+text: for the re-ranking scores) and its SimHash signature in `doc_bits` (vec0 bit table for the
+fast first pass, with the filter columns queries use).
 """
 
 import functools
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field
 
 from .db import transaction
 from .errors import InputError, RavanaError
-from .hashing import sha256
 from .schema import SIGNATURE_BITS, index_objects, install_index, outdated, part_of
 from .tables import SEARCHABLE
 from .text import decode
+from .vectors import decode as decode_vectors
+from .vectors import encode, key
 
 BATCH = 1024  # texts per embedding call: sorted by length within it, so larger pads less
 CHUNK = 500  # ids per `IN (...)` list
@@ -111,7 +113,7 @@ def _marks(items):
 class Prepared:
     """Vectors computed before a write: what apply() stores inside the transaction."""
 
-    vectors: dict = field(default_factory=dict)  # content hash -> (float32 blob, signature)
+    vectors: dict = field(default_factory=dict)  # content key -> (stored blob, signature)
     model: tuple | None = None  # (name, dim) when new vectors were made
     queued: list = field(default_factory=list)  # doc ids taken from embed_queue
     bits: list = field(default_factory=list)  # doc ids taken from bits_queue
@@ -130,9 +132,9 @@ def prepare(db, embedder, texts=(), *, backlog=BATCH, progress=None):
                         "ORDER BY q.doc_id LIMIT ?", [backlog]).fetchall()
     bits = [r[0] for r in db.execute(
         "SELECT doc_id FROM bits_queue ORDER BY doc_id LIMIT ?", [backlog])]
-    own = {sha256(t): t for t in texts if t.strip(BLANK)}
+    own = {key(t): t for t in texts if t.strip(BLANK)}
     # a blob another client stored as text has nothing to embed (apply() unqueues it)
-    wanted = {**{sha256(t): t for _, t in queued if isinstance(t, str) and t.strip(BLANK)},
+    wanted = {**{key(t): t for _, t in queued if isinstance(t, str) and t.strip(BLANK)},
               **own}
     blobs = {}
     for chunk in _chunks(wanted):
@@ -156,7 +158,7 @@ def prepare(db, embedder, texts=(), *, backlog=BATCH, progress=None):
         hashes, texts = list(new), list(new.values())
         for start in range(0, len(texts), BATCH):
             vectors = embedder.embed(texts[start:start + BATCH])
-            blobs.update(zip(hashes[start:start + BATCH], (v.tobytes() for v in vectors)))
+            blobs.update(zip(hashes[start:start + BATCH], encode(vectors)))
             if progress:
                 progress(len(vectors))
     prepared.vectors = dict(zip(blobs, zip(blobs.values(), signatures(list(blobs.values())))))
@@ -164,13 +166,11 @@ def prepare(db, embedder, texts=(), *, backlog=BATCH, progress=None):
 
 
 def signatures(blobs):
-    """signature() of float32 vectors given as blobs, each as a blob for vec0."""
-    import numpy as np
-
+    """signature() of stored vectors (vectors.encode blobs), each as a float32 blob for vec0:
+    made from the stored vector, so a text's signature is the same however it was stored."""
     if not blobs:
         return []
-    vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
-    return [row.tobytes() for row in signature(vectors)]
+    return [row.tobytes() for row in signature(decode_vectors(blobs))]
 
 
 def apply(db, prepared, doc_ids=()):
@@ -198,7 +198,7 @@ def apply(db, prepared, doc_ids=()):
         if not isinstance(text, str) or not text.strip(BLANK):
             done.append((doc_id,))
             continue
-        digest = sha256(text)
+        digest = key(text)
         if digest in prepared.vectors:
             done.append((doc_id,))
             rows.append((doc_id, digest, *prepared.vectors[digest], *filters))
@@ -272,11 +272,11 @@ def sync_docs(db):
 
 
 def _stale_vectors(db):
-    """(doc_id, content_hash) of vectors not made from their doc's text (a doc rewritten
+    """(doc_id, content key) of vectors not made from their doc's text (a doc rewritten
     while a trigger was missing, or its id taken by a new row). Read outside the lock."""
     return [(doc_id, digest) for doc_id, text, digest in db.execute(
         "SELECT d.id, d.text, v.content_hash FROM doc d JOIN doc_vec v ON v.doc_id = d.id")
-        if sha256(text) != digest]
+        if key(text) != digest]
 
 
 def _drop_vectors(db, stale):
@@ -378,3 +378,17 @@ def reindex(db, embedder, *, fts=True, vectors=True, progress=None):
             if stuck:  # rows rewritten by another client meanwhile: the next run takes them
                 break
     return report
+
+
+def vacuum(db):
+    """Rewrite the file without its free pages (what a migration or deletes left), then fold
+    the WAL back into it. Returns (bytes before, bytes after) of file and WAL together."""
+    path = db.execute("PRAGMA database_list").fetchone()[2]
+
+    def size():
+        return sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
+
+    before = size()
+    db.execute("VACUUM")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return before, size()

@@ -240,7 +240,7 @@ def test_queries_use_their_indexes(db):
         return " | ".join(r[-1] for r in db.execute("EXPLAIN QUERY PLAN " + sql, params))
 
     window = plan_of(events.WINDOW, ["2026-11-01T00:00:00.000Z", "2026-11-08T00:00:00.000Z"])
-    assert window.startswith("SEARCH d USING INDEX idx_doc_ts (ts>? AND ts<?)"), window
+    assert window.startswith("SEARCH d USING INDEX idx_doc_article_ts (ts>? AND ts<?)"), window
     assert "SCAN" not in window
     for sql, params in ((events.PENDING, []), (events.MEMBERS.format("?"), [1]),
                         (events.LINK.format("?"), [1]),

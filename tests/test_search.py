@@ -129,7 +129,7 @@ def test_min_similarity_is_true_cosine_similarity(cli, memories):
     loose = query(cli, "GPU out of memory", "--mode", "vector", "--top-n", "60")
     sims = [r["similarity"] for r in loose]
     assert sims == sorted(sims, reverse=True)
-    threshold = sims[5]
+    threshold = round(sims[5] - 1e-6, 6)  # printed similarities are rounded to 6 places
     strict = query(cli, "GPU out of memory", "--mode", "vector", "--top-n", "60",
                    "--min-similarity", str(threshold))
     assert len(strict) == 6 and min(r["similarity"] for r in strict) >= threshold
@@ -138,7 +138,8 @@ def test_min_similarity_is_true_cosine_similarity(cli, memories):
 
     e = Embedder()
     a, b = e.embed(["GPU out of memory", loose[0]["text"]])
-    assert abs(float(a @ b) - loose[0]["similarity"]) < 1e-4
+    # int8 re-rank vectors (vectors.py): within 2e-3 of the float32 cosine
+    assert abs(float(a @ b) - loose[0]["similarity"]) < 2e-3
 
 
 def test_hostile_query_strings_never_break_fts(cli, memories):
@@ -585,6 +586,7 @@ def test_a_vector_search_bounded_by_its_sample_finds_what_the_plain_one_finds(
     from ravana_db.embed import Embedder
     from ravana_db.hashing import sha256
     from ravana_db.index import Prepared, apply, signature, signatures
+    from ravana_db.vectors import encode, key
 
     rng = np.random.default_rng(7)
     n, dim = 3000, 384
@@ -599,9 +601,9 @@ def test_a_vector_search_bounded_by_its_sample_finds_what_the_plain_one_finds(
             "VALUES (?, ?, ?, ?, ?)",
             [(t, f"source-{i % 7}", "fact" if i % 3 else "episodic",
               f"2026-{1 + i % 12:02d}-01T00:00:00.000Z", sha256(t)) for i, t in enumerate(texts)])
-    blobs = [v.tobytes() for v in vectors]
+    blobs = encode(vectors)
     prepared = Prepared(model=(Embedder().name, dim))
-    prepared.vectors = dict(zip(map(sha256, texts), zip(blobs, signatures(blobs))))
+    prepared.vectors = dict(zip(map(key, texts), zip(blobs, signatures(blobs))))
     with transaction(db):
         apply(db, prepared, [r[0] for r in db.execute("SELECT doc_id FROM embed_queue")])
 

@@ -213,6 +213,9 @@ def reindex(
     fts: Annotated[bool, typer.Option("--fts", help="rebuild the full-text index")] = False,
     vectors: Annotated[bool, typer.Option(
         "--vectors", help="embed what has no vector (everything, after a model change)")] = False,
+    vacuum: Annotated[bool, typer.Option(
+        "--vacuum", help="then rewrite the file without its free pages (after a migration or "
+        "many deletes)")] = False,
     model: ModelOption = None,
     fmt: FormatOption = None,
     json_flag: JsonFlag = False,
@@ -225,6 +228,7 @@ def reindex(
     Example: ravana-db reindex --vectors --model BAAI/bge-small-en-v1.5
     """
     from ..index import reindex as rebuild
+    from ..index import vacuum as compact
 
     fmt = report_format(ctx, fmt, json_flag)
     both = not (fts or vectors)
@@ -232,5 +236,8 @@ def reindex(
     with Progress("embedding", quiet=ctx.obj["quiet"]) as bar:
         report = rebuild(db, load_embedder(ctx, model), fts=fts or both,
                          vectors=vectors or both, progress=bar)
+    if vacuum:
+        report["bytes_before"], report["bytes_after"] = compact(db)
+        report["vacuumed"] = True
     if fmt:
         emit([report], fmt, one=True)

@@ -2,6 +2,7 @@
 
 
 from ..times import from_iso
+from ..vectors import one as vector_of
 from .policy import hours_before
 
 CHUNK = 500  # ids per `IN (...)` query
@@ -103,14 +104,12 @@ def texts(db, ids):
 
 def vectors(db, doc_ids):
     """{doc id: its vector (numpy float32)} of the given docs that have one."""
-    import numpy as np
-
     out = {}
     for chunk in chunks(doc_ids):
         for doc_id, blob in db.execute(
                 f"SELECT doc_id, embedding FROM doc_vec WHERE doc_id IN ({marks(chunk)})",
                 chunk):
-            out[doc_id] = np.frombuffer(blob, dtype=np.float32)
+            out[doc_id] = vector_of(blob)
     return out
 
 

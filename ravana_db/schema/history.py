@@ -6,6 +6,8 @@ longer than the others because it is append-only, not because it does several jo
 index as it is now lives in search_index.py, which the migrations install.
 """
 
+import re
+
 from sqlite_utils import Migrations
 
 from ..sql import run_script
@@ -601,3 +603,65 @@ def m011_provenance(db):
     pattern or knowledge row. Not in tables.TABLE_FACTS (export, import): its integer ids are
     this file's own, which an import into another file could not map; a backup keeps it."""
     run_script(db.conn, PROVENANCE)
+
+
+COMPACT_VECTORS = """
+CREATE TABLE doc_vec (
+    doc_id INTEGER PRIMARY KEY,
+    content_hash INTEGER NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX idx_doc_vec_hash ON doc_vec(content_hash);
+"""
+
+
+@migrations()
+def m012_compact_vectors(db):
+    """doc_vec keeps each vector as int8 codes and its norm (vectors.py, a quarter of float32's
+    bytes), keyed by the first 64 bits of its text's SHA-256 as an integer instead of the hex
+    digest. The vectors are converted in id order, never re-embedded, inside the migration's
+    one transaction (an interruption leaves the file as it was). A row that cannot be
+    converted (another client's blob) is dropped and its doc queued for embedding. The pages
+    freed are reused by later writes; `reindex --vacuum` gives them back to the disk.
+    The index on every doc's time becomes one on articles' (the only docs read by time), and
+    memory's index on created_at goes: consolidate reads memories by time through
+    idx_memory_due, timeline through m010's julianday index (only `export memory --since`
+    now scans the table, in the rowid order it writes anyway)."""
+    from ..vectors import from_float32, key_of_hex
+
+    db.execute("DROP INDEX IF EXISTS idx_doc_ts")
+    db.execute("DROP INDEX IF EXISTS idx_memory_created_at")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_doc_article_ts ON doc(ts) WHERE +kind = 'article'")
+
+    row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'doc_vec'").fetchone()
+    if row is None or "content_hash INTEGER" in row[0]:
+        return  # missing: `reindex` makes it anew
+    db.execute("CREATE TEMP TABLE compact_vec (doc_id INTEGER PRIMARY KEY, "
+               "content_hash INTEGER NOT NULL, embedding BLOB NOT NULL)")
+    last, lost = -(1 << 63), []
+    while True:
+        rows = db.execute("SELECT doc_id, content_hash, embedding FROM doc_vec WHERE doc_id > ? "
+                          "ORDER BY doc_id LIMIT 10000", [last]).fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        good = [r for r in rows if _convertible(*r[1:])]
+        lost += [(r[0],) for r in rows if not _convertible(*r[1:])]
+        for size in {len(r[2]) for r in good}:  # one model's dimension, unless a client mixed
+            same = [r for r in good if len(r[2]) == size]
+            db.conn.executemany(
+                "INSERT INTO temp.compact_vec VALUES (?, ?, ?)",
+                [(doc_id, key_of_hex(digest), blob) for (doc_id, digest, _), blob
+                 in zip(same, from_float32(r[2] for r in same))])
+    db.execute("DROP TABLE doc_vec")
+    run_script(db.conn, COMPACT_VECTORS)
+    db.execute("INSERT INTO doc_vec SELECT * FROM temp.compact_vec ORDER BY doc_id")
+    db.execute("DROP TABLE temp.compact_vec")
+    db.conn.executemany("INSERT OR IGNORE INTO embed_queue(doc_id) SELECT id FROM doc "
+                        "WHERE id = ?", lost)
+
+
+def _convertible(digest, blob):
+    """Whether a stored (content_hash, embedding) is a hex SHA-256 and a float32 vector."""
+    return isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest) is not None and \
+        isinstance(blob, bytes) and len(blob) > 0 and len(blob) % 4 == 0

@@ -80,10 +80,12 @@ CREATE TABLE doc (
 """
 INDEX_TABLES = {
     "doc": DOC.strip(),
-    "idx_doc_ts": "CREATE INDEX idx_doc_ts ON doc(ts)",
+    # Only events read docs by time (events.WINDOW, articles): an index on every doc's time
+    # cost each memory as many bytes as its vector's key and index together.
+    "idx_doc_article_ts": "CREATE INDEX idx_doc_article_ts ON doc(ts) WHERE +kind = 'article'",
     "doc_fts": FTS.strip(),
     "doc_vec": "CREATE TABLE doc_vec (\n    doc_id INTEGER PRIMARY KEY,\n"
-               "    content_hash TEXT NOT NULL,\n    embedding BLOB NOT NULL\n)",
+               "    content_hash INTEGER NOT NULL,\n    embedding BLOB NOT NULL\n)",
     "idx_doc_vec_hash": "CREATE INDEX idx_doc_vec_hash ON doc_vec(content_hash)",
     "embed_queue": "CREATE TABLE embed_queue (doc_id INTEGER PRIMARY KEY)",
     "bits_queue": "CREATE TABLE bits_queue (doc_id INTEGER PRIMARY KEY)",

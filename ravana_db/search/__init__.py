@@ -1,8 +1,9 @@
 """Search by words (FTS5 BM25) and by meaning (sqlite-vec), fused by score.
 
 Filters (kind, type, source, time) restrict both candidate lists before they are ranked. The
-vector side is a bit-quantized first pass over `doc_bits` re-ranked by exact cosine similarity
-from the float vectors, which is what every reported similarity is.
+vector side is a bit-quantized first pass over `doc_bits` re-ranked by cosine similarity with
+the stored vectors (int8 codes at their own norm, vectors.py), which is what every reported
+similarity is.
 
 This module finds the candidates of both sides and runs a search; query.py holds the Query
 and its checks, ranking.py the fusion of the two scores and the results.
@@ -16,6 +17,8 @@ from ..errors import InputError
 from ..index import BLANK
 from ..schema import PARTS
 from ..times import from_iso
+from ..vectors import decode as decode_vectors
+from ..vectors import one as vector_of
 from . import ranking
 from .query import KINDS, fts_terms
 from .query import Query as Query  # the library asks search() with a Query
@@ -250,8 +253,6 @@ def _similarities(db, doc_ids, vector, q=None):
     The signatures in `doc_bits` may lag behind a row that a plain SQL client changed or
     deleted: the vector and the filters are read from `doc` and `doc_vec`, which never lag.
     """
-    import numpy as np
-
     if not doc_ids:
         return {}
     # `+d.`: the listed rows are looked up by id; a plain `d.kind IN (...)` let the planner
@@ -263,8 +264,7 @@ def _similarities(db, doc_ids, vector, q=None):
         [*doc_ids, *params]).fetchall()
     if not found:
         return {}
-    matrix = np.frombuffer(b"".join(blob for _, blob in found), dtype=np.float32)
-    scores = matrix.reshape(len(found), -1) @ vector
+    scores = decode_vectors(blob for _, blob in found) @ vector
     return {doc_id: float(s) for (doc_id, _), s in zip(found, scores)}
 
 
@@ -317,15 +317,13 @@ def _query_vector(db, q, embedder, *, text, exclude, like_text):
     if q.mode == "fts":
         return None
     if q.like is not None:
-        import numpy as np
-
         blob = db.execute("SELECT embedding FROM doc_vec WHERE doc_id = ?",
                           [exclude]).fetchone()
         if blob is None and not like_text.strip(BLANK):
             raise InputError(f"like: {q.like} has no text to compare")
         if blob is None:
             raise InputError(f"like: {q.like} has no vector yet: run `ravana-db reindex`")
-        return np.frombuffer(blob[0], dtype=np.float32)
+        return vector_of(blob[0])
     from ..index import check_model
 
     if embedder is None:

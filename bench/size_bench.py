@@ -1,0 +1,246 @@
+"""Bytes per memory, before and after the compact layout (issue 20), each table's share from
+`dbstat`, and what the compact vectors cost in search quality.
+
+    python bench/size_bench.py [--sizes 100000 1000000] [--base 5138d69] [--no-quality]
+
+Before: the release at --base (its code exported with `git archive` into bench/cache/, run in
+a subprocess) builds its own files with bench/run.py's build(n). After: this code's build(n),
+and the before-file migrated in place (m012) then `reindex --vacuum`ed. Every file is cached
+under a compact-* name in bench/cache/ and reused.
+
+Quality, same run: vector recall@10 against exact float32 search (numpy over the corpus'
+vectors), 1,000 held-out queries on 100k memories, for both layouts; and the NFCorpus figures of
+bench/quality.py --public on the before-file and on its migrated copy (the vectors are the
+model's, converted, never re-embedded). Results: bench/results/size.json.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from corpus import CACHE  # noqa: E402
+from run import CachedEmbedder, build, corpus  # noqa: E402
+
+from ravana_db.db import open_db  # noqa: E402
+from ravana_db.index import vacuum  # noqa: E402
+from ravana_db.search import search  # noqa: E402
+from ravana_db.search.query import Query  # noqa: E402
+
+ROOT = Path(__file__).parent.parent
+GROUPS = {  # dbstat name -> the share it is reported in
+    "doc_vec": "doc_vec", "idx_doc_vec_hash": "doc_vec",
+    "doc": "doc", "sqlite_autoindex_doc_1": "doc", "idx_doc_ts": "doc", "idx_doc_article_ts": "doc",
+    "memory": "memory",
+}
+RECALL_QUERIES = 1_000
+
+# Run in the before-release's code: recall@10 of its vector search against exact float32.
+RECALL = """
+import json, sys
+import numpy as np
+sys.path.insert(0, "bench")
+from run import CachedEmbedder, corpus
+from ravana_db.db import open_db
+from ravana_db.search import search
+from ravana_db.search.query import Query
+path, n, queries = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+texts, vectors, qtexts, qvectors = corpus()
+matrix = np.ascontiguousarray(vectors[:n])
+db = open_db(path, create=False, write=False)
+embedder = CachedEmbedder(qtexts, qvectors)
+hits = []
+for text, vector in zip(qtexts[:queries], qvectors[:queries]):
+    exact = np.argpartition(-(matrix @ vector), 10)[:10]
+    found = search(db, Query(text, mode="vector", top_n=10), embedder=embedder, touch=False)
+    hits.append(len({int(i) + 1 for i in exact} & {r["id"] for r in found}) / 10)
+print(json.dumps(float(np.mean(hits))))
+"""
+
+# Run in either release's code: bench/quality.py --public's figures on a given file.
+NFCORPUS = """
+import json, sys
+sys.path.insert(0, "bench")
+import quality
+quality.nfcorpus_db = lambda: None  # the file is given: never build one here
+_, texts, qrels = quality.nfcorpus_test()
+report, n = quality.through_cli(sys.argv[1], texts, qrels)
+print(json.dumps({mode: {k: round(v, 4) for k, v in r.items() if k != "seconds"}
+                  for mode, r in report.items()}))
+"""
+
+
+def base_code(commit):
+    """The release at commit, exported (not checked out) into bench/cache/compact-base-COMMIT,
+    with a cache folder of its own that shares the corpus files."""
+    root = CACHE / f"compact-base-{commit}"
+    if not (root / "ravana_db").exists():
+        tmp = root.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        os.replace(tmp, root)
+    cache = root / "bench" / "cache"
+    if cache.is_symlink() or not cache.exists():
+        cache.unlink(missing_ok=True)
+        cache.mkdir()
+    for name in os.listdir(CACHE):
+        if name.startswith(("texts-", "vectors-")) and not (cache / name).exists():
+            (cache / name).symlink_to(CACHE / name)
+    return root
+
+
+def in_base(root, script, *args):
+    """Run script with the before-release's code (its package first on the path)."""
+    env = {**os.environ, "PYTHONPATH": f"{root}"}
+    out = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=root, env=env,
+                         capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def before_file(root, n):
+    path = root / "bench" / "cache" / f"db-{n}.db"
+    if not path.exists():
+        start = time.perf_counter()
+        in_base(root, f"import sys, json; sys.path.insert(0, 'bench'); from run import build; "
+                      f"print(json.dumps(str(build({n}))))")
+        print(f"built the before-file of {n} in {time.perf_counter() - start:.0f} s",
+              file=sys.stderr, flush=True)
+    return path
+
+
+def migrated_file(before, n):
+    """A copy of the before-file, opened (m012) and vacuumed; (path, seconds, seconds)."""
+    path = CACHE / f"compact-migrated-{n}.db"
+    timing = path.with_suffix(".json")
+    if not (path.exists() and timing.exists()):
+        tmp = path.with_suffix(".tmp")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(before, tmp)
+        start = time.perf_counter()
+        db = open_db(tmp)
+        migrate = time.perf_counter() - start
+        start = time.perf_counter()
+        vacuum(db)
+        db.close()
+        timing.write_text(json.dumps([migrate, time.perf_counter() - start]))
+        for backup in tmp.parent.glob(f"{tmp.name}.bak-*"):
+            backup.unlink()  # open_db's copy before migrating: not what is measured
+        os.replace(tmp, path)
+    return path, *json.loads(timing.read_text())
+
+
+def sizes(path, n):
+    """Bytes per memory of the file, and of each share (dbstat, pages as stored)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        pages = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0] * \
+            conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    shares = {}
+    for name, size in pages:
+        group = GROUPS.get(name) or next(
+            (prefix for prefix in ("doc_bits", "doc_fts") if name.startswith(prefix)),
+            "memory" if name.startswith("idx_memory") else "other")
+        shares[group] = shares.get(group, 0) + size
+    shares["free pages"] = free
+    total = os.path.getsize(path)
+    return {"bytes_per_memory": round(total / n, 1), "file_bytes": total,
+            "shares_bytes_per_memory": {k: round(v / n, 1) for k, v in
+                                        sorted(shares.items(), key=lambda kv: -kv[1])}}
+
+
+def recall(path, n, queries=RECALL_QUERIES):
+    """Mean recall@10 of vector search on the file (this code) against exact float32."""
+    texts, vectors, qtexts, qvectors = corpus()
+    matrix = np.ascontiguousarray(vectors[:n])
+    db = open_db(path, create=False, write=False)
+    embedder, hits = CachedEmbedder(qtexts, qvectors), []
+    for text, vector in zip(qtexts[:queries], qvectors[:queries]):
+        exact = np.argpartition(-(matrix @ vector), 10)[:10]
+        found = search(db, Query(text, mode="vector", top_n=10), embedder=embedder, touch=False)
+        hits.append(len({int(i) + 1 for i in exact} & {r["id"] for r in found}) / 10)
+    db.close()
+    return float(np.mean(hits))
+
+
+def nfcorpus(root):
+    """bench/quality.py --public's NFCorpus test figures: the before-release's on its own file,
+    this code's on a migrated copy of it."""
+    before = Path(in_base(root, "import json, sys; sys.path.insert(0, 'bench'); import quality; "
+                                "print(json.dumps(str(quality.nfcorpus_db())))"))
+    after = CACHE / "compact-nfcorpus-migrated.db"
+    if not after.exists():
+        shutil.copyfile(before, after)
+    ours = subprocess.run([sys.executable, "-c", NFCORPUS, str(after)], cwd=ROOT, text=True,
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if ours.returncode:
+        sys.exit(ours.stderr)
+    figures = {"before": in_base(root, NFCORPUS, before),
+               "after": json.loads(ours.stdout.strip().splitlines()[-1])}
+    figures["delta"] = {mode: {k: round(figures["after"][mode][k] - v, 4)
+                               for k, v in figures["before"][mode].items()}
+                        for mode in figures["before"]}
+    for backup in CACHE.glob(f"{after.name}.bak-*"):
+        backup.unlink()  # open_db's copy before migrating
+    return figures
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--base", default="5138d69")
+    parser.add_argument("--no-quality", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "size.json"))
+    args = parser.parse_args()
+    root = base_code(args.base)
+    report = {"what": "bytes per memory (file size / memories; shares from dbstat, index "
+                      "b-trees counted with their table) before (release "
+                      f"{args.base}) and after (this code: a new file, and the before-file "
+                      "migrated by m012 then `reindex --vacuum`)", "sizes": {}}
+    for n in args.sizes:
+        before = before_file(root, n)
+        start = time.perf_counter()
+        after = build(n, CACHE / f"compact-db-{n}.db")
+        built = time.perf_counter() - start
+        migrated, migrate_s, vacuum_s = migrated_file(before, n)
+        row = {"before": sizes(before, n), "after": sizes(after, n),
+               "migrated": sizes(migrated, n), "migrate_s": round(migrate_s, 1),
+               "vacuum_s": round(vacuum_s, 1)}
+        if built > 1:
+            row["after_build_s"] = round(built, 1)
+        row["ratio_after_before"] = round(row["after"]["bytes_per_memory"] /
+                                          row["before"]["bytes_per_memory"], 3)
+        report["sizes"][n] = row
+        print(json.dumps({n: row}, indent=1), flush=True)
+    if not args.no_quality:
+        n = min(100_000, min(args.sizes))
+        report["recall_at_10"] = {
+            "what": f"vector search top 10 of {n} vs exact float32 (numpy), "
+                    f"{RECALL_QUERIES} held-out queries",
+            "before": round(in_base(root, RECALL, before_file(root, n), n, RECALL_QUERIES), 4),
+            "after": round(recall(CACHE / f"compact-db-{n}.db", n), 4)}
+        print(json.dumps(report["recall_at_10"]), flush=True)
+        report["nfcorpus"] = nfcorpus(root)
+        print(json.dumps(report["nfcorpus"]), flush=True)
+    Path(args.out).parent.mkdir(exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
