@@ -33,7 +33,8 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Every test starts with no database settings and a fresh working folder."""
-    for name in ("RAVANA_DB", "DATABASE_URL", "RAVANA_DB_MODEL"):
+    for name in ("RAVANA_DB", "DATABASE_URL", "RAVANA_DB_MODEL", "RAVANA_DB_KEY",
+                 "RAVANA_DB_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 
