@@ -25,6 +25,7 @@ from ravana_db.models import KINDS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
+       "encrypt", "decrypt", "rekey",
        "export", "feeds", "explain", "timeline", "mcp"]
 GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events", "jsonl", "dir", "ravana"],
           "export": ["backup", "feeds"], "feeds": ["list", "remove", "pause", "resume"]}
