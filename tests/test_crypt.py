@@ -269,3 +269,14 @@ def test_one_process_refuses_to_open_a_plain_and_an_encrypted_file(embedded, tmp
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("this process already opened a plain database file")
 
+
+
+def test_a_file_another_process_has_open_is_not_converted(embedded, tmp_path):
+    key = key_file(tmp_path / "a.key")
+    with contextlib.closing(sqlite3.connect(embedded)) as other:
+        other.execute("SELECT count(*) FROM memory").fetchone()
+        code, _, err = ravana("--db", embedded, "--key-file", key, "encrypt")
+    assert code == 2 and err == (f"error: {embedded} is open in another process (a writer, a "
+                                 "reader or `ravana-db mcp`): stop it, then convert the file\n")
+    assert embedded.read_bytes()[:16] == b"SQLite format 3\x00"
+    assert not (tmp_path / "agent.db.crypt-partial").exists()
