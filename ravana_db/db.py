@@ -17,8 +17,9 @@ from .text import decode
 DEFAULT_PATH = "ravana_agi.db"
 BUSY_TIMEOUT_MS = 10_000
 MMAP_BYTES = 1 << 30
-# SQLCipher decrypts a page on each read from the file (no memory map): keep more pages.
-CIPHER_CACHE_KIB = 64 * 1024
+# SQLCipher decrypts a page on each read from the file (no memory map): keep more of them
+# decrypted (a bound: memory is taken only as pages are read).
+CIPHER_CACHE_KIB = 256 * 1024
 
 
 def resolve_path(db=None):
