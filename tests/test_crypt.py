@@ -280,3 +280,17 @@ def test_a_file_another_process_has_open_is_not_converted(embedded, tmp_path):
                                  "reader or `ravana-db mcp`): stop it, then convert the file\n")
     assert embedded.read_bytes()[:16] == b"SQLite format 3\x00"
     assert not (tmp_path / "agent.db.crypt-partial").exists()
+
+
+def test_the_mcp_server_serves_an_encrypted_file(tmp_path):
+    """`ravana-db mcp` opens the file with the key given: its Memory recalls and reports."""
+    db, key = tmp_path / "agent.db", key_file(tmp_path / "a.key")
+    ok("--db", db, "--key-file", key, "log", "memory", "--text", f"Code word {MARKER}.")
+    code = ("import json\nfrom ravana_db.keys import read\n"
+            "from ravana_db.mcp_server import Memory\n"
+            f"m = Memory({str(db)!r}, read_only=True, key=read({str(key)!r}, 'test'))\n"
+            f"found = m.recall(query={MARKER!r})['results']\n"
+            "print(json.dumps([found[0]['text'], m.status()['encryption']])); m.close()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [f"Code word {MARKER}.", "sqlcipher 4"]
