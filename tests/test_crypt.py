@@ -294,3 +294,32 @@ def test_the_mcp_server_serves_an_encrypted_file(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [f"Code word {MARKER}.", "sqlcipher 4"]
+
+
+def test_an_encrypted_file_migrates_and_its_backup_is_encrypted(tmp_path):
+    """An encrypted file one migration behind (as a previous release left it) opens with its
+    key, migrates, and the copy kept beside it is encrypted with the same key."""
+    db, key = tmp_path / "agent.db", key_file(tmp_path / "a.key")
+    code = ("import sqlcipher3.dbapi2 as s, sqlite_utils, sqlite_vec\n"
+            "from ravana_db.schema import migrations\n"
+            f"conn = s.connect({str(db)!r}, isolation_level=None)\n"
+            f"conn.execute(\"PRAGMA key = \\\"x'{RAW}'\\\"\")\n"
+            "conn.enable_load_extension(True); sqlite_vec.load(conn)\n"
+            "old = sqlite_utils.Database(conn)\n"
+            "migrations.apply(old, stop_before=migrations._migrations[-1].name)\n"
+            "old.execute(\"INSERT INTO actionlog(action_name) VALUES ('kept')\")\n"
+            "old.close()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(ok("--db", db, "--key-file", key, "status", "-f", "json"))
+    assert status["rows"]["actionlog"] == 1 and status["encryption"] == "sqlcipher 4"
+    (backup,) = tmp_path.glob("agent.db.bak-*")
+    assert backup.stat().st_mode & 0o777 == 0o600
+    plain_sqlite_fails(backup)
+    assert b"kept" not in backup.read_bytes()
+    check = ("import sqlcipher3.dbapi2 as s\n"
+             f"conn = s.connect({str(backup)!r})\n"
+             f"conn.execute(\"PRAGMA key = \\\"x'{RAW}'\\\"\")\n"
+             "print(conn.execute('SELECT action_name FROM actionlog').fetchall())\n")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.stdout == "[('kept',)]\n", done.stderr
