@@ -81,12 +81,16 @@ def test_every_command_works_on_an_encrypted_file(tmp_path):
     ok(*k, "log", "mood", "--mood-vector", '{"curious": 0.8}')
     feeds = sorted((ROOT / "fixtures" / "feeds" / "demo").glob("*.*"))
     ok(*k, "ingest", "feeds", *feeds)
-    for mode in ("fts", "vector", "hybrid"):
-        found = json.loads(ok(*k, "query", MARKER.replace("-", " "), "--mode", mode, "-f",
-                              "json", "-n", "3"))
-        assert found and found[0]["key"] == "marker", mode
-    ships = json.loads(ok(*k, "query", "ships stuck after hackers hit the port", "-k",
-                          "article,event", "-f", "json"))
+    # Every mode, in one process (the model loads once).
+    asked = [{"text": MARKER.replace("-", " "), "mode": mode, "top_n": 3}
+             for mode in ("fts", "vector", "hybrid")]
+    asked.append({"text": "ships stuck after hackers hit the port", "kind": "article,event"})
+    answers = [json.loads(line) for line in ok(
+        *k, "query", "--stdin", "-f", "jsonl", input="".join(json.dumps(q) + "\n"
+                                                            for q in asked)).splitlines()]
+    for answer in answers[:3]:
+        assert answer["results"][0]["key"] == "marker", answer
+    ships = answers[3]["results"]
     assert ships and {r["kind"] for r in ships} <= {"article", "event"}
     ok(*k, "consolidate", "--type", "event_triggered")
     ok(*k, "compress")
