@@ -39,8 +39,8 @@ def use_cipher():
     try:
         import sqlcipher3.dbapi2  # noqa: F401
     except ImportError:
-        raise RavanaError("an encrypted file needs sqlcipher3-binary: "
-                          "`pip install sqlcipher3-binary`") from None
+        raise RavanaError("an encrypted file needs sqlcipher3: "
+                          "`pip install 'sqlcipher3>=0.6.4'`") from None
     _state["cipher"] = True
 
 
