@@ -199,11 +199,14 @@ def bench_query_command(files, args):
             **summary(alternate(commands, args.runs), "plain")}
 
 
-def bench_bulk_log(files, args, count=1000):
+def bench_bulk_log(files, args, count=1000, kind="memory", runs=None):
     texts, _, _ = texts_and_vectors(args.n, args.queries)
     with tempfile.TemporaryDirectory() as tmp:
-        lines = Path(tmp) / "memories.jsonl"
-        lines.write_text("".join(json.dumps({"text": f"{t} (bulk)"}) + "\n"
+        lines = Path(tmp) / "records.jsonl"
+        record = (lambda t: {"text": f"{t} (bulk)"}) if kind == "memory" else \
+            (lambda t: {"action_name": "read", "params": {"text": t}, "result": {"ok": True}})
+        # A docstring may hold a NUL, which `log` refuses.
+        lines.write_text("".join(json.dumps(record(t.replace("\0", ""))) + "\n"
                                  for t in texts[:count]))
         commands = {}
         for name in ("plain", "raw"):
@@ -215,14 +218,19 @@ def bench_bulk_log(files, args, count=1000):
                     Path(f"{db}{suffix}").unlink(missing_ok=True)
 
             argv = [*RAVANA, "--db", str(db)] + (["--key-file", str(key)] if key else [])
-            commands[name] = (argv + ["-q", "log", "memory", "--stdin"], str(lines), fresh)
-        times = alternate(commands, max(1, args.runs // 2))
+            commands[name] = (argv + ["-q", "log", kind, "--stdin"], str(lines), fresh)
+        times = alternate(commands, runs or max(1, args.runs // 2))
     result = summary(times, "plain")
-    return {"what": f"`ravana-db log memory --stdin`, {count} real sentences into a new file "
-                    "(embedded with the real model), plain vs encrypted (raw key); ratio to "
-                    "plain", **result,
-            "memories_per_s": {name: round(count / result[name]["median_s"], 1)
-                               for name in result}}
+    what = ("real sentences (embedded with the real model)" if kind == "memory" else
+            "actions holding a real sentence (nothing to embed: the write path alone)")
+    return {"what": f"`ravana-db log {kind} --stdin`, {count} {what} into a new file, plain "
+                    "vs encrypted (raw key); ratio to plain", **result,
+            "records_per_s": {name: round(count / result[name]["median_s"], 1)
+                              for name in result}}
+
+
+def bench_bulk_actions(files, args):
+    return bench_bulk_log(files, args, count=10_000, kind="action", runs=args.runs)
 
 
 def main():
@@ -233,7 +241,8 @@ def main():
     parser.add_argument("--measure")
     parser.add_argument("--key-file")
     parser.add_argument("--cipher", action="store_true")
-    parser.add_argument("--only", nargs="*", default=["search", "query", "bulk_log"])
+    parser.add_argument("--only", nargs="*",
+                        default=["search", "query", "bulk_actions", "bulk_log"])
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.key_file, args.n, args.queries,
@@ -243,7 +252,7 @@ def main():
     files = build(args.n, args.queries)
     report = {"n": args.n, "vectors": texts_and_vectors(args.n, args.queries)[2]}
     steps = {"search": bench_in_process, "query": bench_query_command,
-             "bulk_log": bench_bulk_log}
+             "bulk_log": bench_bulk_log, "bulk_actions": bench_bulk_actions}
     for name in args.only:
         report[name] = steps[name](files, args)
         print(json.dumps({name: report[name]}, indent=2), flush=True)
