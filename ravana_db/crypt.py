@@ -28,7 +28,7 @@ def convert(path, *, key, new_key):
     Returns {file, encryption, tables, rows, bytes}.
     """
     path = Path(path)
-    if key is None and os.path.getsize(path) and not is_plain(path):
+    if key is None and path.is_file() and os.path.getsize(path) and not is_plain(path):
         raise InputError(f"{path} is already encrypted (or not a SQLite database)")
     use_cipher()  # one driver reads both sides
     db = open_db(path, create=False, key=key)

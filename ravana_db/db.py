@@ -187,6 +187,11 @@ def not_a_database(path, key):
             "encrypted ravana-db file")
 
 
+def existing(path):
+    """Refuse, with open_db's one line, a path that is not an existing database file."""
+    _prepare(Path(path), create=False)
+
+
 def _prepare(path, *, create):
     """Refuse a path that cannot be a database file; create a missing one (0600) if asked.
 

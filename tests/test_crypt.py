@@ -327,3 +327,14 @@ def test_an_encrypted_file_migrates_and_its_backup_is_encrypted(tmp_path):
              "print(conn.execute('SELECT action_name FROM actionlog').fetchall())\n")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert done.stdout == "[('kept',)]\n", done.stderr
+
+
+def test_convert_commands_take_db_after_their_name_and_quiet(embedded, tmp_path):
+    """As every command does (test_cli walks the others in its own process)."""
+    key, new = key_file(tmp_path / "a.key"), key_file(tmp_path / "b.key", "b")
+    other = tmp_path / "other.db"
+    for argv in (["encrypt"], ["rekey", "--new-key-file", new], ["decrypt"]):
+        code, out, err = ravana("--db", other, "--key-file", key if argv[0] != "decrypt" else new,
+                                *argv, "--db", embedded, "-q")
+        assert (code, out, err) == (0, "", ""), (argv, err)
+    assert not other.exists() and embedded.read_bytes()[:6] == b"SQLite"

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from ..db import resolve_path
+from ..db import existing, resolve_path
 from ..errors import InputError
 from .common import Command, app, notice
 
@@ -19,8 +19,7 @@ def encrypt(ctx: typer.Context):
 
     Example: ravana-db --db agent.db --key-file ~/.config/ravana-db/key encrypt
     """
-    key = _key(ctx, "encrypt")
-    _convert(ctx, key=None, new_key=key, done="encrypted")
+    _convert(ctx, key=None, new_key=_key(ctx, "encrypt"), done="encrypted")
 
 
 @app.command(cls=Command)
@@ -29,8 +28,7 @@ def decrypt(ctx: typer.Context):
 
     Example: ravana-db --db agent.db --key-file ~/.config/ravana-db/key decrypt
     """
-    key = _key(ctx, "decrypt")
-    _convert(ctx, key=key, new_key=None, done="decrypted")
+    _convert(ctx, key=_key(ctx, "decrypt"), new_key=None, done="decrypted")
 
 
 @app.command(cls=Command)
@@ -50,6 +48,8 @@ def rekey(
 
 
 def _key(ctx, command):
+    """The key given, once the file is known to exist (a wrong path is said first)."""
+    existing(resolve_path(ctx.obj["db"]))
     if ctx.obj["key"] is None:
         raise InputError(f"{command} needs a key: {KEY_NEEDED}")
     return ctx.obj["key"]
