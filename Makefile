@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python bench/timeline_bench.py
 	$(BIN)/python bench/mcp_bench.py
 	$(BIN)/python bench/size_bench.py
+	$(BIN)/python bench/crypt_bench.py
 
 lint: install
 	$(BIN)/ruff check ravana_db tests bench

@@ -10,12 +10,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import InputError, RavanaError
-from .sql import driver
+from .keys import is_plain
+from .sql import driver, use_cipher, vec_loaded
 from .text import decode
 
 DEFAULT_PATH = "ravana_agi.db"
 BUSY_TIMEOUT_MS = 10_000
 MMAP_BYTES = 1 << 30
+# SQLCipher decrypts a page on each read from the file (no memory map): keep more of them
+# decrypted (a bound: memory is taken only as pages are read).
+CIPHER_CACHE_KIB = 256 * 1024
 
 
 def resolve_path(db=None):
@@ -71,7 +75,7 @@ def _masked(url):
     return url + ("#***" if hashed else "")
 
 
-def open_db(path, *, create=True, write=True):
+def open_db(path, *, create=True, write=True, key=None):
     """Open the database at path, load sqlite-vec and apply pending migrations.
 
     Args:
@@ -79,6 +83,8 @@ def open_db(path, *, create=True, write=True):
         write: False for commands that only read (status, query --no-touch): a file that this
             user cannot write, or whose folder it cannot write, is then opened read-only
             (no WAL switch, no migrations) instead of refused.
+        key: a keys.Key: the file is (or, new, becomes) encrypted with it; None for a plain
+            file. A wrong key, a key for a plain file or none for an encrypted one is refused.
 
     Returns a sqlite_utils.Database whose connection is in autocommit mode: writers use
     transaction(). A file that is not a ravana-db one is refused before anything is written.
@@ -98,6 +104,8 @@ def open_db(path, *, create=True, write=True):
     if write and not writable:
         raise InputError(f"{path} is read-only: this user cannot write it or its folder "
                          "(status and query --no-touch can still read it)")
+    if key is not None:
+        _use_key(path, real, key)
     sqlite3 = driver()
     # A URI with an absolute path: a name like ":memory:" stays a file, and mode=rw never lets
     # SQLite create the file itself (it would, with mode 0644).
@@ -119,8 +127,10 @@ def open_db(path, *, create=True, write=True):
     # Other clients may store text that is not UTF-8: read it with U+FFFD, never fail on it.
     conn.text_factory = decode
     try:
+        keyed(conn, key)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _check_ours(conn, path)  # before anything that writes
+        vec_loaded()
         conn.enable_load_extension(True)
         sqlite_vec.load(conn)
         conn.enable_load_extension(False)
@@ -132,7 +142,7 @@ def open_db(path, *, create=True, write=True):
         # No sqlite-utils plugins: they cost a scan of the installed packages per command.
         db = sqlite_utils.Database(conn, execute_plugins=False)
         db.read_uri = f"{uri(real)}?mode={mode.replace('rw', 'ro')}"
-        db.created, db.made_private = False, made_private
+        db.created, db.made_private, db.key = False, made_private, key
         if migrations.pending(db):
             if not writable:
                 raise InputError(f"{path} needs `ravana-db init` by a user who can write it "
@@ -142,12 +152,44 @@ def open_db(path, *, create=True, write=True):
     except sqlite3.DatabaseError as e:
         conn.close()
         if "not a database" in str(e):
-            raise InputError(f"{path} is not a SQLite database") from None
+            raise InputError(not_a_database(path, key)) from None
         raise RavanaError(f"cannot open {path}: {e}") from None
     except BaseException:
         conn.close()
         raise
     return db
+
+
+def _use_key(path, real, key):
+    """Switch this process to the driver that can decrypt; refuse a key for a plain file."""
+    use_cipher()
+    if is_plain(real):
+        raise InputError(f"{path} is not encrypted, but a key was given ({key.source}): "
+                         "drop the key, or encrypt the file with `ravana-db encrypt`")
+
+
+def keyed(conn, key):
+    """Give a new connection its key (first, before anything reads the file) and the larger
+    page cache an encrypted file needs; nothing for key None."""
+    if key is not None:
+        # SQLCipher logs a wrong key's failures to stderr: the error we raise is the one line.
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(f"PRAGMA key = {key.literal}")
+        conn.execute(f"PRAGMA cache_size = -{CIPHER_CACHE_KIB}")
+
+
+def not_a_database(path, key):
+    """Why SQLite found no database in the file at path, opened with key (or None)."""
+    if key is None:
+        return (f"{path} is not a SQLite database (if it is an encrypted one, give its key: "
+                "--key-file, RAVANA_DB_KEY_FILE or RAVANA_DB_KEY)")
+    return (f"cannot decrypt {path} with the key from {key.source}: a wrong key, or not an "
+            "encrypted ravana-db file")
+
+
+def existing(path):
+    """Refuse, with open_db's one line, a path that is not an existing database file."""
+    _prepare(Path(path), create=False)
 
 
 def _prepare(path, *, create):
@@ -304,6 +346,7 @@ def backup(db, path):
     try:
         copy = driver().connect(f"{uri(target.absolute())}?mode=rw", uri=True)
         with contextlib.closing(copy):
+            keyed(copy, db.key)  # an encrypted file's copy is encrypted too
             # No rollback journal: it would be a second file, created with SQLite's own mode.
             copy.execute("PRAGMA journal_mode = off")
             db.conn.backup(copy)
@@ -339,6 +382,7 @@ def reader(db):
         conn = driver().connect(db.read_uri, uri=True, isolation_level=None,
                                 check_same_thread=False)
         conn.text_factory = decode
+        keyed(conn, db.key)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         db.reader = sqlite_utils.Database(conn, execute_plugins=False)

@@ -40,7 +40,7 @@ class Memory:
     a time and the server's event loop stays free while a call works.
     """
 
-    def __init__(self, path, *, read_only=False, model=None):
+    def __init__(self, path, *, read_only=False, model=None, key=None):
         from .db import open_db
         from .embed import Embedder
         from .index import recorded_model
@@ -48,7 +48,7 @@ class Memory:
         self.path, self.read_only = path, read_only
         # A missing file is refused, as by every command but init, log and ingest: a client
         # configured with a mistyped path must not talk to a new, empty memory.
-        self.db = open_db(path, create=False, write=not read_only)
+        self.db = open_db(path, create=False, write=not read_only, key=key)
         if read_only:  # whatever the file's permissions: this connection never writes
             self.db.conn.execute("PRAGMA query_only = 1")
         # One thread for the model, as `query`: a hybrid recall finds its words meanwhile.
@@ -355,13 +355,13 @@ def jsonable(value):
     return json.loads(dumps(value))
 
 
-def serve(path, *, read_only=False, model=None):
+def serve(path, *, read_only=False, model=None, key=None):
     """Run the server on stdin/stdout until the client closes it (the file must exist)."""
     try:
         import mcp.server.mcpserver  # noqa: F401
     except ImportError:
         raise RavanaError(INSTALL) from None
-    memory = Memory(path, read_only=read_only, model=model)
+    memory = Memory(path, read_only=read_only, model=model, key=key)
     try:
         memory.thread.submit(memory.warm)
         server(memory).run("stdio")

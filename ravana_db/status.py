@@ -20,6 +20,7 @@ def status(db, path):
     return {
         "path": str(path),
         "size_bytes": size,
+        "encryption": _encryption(db),
         "schema_version": len(applied),
         "last_migration": applied[-1].name if applied else None,
         "ravana_db_version": __version__,
@@ -35,6 +36,14 @@ def status(db, path):
         "feeds": _feeds(db),
         "rows": {t: db.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in TABLES},
     }
+
+
+def _encryption(db):
+    """'sqlcipher 4' (SQLCipher's major version) for an encrypted file, else 'none'."""
+    if getattr(db, "key", None) is None:
+        return "none"
+    (version,) = db.execute("PRAGMA cipher_version").fetchone()
+    return f"sqlcipher {version.split('.')[0]}"
 
 
 def _consolidation(db):

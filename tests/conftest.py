@@ -20,8 +20,8 @@ DEMO_FEED = ROOT / "fixtures" / "feeds" / "demo" / "harbourline-news.xml"
 # finish together instead of one waiting on a long file picked up last.
 SLOWEST_FIRST = ["test_concurrency.py", "test_feeds.py", "test_compress.py", "test_search.py",
                  "test_consolidate.py", "test_hostile.py", "test_models.py", "test_load.py",
-                 "test_cli.py", "test_mcp.py", "test_explain.py", "test_behaviour.py", "test_db.py",
-                 "test_text.py"]
+                 "test_cli.py", "test_mcp.py", "test_crypt.py", "test_explain.py",
+                 "test_behaviour.py", "test_db.py", "test_text.py"]
 
 
 def pytest_collection_modifyitems(items):
@@ -33,7 +33,8 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Every test starts with no database settings and a fresh working folder."""
-    for name in ("RAVANA_DB", "DATABASE_URL", "RAVANA_DB_MODEL"):
+    for name in ("RAVANA_DB", "DATABASE_URL", "RAVANA_DB_MODEL", "RAVANA_DB_KEY",
+                 "RAVANA_DB_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 

@@ -343,7 +343,8 @@ def test_remember_waits_for_the_write_lock_as_log_does(embedded):
 def test_a_file_it_cannot_serve_is_one_line_before_any_protocol(tmp_path):
     (tmp_path / "notes.db").write_text("hello\n")
     cases = [(["--db", str(tmp_path / "notes.db"), "mcp"],
-              f"error: {tmp_path / 'notes.db'} is not a SQLite database\n"),
+              f"error: {tmp_path / 'notes.db'} is not a SQLite database (if it is an "
+              "encrypted one, give its key: --key-file, RAVANA_DB_KEY_FILE or RAVANA_DB_KEY)\n"),
              (["--db", str(tmp_path / "none.db"), "mcp"],
               f"error: no database at {tmp_path / 'none.db'}: run `ravana-db init` or pass "
               "--db PATH\n"),

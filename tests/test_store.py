@@ -116,7 +116,9 @@ def test_a_file_that_is_not_sqlite_is_one_clear_error(cli, db_path):
     db_path.write_bytes(b"this is not a database, just some text" * 100)
     result = cli("status")
     assert result.exit_code == 2
-    assert result.stderr == f"error: {db_path} is not a SQLite database\n"
+    assert result.stderr == (f"error: {db_path} is not a SQLite database (if it is an encrypted "
+                             "one, give its key: --key-file, RAVANA_DB_KEY_FILE or "
+                             "RAVANA_DB_KEY)\n")
 
 
 def test_a_foreign_sqlite_file_is_not_taken_over(cli, db_path):

@@ -14,7 +14,7 @@ def init(ctx: typer.Context):
     Example: ravana-db --db agent.db init
     """
     path = resolve_path(ctx.obj["db"])
-    db = open_db(path)
+    db = open_db(path, key=ctx.obj["key"])
     db.close()
     notice(ctx, created(db, path) if db.created else f"up to date: {path}")
     if not ctx.obj["quiet"]:

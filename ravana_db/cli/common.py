@@ -10,7 +10,7 @@ import typer.core
 from ..db import open_db, resolve_path
 from ..errors import RavanaError
 from ..output import Format, message, pick
-from ..sql import driver
+from ..sql import driver_error
 from ..text import replaced
 
 REPLACED = ("note: stored text that is not valid UTF-8 (written by another client) was read "
@@ -43,7 +43,7 @@ def errors_to_exit_codes(ctx, invoke):
         message(f"error: {e.object[e.start:e.start + 40]!r} is not valid UTF-8: a value given "
                 "on the command line must be UTF-8 text to be stored or looked up")
         raise typer.Exit(2) from None
-    except driver().Error as e:
+    except driver_error() as e:
         from ..schema import index_objects
 
         missing = str(e).removeprefix("no such table: ")
@@ -164,12 +164,18 @@ def global_options(
         "(sqlite:///path), ./ravana_agi.db]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
     model: ModelOption = None,
+    key_file: Annotated[str | None, typer.Option(
+        "--key-file", metavar="PATH", help="the file's key, for an encrypted file: a file "
+        "(mode 0600) holding 64 hex digits or a passphrase [default: $RAVANA_DB_KEY_FILE, "
+        "$RAVANA_DB_KEY (the key itself)]")] = None,
     version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=print_version,
         help="print ravana-db's version and exit")] = False,
 ):
     """ravana-db: an autonomous agent's whole memory in one SQLite file."""
-    ctx.obj = {"db": db, "quiet": quiet, "model": model}
+    from ..keys import configured
+
+    ctx.obj = {"db": db, "quiet": quiet, "model": model, "key": configured(key_file)}
 
 
 def load_embedder(ctx, model=None, *, threads=None):
@@ -189,7 +195,7 @@ def open_database(ctx, *, create=True, write=True):
     from ..index import recorded_model
 
     path = resolve_path(ctx.obj["db"])
-    db = open_db(path, create=create, write=write)
+    db = open_db(path, create=create, write=write, key=ctx.obj["key"])
     if db.created:
         ctx.obj["created"] = created(db, path)
     try:  # the file's model is the default for its commands

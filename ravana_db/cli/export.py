@@ -138,6 +138,9 @@ def export_backup(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(metavar="FILE", help="where to write the copy")],
     force: Annotated[bool, typer.Option("--force", help="replace FILE if it exists")] = False,
+    key_file: Annotated[str | None, typer.Option(
+        "--key-file", metavar="PATH", help="encrypt the copy of an encrypted file with this "
+        "file's key [default: the file's own key]")] = None,
 ):
     """Copy the whole database to FILE, consistently while other processes write (VACUUM INTO),
     checked with PRAGMA integrity_check: FILE appears complete or not at all (mode 0600).
@@ -145,9 +148,11 @@ def export_backup(
     Example: ravana-db export backup ~/backups/agent-$(date +%F).db
     """
     from ..export import backup
+    from ..keys import read
 
     db, _ = open_database(ctx, create=False, write=False)
-    report = backup(db, file, force=force)
+    key = read(key_file, "--key-file of export backup") if key_file else None
+    report = backup(db, file, force=force, key=key)
     notice(ctx, f"backup: {report['file']} ({report['bytes']:,} bytes, "
             f"{_rows(report['rows'])}, integrity_check ok)")
 

@@ -27,4 +27,4 @@ def mcp(
     from ..mcp_server import serve
 
     path = resolve_path(ctx.obj["db"])
-    serve(path, read_only=read_only, model=ctx.obj["model"])
+    serve(path, read_only=read_only, model=ctx.obj["model"], key=ctx.obj["key"])

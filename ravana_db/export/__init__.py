@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..db import remove_ours, still_ours, uri
+from ..db import keyed, remove_ours, still_ours, uri
 from ..errors import InputError, RavanaError
 from ..schema import migrations
 from ..sql import driver
@@ -234,18 +234,24 @@ def _snapshot(db):
         db.conn.execute("ROLLBACK")
 
 
-def backup(db, target, *, force=False):
+def backup(db, target, *, force=False, key=None):
     """A consistent copy of the whole file at target, taken while other processes write.
 
     VACUUM INTO writes the copy (one read transaction: every row committed before it began)
     into a temporary file created 0600 beside target; the copy must pass PRAGMA
     integrity_check and hold the same migrations; then it is renamed over target. On any
     failure the temporary file is removed. The copy is a single file (rollback journal, no
-    -wal) and needs no sqlite-vec to open.
+    -wal) and needs no sqlite-vec to open. The copy of an encrypted file is encrypted: with
+    its key, or with key (a keys.Key) when given.
 
     Returns {file, bytes, rows, integrity_check}.
     """
     target = Path(target)
+    if key is not None and db.key is None:
+        raise InputError("--key-file of `export backup` is for the backup of an encrypted file; "
+                         "this one is plain: encrypt the backup afterwards with `ravana-db --db "
+                         "BACKUP --key-file PATH encrypt`")
+    key = key or db.key
     check_file(target, force=force)
     _not_the_database(db, target)
     fd, temp = temp_file(target)
@@ -257,7 +263,9 @@ def backup(db, target, *, force=False):
         except driver().Error as e:
             raise RavanaError(f"cannot back up to {target}: {e}") from None
         still_ours(temp, made, doing=f"back up to {target}")
-        rows = _check_copy(db, temp, target)
+        if key is not db.key:
+            _rekey(temp, db.key, key, target)
+        rows = _check_copy(db, temp, target, key)
         sync(fd, target)
         publish(temp, target, force=force)
     except BaseException:
@@ -270,10 +278,25 @@ def backup(db, target, *, force=False):
             "integrity_check": "ok"}
 
 
-def _check_copy(db, temp, target):
-    """PRAGMA integrity_check and the migrations record of the copy; returns its row count."""
+def _rekey(temp, key, new_key, target):
+    """The encrypted copy at temp, re-encrypted with new_key in place (it is not published
+    yet)."""
+    conn = driver().connect(f"{uri(Path(temp).absolute())}?mode=rw", uri=True)
+    try:
+        keyed(conn, key)
+        conn.execute(f"PRAGMA rekey = {new_key.literal}")
+    except driver().Error as e:
+        raise RavanaError(f"cannot encrypt the backup to {target}: {e}") from None
+    finally:
+        conn.close()
+
+
+def _check_copy(db, temp, target, key=None):
+    """PRAGMA integrity_check and the migrations record of the copy (opened with key);
+    returns its row count."""
     conn = driver().connect(f"{uri(Path(temp).absolute())}?mode=ro&immutable=1", uri=True)
     try:
+        keyed(conn, key)
         problems = [line for (line,) in conn.execute("PRAGMA integrity_check")]
         if problems != ["ok"]:
             raise RavanaError(f"backup to {target} failed PRAGMA integrity_check: {problems[0]} "
