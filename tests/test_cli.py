@@ -25,7 +25,7 @@ from ravana_db.models import KINDS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
-       "export", "feeds", "explain", "timeline", "mcp"]
+       "export", "feeds", "explain", "timeline", "mcp", "sync"]
 GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events", "jsonl", "dir", "ravana"],
           "export": ["backup", "feeds"], "feeds": ["list", "remove", "pause", "resume"]}
 COMMANDS = [[c] for c in TOP if c not in GROUPS] + [[g, c] for g in GROUPS for c in GROUPS[g]]

@@ -6,8 +6,8 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
-from ..output import emit, pick
-from .common import Command, JsonFlag, ReportFormatOption, app, notice, open_database
+from ..output import Format, emit, pick
+from .common import Command, JsonFlag, app, notice, open_database
 
 URL_VARIABLE = "RAVANA_DB_SYNC_URL"
 
@@ -23,7 +23,9 @@ def sync(
         "name without its extension]")] = None,
     batch: Annotated[int, typer.Option(
         "--batch", min=1, help="changed rows per server transaction")] = 10_000,
-    fmt: ReportFormatOption = None,
+    fmt: Annotated[Format | None, typer.Option(
+        "--format", "-f", help="print the report to stdout as table, json, jsonl or csv "
+        "[default: one line on stderr]")] = None,
     json_flag: JsonFlag = False,
 ):
     """Bring a PostgreSQL server (with pgvector) up to date with this file: every table's

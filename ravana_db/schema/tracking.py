@@ -43,11 +43,13 @@ KEYS = {
 
 
 def key_sql(table, row):
-    """The SQL of a row's key in sync_change: `row.id`, or json_array(row.a, row.b)."""
+    """The SQL of a row's key in sync_change: `+row.id`, or json_array(row.a, row.b)."""
+    # A unary + drops the id's INTEGER affinity: compared with it, the key column (no affinity)
+    # would be converted, which rules out its index and makes every write scan sync_change.
     if table == "doc_vec":
-        return f"{row}.doc_id"
+        return f"+{row}.doc_id"
     if table not in KEYS:
-        return f"{row}.id"
+        return f"+{row}.id"
     return "json_array(" + ", ".join(f"{row}.[{c}]" for c in KEYS[table]) + ")"
 
 
