@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Every test starts with no database settings and a fresh working folder."""
-    for name in ("RAVANA_DB", "DATABASE_URL", "RAVANA_DB_MODEL"):
+    for name in ("RAVANA_DB", "DATABASE_URL", "RAVANA_DB_MODEL", "RAVANA_DB_SYNC_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 

@@ -195,6 +195,16 @@ def walk(group, path=()):
 
 
 WALKED = list(walk(typer.main.get_command(app)))
+
+
+@pytest.fixture(autouse=True)
+def sync_url(request, monkeypatch):
+    """`sync` (a command or a crontab line) goes to the session's PostgreSQL, its URL in
+    $RAVANA_DB_SYNC_URL as a crontab would set it."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    command, line = tuple(params.get("command") or ()), params.get("line")
+    if command[:1] == ("sync",) or (isinstance(line, str) and " sync" in line):
+        monkeypatch.setenv("RAVANA_DB_SYNC_URL", request.getfixturevalue("pg_url"))
 LATER = set()
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 FEED = str(FIXTURES / "feeds" / "rss092.xml")
@@ -442,6 +452,7 @@ PIPE_DEFAULTS = {
     "json (default in a pipe": is_json,
     "[default: their ids, one a line]": lambda out: re.fullmatch(r"([\w-]+\n)+", out),
     "[default: a table on stderr, nothing on stdout]": lambda out: out == "",
+    "[default: one line on stderr, nothing on stdout]": lambda out: out == "",
     "opml (default)": lambda out: out.startswith("<?xml"),
 }
 WITH_FORMAT = [c for c in WALKED if "-f, --format" in help_of(c)]
@@ -502,7 +513,10 @@ def test_a_readme_crontab_line_works_under_crons_path(tmp_path, line):
     program = home / "ravana-db" / ".venv" / "bin" / "ravana-db"
     subprocess.run([program, "--db", home / "agent.db", "init"], check=True,
                    capture_output=True)
-    done = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "sh", "-c", line],
+    crontab = [f"RAVANA_DB_SYNC_URL={os.environ['RAVANA_DB_SYNC_URL']}"] \
+        if "RAVANA_DB_SYNC_URL" in os.environ else []  # the README's line above it
+    done = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", *crontab,
+                           "sh", "-c", line],
                           capture_output=True, text=True, timeout=300, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done.stderr
 

@@ -25,7 +25,7 @@ def sync(
         "--batch", min=1, help="changed rows per server transaction")] = 10_000,
     fmt: Annotated[Format | None, typer.Option(
         "--format", "-f", help="print the report to stdout as table, json, jsonl or csv "
-        "[default: one line on stderr]")] = None,
+        "[default: one line on stderr, nothing on stdout]")] = None,
     json_flag: JsonFlag = False,
 ):
     """Bring a PostgreSQL server (with pgvector) up to date with this file: every table's
