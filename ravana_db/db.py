@@ -36,7 +36,7 @@ def resolve_path(db=None):
     url = os.environ.get("DATABASE_URL")
     if url is not None:
         if not url.startswith("sqlite:///"):
-            raise InputError(f"DATABASE_URL {_masked(url)!r} is not a sqlite:///path URL; "
+            raise InputError(f"DATABASE_URL {masked(url)!r} is not a sqlite:///path URL; "
                              "pass --db PATH")
         return _file_path(url, "DATABASE_URL")
     return Path(DEFAULT_PATH)
@@ -44,12 +44,12 @@ def resolve_path(db=None):
 
 def _file_path(value, source):
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value) and not value.startswith("sqlite:///"):
-        raise InputError(f"{source} {_masked(value)!r} is a URL, not a database file: "
+        raise InputError(f"{source} {masked(value)!r} is a URL, not a database file: "
                          "give a path or a sqlite:///path URL")
     # No parameters: none has a use here, and one may be a key the user expects to be applied.
     url = value.startswith("sqlite:///")
     if re.search(r"\?[^/]*=", value) or (url and re.search(r"[?#]", value)):
-        raise InputError(f"{source} {_masked(value)!r} has URL parameters, which ravana-db "
+        raise InputError(f"{source} {masked(value)!r} has URL parameters, which ravana-db "
                          "does not take (no key or mode applies): give the file's path alone")
     value = value.removeprefix("sqlite:///")
     if not value.strip():
@@ -60,7 +60,7 @@ def _file_path(value, source):
     return Path(value)
 
 
-def _masked(url):
+def masked(url):
     """url with its password (user:PASSWORD@, password=...), every query parameter's value
     and its fragment replaced by ***: any of them may be a secret."""
     url = re.sub(r"^([^:/?#]*://[^:/?#@]*):.*@", r"\1:***@", url, flags=re.DOTALL)

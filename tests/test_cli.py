@@ -26,7 +26,7 @@ from ravana_db.models import KINDS
 README = (Path(__file__).parent.parent / "README.md").read_text()
 TOP = ["init", "status", "log", "query", "reindex", "ingest", "consolidate", "compress",
        "encrypt", "decrypt", "rekey",
-       "export", "feeds", "explain", "timeline", "mcp"]
+       "export", "feeds", "explain", "timeline", "mcp", "sync"]
 GROUPS = {"log": list(KINDS), "ingest": ["feeds", "events", "jsonl", "dir", "ravana"],
           "export": ["backup", "feeds"], "feeds": ["list", "remove", "pause", "resume"]}
 COMMANDS = [[c] for c in TOP if c not in GROUPS] + [[g, c] for g in GROUPS for c in GROUPS[g]]
@@ -196,9 +196,8 @@ def walk(group, path=()):
 
 
 WALKED = list(walk(typer.main.get_command(app)))
-# Commands that succeed only with a key, which switches a process to sqlcipher3: this one opens
-# plain files, so they run as their own processes in test_crypt.py (--db after the name, -q).
-KEYED = [("decrypt",), ("encrypt",), ("rekey",)]
+       "encrypt", "decrypt", "rekey",
+       "export", "feeds", "explain", "timeline", "mcp", "sync"]
 LATER = set()
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 FEED = str(FIXTURES / "feeds" / "rss092.xml")
@@ -446,6 +445,7 @@ PIPE_DEFAULTS = {
     "json (default in a pipe": is_json,
     "[default: their ids, one a line]": lambda out: re.fullmatch(r"([\w-]+\n)+", out),
     "[default: a table on stderr, nothing on stdout]": lambda out: out == "",
+    "[default: one line on stderr, nothing on stdout]": lambda out: out == "",
     "opml (default)": lambda out: out.startswith("<?xml"),
 }
 WITH_FORMAT = [c for c in WALKED if "-f, --format" in help_of(c)]
@@ -506,7 +506,10 @@ def test_a_readme_crontab_line_works_under_crons_path(tmp_path, line):
     program = home / "ravana-db" / ".venv" / "bin" / "ravana-db"
     subprocess.run([program, "--db", home / "agent.db", "init"], check=True,
                    capture_output=True)
-    done = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "sh", "-c", line],
+    crontab = [f"RAVANA_DB_SYNC_URL={os.environ['RAVANA_DB_SYNC_URL']}"] \
+        if "RAVANA_DB_SYNC_URL" in os.environ else []  # the README's line above it
+    done = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", *crontab,
+                           "sh", "-c", line],
                           capture_output=True, text=True, timeout=300, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done.stderr
 

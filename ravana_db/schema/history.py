@@ -665,3 +665,12 @@ def _convertible(digest, blob):
     """Whether a stored (content_hash, embedding) is a hex SHA-256 and a float32 vector."""
     return isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest) is not None and \
         isinstance(blob, bytes) and len(blob) > 0 and len(blob) % 4 == 0
+@migrations()
+def m013_sync_tracking(db):
+    """`sync` to PostgreSQL: the servers this file is synced to (with each one's position in
+    the change table) and the rows changed since, recorded by triggers on every user table,
+    doc and doc_vec; they record nothing until a server is registered."""
+    from .tracking import TABLES_SQL, install_tracking
+
+    run_script(db.conn, TABLES_SQL)
+    install_tracking(db)
