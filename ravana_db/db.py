@@ -18,13 +18,34 @@ BUSY_TIMEOUT_MS = 10_000
 MMAP_BYTES = 1 << 30
 
 
+SERVER_SCHEMES = ("postgresql://", "postgres://")
+
+
+def server_url(db=None):
+    """The PostgreSQL URL chosen as the database (--db > RAVANA_DB > DATABASE_URL, as in
+    resolve_path), or None when the choice is a file: the read commands then ask the server."""
+    for value in (db, os.environ.get("RAVANA_DB"), os.environ.get("DATABASE_URL")):
+        if value is not None:
+            return value if value.startswith(SERVER_SCHEMES) else None
+    return None
+
+
 def resolve_path(db=None):
     """`--db` > RAVANA_DB > DATABASE_URL (sqlite:///path) > ./ravana_agi.db.
 
     Each may be a path or a sqlite:///path URL (DATABASE_URL must be a URL). An empty choice,
     `:memory:`, another kind of URL, or URL parameters (`?key=...`) are an InputError, which
-    shows the value with its password and parameter values masked.
+    shows the value with its password and parameter values masked. A PostgreSQL URL is one
+    too, saying so: only the read commands take one (server_url); the others write a file.
     """
+    url = server_url(db)
+    if url is not None:
+        source = next(name for name, value in (("--db", db), ("RAVANA_DB", os.environ.get(
+            "RAVANA_DB")), ("DATABASE_URL", url)) if value is not None)
+        raise InputError(f"{source} {masked(url)!r} is a PostgreSQL server, which ravana-db "
+                         f"reads (query, status, export TABLE, timeline) but never writes: "
+                         "writes go to a file (a path or sqlite:///path); they reach the "
+                         "server through `ravana-db sync`")
     if db is not None:
         return _file_path(db, "--db")
     if "RAVANA_DB" in os.environ:
@@ -32,7 +53,7 @@ def resolve_path(db=None):
     url = os.environ.get("DATABASE_URL")
     if url is not None:
         if not url.startswith("sqlite:///"):
-            raise InputError(f"DATABASE_URL {_masked(url)!r} is not a sqlite:///path URL; "
+            raise InputError(f"DATABASE_URL {masked(url)!r} is not a sqlite:///path URL; "
                              "pass --db PATH")
         return _file_path(url, "DATABASE_URL")
     return Path(DEFAULT_PATH)
@@ -40,12 +61,12 @@ def resolve_path(db=None):
 
 def _file_path(value, source):
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value) and not value.startswith("sqlite:///"):
-        raise InputError(f"{source} {_masked(value)!r} is a URL, not a database file: "
+        raise InputError(f"{source} {masked(value)!r} is a URL, not a database file: "
                          "give a path or a sqlite:///path URL")
     # No parameters: none has a use here, and one may be a key the user expects to be applied.
     url = value.startswith("sqlite:///")
     if re.search(r"\?[^/]*=", value) or (url and re.search(r"[?#]", value)):
-        raise InputError(f"{source} {_masked(value)!r} has URL parameters, which ravana-db "
+        raise InputError(f"{source} {masked(value)!r} has URL parameters, which ravana-db "
                          "does not take (no key or mode applies): give the file's path alone")
     value = value.removeprefix("sqlite:///")
     if not value.strip():
@@ -56,7 +77,7 @@ def _file_path(value, source):
     return Path(value)
 
 
-def _masked(url):
+def masked(url):
     """url with its password (user:PASSWORD@, password=...), every query parameter's value
     and its fragment replaced by ***: any of them may be a secret."""
     url = re.sub(r"^([^:/?#]*://[^:/?#@]*):.*@", r"\1:***@", url, flags=re.DOTALL)

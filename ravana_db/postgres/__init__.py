@@ -1,0 +1,1 @@
+"""The growth path: every agent's file synced into one PostgreSQL (+ pgvector), searched there."""
