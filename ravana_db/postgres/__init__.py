@@ -1,1 +1,3 @@
-"""The growth path: every agent's file synced into one PostgreSQL (+ pgvector), searched there."""
+"""The PostgreSQL side of ravana-db: the server's schema (schema.py), connections (server.py),
+the file's rows as the server stores them (rows.py) and `sync` (sync.py). psycopg is imported
+only on these paths."""
