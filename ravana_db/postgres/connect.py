@@ -4,9 +4,7 @@ they ask about (--file)."""
 import sys
 
 from ..db import masked
-from ..errors import InputError, RavanaError
-
-CONNECT_TIMEOUT = 10  # seconds; a PGCONNECT_TIMEOUT or connect_timeout in the URL wins
+from ..errors import InputError
 
 
 class Server:
@@ -21,29 +19,25 @@ class Server:
 
 
 def open_server(url, *, files=None):
-    """Connect to url (libpq's URL: sslmode, sslrootcert and the rest pass through as given)
-    read-only, and choose the synced files named in `files` (a list of names, each may be a
-    comma list; None or empty: every file).
+    """Connect to url (server.connect: sslmode and the rest pass through to libpq) read-only,
+    and choose the synced files named in `files` (a list of names, each may be a comma list;
+    None or empty: every file).
 
-    A server without ravana-db's tables, or a name no synced file has, is an InputError;
-    a server that cannot be reached a RavanaError, shown without the URL's password.
+    A server without ravana-db's schema, or a name no synced file has, is an InputError.
     """
-    import psycopg
+    from .schema import VERSION, version
+    from .server import connect
 
-    try:
-        conn = psycopg.connect(url, autocommit=True,
-                               **({} if "connect_timeout" in url else
-                                  {"connect_timeout": CONNECT_TIMEOUT}))
-    except psycopg.Error as e:
-        raise RavanaError(f"cannot connect to {masked(url)}: {_said(e, url)}") from None
-    except Exception as e:  # a malformed URL: libpq's parser says why
-        raise InputError(f"{masked(url)} is not a PostgreSQL URL libpq can read: "
-                         f"{_said(e, url)}") from None
+    conn = connect(url)
     try:
         conn.execute("SET default_transaction_read_only = on")
-        if conn.execute("SELECT to_regclass('ravana_file')").fetchone()[0] is None:
+        found = version(conn)
+        if found == 0:
             raise InputError(f"{masked(url)} holds no ravana-db files yet: run "
                              "`ravana-db --db FILE sync URL` first")
+        if found > VERSION:
+            raise InputError(f"{masked(url)} has ravana-db schema version {found}, newer than "
+                             f"this ravana-db reads ({VERSION}): upgrade ravana-db")
         names = dict(conn.execute("SELECT file_id, name FROM ravana_file ORDER BY name"))
         file_ids = choose(names, files)
     except BaseException:
@@ -66,26 +60,11 @@ def choose(names, files):
     return list(dict.fromkeys(by_name[n] for n in wanted))
 
 
-def server_error(e, url=None):
+def server_error(e):
     """The one line that says what went wrong for a server's error, or None when e is not
     one (psycopg is only looked at when something already imported it)."""
     psycopg = sys.modules.get("psycopg")
     if psycopg is None or not isinstance(e, psycopg.Error):
         return None
-    return f"server: {_said(e, url)}"
-
-
-def _said(e, url):
-    """An error's first line, with the URL's password (if it appears) masked."""
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    password = _password(url) if url else None
-    return text.replace(password, "***") if password else text
-
-
-def _password(url):
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        return conninfo_to_dict(url).get("password")
-    except Exception:
-        return None
+    lines = str(e).strip().splitlines()
+    return f"server: {lines[0] if lines else type(e).__name__}"
