@@ -12,7 +12,8 @@ class Server:
     names {file_id: name} of every synced file."""
 
     def __init__(self, conn, url, *, file_ids, names):
-        self.conn, self.url, self.file_ids, self.names = conn, url, file_ids, names
+        self.conn, self.file_ids, self.names = conn, file_ids, names
+        self.masked_url = masked(url)
 
     def close(self):
         self.conn.close()
