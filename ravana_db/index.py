@@ -163,6 +163,13 @@ def prepare(db, embedder, texts=(), *, backlog=BATCH, progress=None):
     return prepared
 
 
+def decode_vectors(blobs, dim):
+    """doc_vec blobs (each a vector of dim float32) as one float32 matrix, a row per blob."""
+    import numpy as np
+
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+
+
 def signatures(blobs):
     """signature() of float32 vectors given as blobs, each as a blob for vec0."""
     import numpy as np

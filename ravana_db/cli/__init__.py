@@ -6,6 +6,7 @@ that order (commands first, then groups), so the imports below keep their order,
 
 from . import (  # noqa: F401, I001
     admin, query, compress, consolidate, log, ingest, export, feeds, timeline, explain, mcp,
+    sync,
 )
 from .common import app, main
 

@@ -601,3 +601,14 @@ def m011_provenance(db):
     pattern or knowledge row. Not in tables.TABLE_FACTS (export, import): its integer ids are
     this file's own, which an import into another file could not map; a backup keeps it."""
     run_script(db.conn, PROVENANCE)
+
+
+@migrations()
+def m013_sync_tracking(db):
+    """`sync` to PostgreSQL: the servers this file is synced to (with each one's position in
+    the change table) and the rows changed since, recorded by triggers on every user table,
+    doc and doc_vec; they record nothing until a server is registered."""
+    from .tracking import TABLES_SQL, install_tracking
+
+    run_script(db.conn, TABLES_SQL)
+    install_tracking(db)
