@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import ROOT, copy_db, one_line_error
+from conftest import ROOT, copy_db, one_line_error
 
 EVAL = [json.loads(line)["query"] for line in
         (ROOT / "fixtures" / "search_eval.jsonl").read_text().splitlines()]
