@@ -5,28 +5,44 @@ the same commands on the file."""
 import json
 
 import pytest
-
 from conftest import ROOT, copy_db, one_line_error
+from typer.testing import CliRunner
+
+from ravana_db.cli import app
 
 EVAL = [json.loads(line)["query"] for line in
         (ROOT / "fixtures" / "search_eval.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture
-def server(cli, embedded, tmp_path, pg_url):
-    """Two files synced into one server: `agent` (the embedded fixture: 60 memories, a feed's
-    articles, a log row of each kind) and `scout` (two memories of its own). Returns the URL."""
-    scout = tmp_path / "scout.db"
+@pytest.fixture(scope="module")
+def server(embedded_template, pg_server, tmp_path_factory):
+    """Two files synced into one server database, once for this module (its tests only read
+    it): `agent` (the embedded fixture: 60 memories, a feed's articles, a log row of each
+    kind) and `scout` (two memories of its own). Returns the database's URL."""
+    import psycopg
+
+    folder = tmp_path_factory.mktemp("pg_read")
+    agent, scout = copy_db(embedded_template, folder / "agent.db"), folder / "scout.db"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS pg_read")
+        conn.execute("CREATE DATABASE pg_read")
+    url = pg_server.replace("/postgres?", "/pg_read?", 1)
     memories = [{"text": "The deploy to staging failed because the migration locked the users "
                          "table for nine minutes.", "memory_type": "episodic", "key": "s-1"},
                 {"text": "Scout learned that the harbour cranes stop when the wind passes 60 "
                          "km/h.", "memory_type": "fact", "key": "s-2"}]
-    assert cli("--db", scout, "log", "memory", "--stdin", db=False,
-               input="".join(json.dumps(m) + "\n" for m in memories)).exit_code == 0
-    for path, name in ((embedded, "agent"), (scout, "scout")):
-        result = cli("--db", path, "sync", pg_url, "--name", name, db=False)
-        assert result.exit_code == 0, result.stderr
-    return pg_url
+    runs = [(["--db", scout, "log", "memory", "--stdin"],
+             "".join(json.dumps(m) + "\n" for m in memories)),
+            (["--db", agent, "sync", url, "--name", "agent"], None),
+            (["--db", scout, "sync", url, "--name", "scout"], None)]
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("RAVANA_DB", "DATABASE_URL", "RAVANA_DB_MODEL"):
+            env.delenv(name, raising=False)
+        for args, stdin in runs:
+            result = CliRunner().invoke(app, [str(a) for a in args], input=stdin,
+                                        catch_exceptions=False)
+            assert result.exit_code == 0, result.stderr
+    return url
 
 
 def on(cli, url, *args, input=None):
@@ -62,18 +78,16 @@ def test_filters_and_csv_on_the_server(cli, server):
     assert rows[0].startswith("file,kind,id,key,text,timestamp,score,") and len(rows) == 3
 
 
-def test_the_same_queries_on_the_file_and_on_the_server_rank_alike(cli, server, embedded,
-                                                                    tmp_path):
+def test_the_same_queries_on_the_file_and_on_the_server_rank_alike(cli, server, embedded):
     """The repository's evaluation queries through one `query --stdin` on each side: vector
     results identical, hybrid overlap@10 >= 0.9. Words are tokenized differently (FTS5's
     porter tokenizer, PostgreSQL's english configuration, whose stopwords differ): fts agrees
     on most of each top 10 and on the best result of nearly every query."""
     queries = "".join(q + "\n" for q in EVAL)
-    here = copy_db(embedded, tmp_path / "reader.db")
     for mode in ("vector", "hybrid", "fts"):
         args = ["query", "--stdin", "-m", mode, "-n", "10"]
         there = on(cli, server, *args, "--file", "agent", input=queries)
-        local = cli("--db", here, *args, "--no-touch", db=False, input=queries)
+        local = cli("--db", embedded, *args, "--no-touch", db=False, input=queries)
         assert there.exit_code == local.exit_code == 0, there.stderr + local.stderr
         pairs = list(zip(*([[(r["kind"], r["id"]) for r in json.loads(line)["results"]]
                             for line in side.stdout.splitlines()] for side in (there, local))))
