@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python bench/embed_memory.py
 	$(BIN)/python bench/timeline_bench.py
 	$(BIN)/python bench/mcp_bench.py
+	$(BIN)/python bench/pg_read_bench.py
 
 lint: install
 	$(BIN)/ruff check ravana_db tests bench

@@ -35,7 +35,7 @@ def search(server, q, *, embedder=None):
     with server.conn.transaction():
         words, top = _words(server, q, fts_terms(text), depth=depth, exclude=exclude)
         if vector is None and q.mode != "fts":
-            vector = _vector_text(embedder.embed([text])[0]) if embedder else None
+            vector = vector_text(embedder.embed([text])[0]) if embedder else None
             if vector is None:
                 raise InputError("this mode needs an embedding model")
         meaning = _knn(server, q, vector, depth, exclude) if q.mode != "fts" else []
@@ -148,7 +148,7 @@ def _statistics(server, lexemes):
     return list(counts), rows, float(avgdl or 1.0)
 
 
-def _vector_text(vector):
+def vector_text(vector):
     """A vector as pgvector's text form."""
     return "[" + ",".join(repr(float(x)) for x in vector) + "]"
 
