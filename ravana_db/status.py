@@ -4,6 +4,7 @@ import os
 
 from . import __version__, runs
 from .index import health
+from .postgres.sync import lag
 from .schema import migrations
 from .tables import TABLES
 
@@ -33,6 +34,8 @@ def status(db, path):
             {"date": last[0], "type": last[1], "success": bool(last[2])} if last else None),
         "consolidation": _consolidation(db),
         "feeds": _feeds(db),
+        # Per PostgreSQL server this file is synced to: rows changed since, last sync.
+        "sync": lag(db),
         "rows": {t: db.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in TABLES},
     }
 

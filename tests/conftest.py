@@ -171,19 +171,27 @@ def write_locked(probe):
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
+def pg_server():
     """One PostgreSQL 16 + pgvector server (pgserver) for the test process, in a tmp folder;
     returns its URL. Skips (one line) where it cannot start."""
     try:
         import pgserver
     except ImportError:
         pytest.skip("no PostgreSQL server: pgserver is not installed")
+    import shutil
+    import tempfile
+
+    # Not under pytest's basetemp (owner-only): pgserver runs the server as its own user
+    # when run as root, and that user must reach the folder.
+    folder = tempfile.mkdtemp(prefix="ravana-pg-")
     try:
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+        server = pgserver.get_server(folder, cleanup_mode="stop")
     except Exception as e:  # noqa: BLE001 (any failure to start is a skip, said in one line)
+        shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(f"no PostgreSQL server: pgserver cannot start here ({str(e)[:80]})")
     yield server.get_uri()
     server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
