@@ -76,6 +76,11 @@ def test_filters_and_csv_on_the_server(cli, server):
     assert results(on(cli, server, "query", "deploy", "--until", "2000-01-01")) == []
     rows = on(cli, server, "query", "deploy", "-f", "csv", "-n", "2").stdout.splitlines()
     assert rows[0].startswith("file,kind,id,key,text,timestamp,score,") and len(rows) == 3
+    ranked = results(on(cli, server, "query", "deploy", "--recency", "30d", "--importance", "1"))
+    assert all({"relevance", "recency", "importance"} <= set(r) for r in ranked)
+    like = results(on(cli, server, "query", "--like", "s-1", "--file", "scout", "-n", "3"))
+    assert like and ("scout", "s-1") not in [(r["file"], r["key"]) for r in like]
+    assert "name one with --file" in one_line_error(on(cli, server, "query", "--like", "1"))
 
 
 def test_the_same_queries_on_the_file_and_on_the_server_rank_alike(cli, server, embedded):

@@ -223,7 +223,7 @@ def _ranking_terms(server, q, score):
         "SELECT d.file_id, d.id, d.ts, coalesce(m.importance, v.importance_score) FROM doc d "
         "JOIN unnest(%s::uuid[], %s::bigint[]) k(file_id, id) USING (file_id, id) "
         "LEFT JOIN memory m ON d.kind = 'memory' AND m.file_id = d.file_id "
-        "AND m.id::text = d.ref "
+        "AND m.id = CASE WHEN d.kind = 'memory' THEN d.ref::bigint END "
         "LEFT JOIN very_long_term_memories v ON d.kind = 'vltm' AND v.file_id = d.file_id "
         "AND v.memory_id::text = d.ref",
         [[k[0] for k in keys], [k[1] for k in keys]]).fetchall()
@@ -252,7 +252,7 @@ def _describe(server, keys):
         "FROM doc d JOIN unnest(%s::uuid[], %s::bigint[]) k(file_id, id) USING (file_id, id) "
         "JOIN ravana_file f ON f.file_id = d.file_id "
         "LEFT JOIN memory m ON d.kind = 'memory' AND m.file_id = d.file_id "
-        "AND m.id::text = d.ref",
+        "AND m.id = CASE WHEN d.kind = 'memory' THEN d.ref::bigint END",
         [[k[0] for k in keys], [k[1] for k in keys]])}
     found = []
     for key in keys:
