@@ -151,3 +151,20 @@ def test_file_is_for_servers_and_a_bad_server_is_one_line_without_its_password(c
     stderr = one_line_error(result, code=1)
     assert "cannot connect to postgresql://agent:***@127.0.0.1:9/x" in stderr
     assert "s3cr3t" not in stderr
+
+
+def test_a_merged_memory_leaves_the_servers_results_as_the_files(cli, embedded, pg_url):
+    """A memory merged into another (here by a plain sqlite3 client, as consolidate does)
+    leaves the file's index; after the next sync the server's results lose it too."""
+    import sqlite3
+
+    ask = ["query", "Helm chart referenced a missing secret", "-m", "fts", "-n", "20"]
+    assert cli("--db", embedded, "sync", pg_url, db=False).exit_code == 0
+    before = {r["key"] for r in results(on(cli, pg_url, *ask))}
+    assert "mem-006" in before
+    with sqlite3.connect(embedded) as conn:
+        conn.execute("UPDATE memory SET merged_into = 8 WHERE key = 'mem-006'")
+    assert cli("--db", embedded, "sync", pg_url, db=False).exit_code == 0
+    there = [r["key"] for r in results(on(cli, pg_url, *ask))]
+    here = [r["key"] for r in results(cli("--db", embedded, *ask, "--no-touch", db=False))]
+    assert "mem-006" not in there and set(there) == set(here) == before - {"mem-006"}
