@@ -14,6 +14,7 @@ class Server:
     def __init__(self, conn, url, *, file_ids, names):
         self.conn, self.file_ids, self.names = conn, file_ids, names
         self.masked_url = masked(url)
+        self.stats = None  # BM25's doc count and mean length, read once (postgres.read)
 
     def close(self):
         self.conn.close()
@@ -58,7 +59,8 @@ def choose(names, files):
     if unknown:
         synced = ", ".join(sorted(by_name)) or "none yet"
         raise InputError(f"file: no synced file is named {unknown[0]!r} (synced: {synced})")
-    return list(dict.fromkeys(by_name[n] for n in wanted))
+    chosen = list(dict.fromkeys(by_name[n] for n in wanted))
+    return None if len(chosen) == len(names) else chosen  # every file: no filter to apply
 
 
 def server_error(e):

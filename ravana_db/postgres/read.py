@@ -18,7 +18,7 @@ from .connect import Server as Server  # the CLI opens one, then asks search() w
 
 BM25_B = 0.75  # FTS5's bm25() length normalisation
 EF_SEARCH = 400  # HNSW candidates per query: recall >= 0.98 against exact (see bench)
-AVGDL_SAMPLE = 20_000  # docs read to estimate the mean length; exact below this many
+AVGDL_SAMPLE = 2_000  # docs read to estimate the mean length; exact below this many
 
 
 def search(server, q, *, embedder=None):
@@ -132,20 +132,24 @@ def _tsquery(lexemes):
 
 def _statistics(server, lexemes):
     """How many docs hold each lexeme, how many docs there are, and their mean length, in
-    the chosen files (what bm25() reads from an FTS5 index's statistics)."""
+    the chosen files (what bm25() reads from an FTS5 index's statistics). The last two are
+    read once per connection (a command): they change only with a sync."""
     corpus, params = _corpus(server)
-    counted = ", ".join("count(*) FILTER (WHERE d.tsv @@ %s::tsquery)" for _ in lexemes)
-    counts = server.conn.execute(
-        f"SELECT {counted} FROM doc d WHERE d.tsv @@ %s::tsquery AND {corpus}",
-        [*(_tsquery([x]) for x in lexemes), _tsquery(lexemes), *params]).fetchone()
-    rows = server.conn.execute(f"SELECT count(*) FROM doc d WHERE {corpus}", params).fetchone()[0]
-    length = _LENGTH
-    sample = ""
-    if rows > AVGDL_SAMPLE:  # a fixed sample: the same mean, so the same scores, every time
-        sample = f" TABLESAMPLE SYSTEM ({min(100.0, 100.0 * AVGDL_SAMPLE / rows)}) REPEATABLE (1)"
-    avgdl = server.conn.execute(
-        f"SELECT avg({length}) FROM doc d{sample} WHERE {corpus}", params).fetchone()[0]
-    return list(counts), rows, float(avgdl or 1.0)
+    # One count per lexeme: a count of an index's matches alone need not read the rows.
+    counts = [server.conn.execute(f"SELECT count(*) FROM doc d WHERE d.tsv @@ %s::tsquery "
+                                  f"AND {corpus}", [_tsquery([x]), *params]).fetchone()[0]
+              for x in lexemes]
+    if server.stats is None:
+        rows = server.conn.execute(f"SELECT count(*) FROM doc d WHERE {corpus}",
+                                   params).fetchone()[0]
+        sample = ""
+        if rows > AVGDL_SAMPLE:  # a fixed sample: the same mean, so the same scores, each time
+            share = min(100.0, 100.0 * AVGDL_SAMPLE / rows)
+            sample = f" TABLESAMPLE SYSTEM ({share}) REPEATABLE (1)"
+        avgdl = server.conn.execute(f"SELECT avg({_LENGTH}) FROM doc d{sample} WHERE {corpus}",
+                                    params).fetchone()[0]
+        server.stats = rows, float(avgdl or 1.0)
+    return counts, *server.stats
 
 
 def vector_text(vector):
