@@ -10,7 +10,7 @@ cosine distance through the HNSW index. Both are fused by search.ranking.fuse, t
 import math
 
 from ..errors import InputError
-from ..search import BM25_DEPTH, BM25_K1, POSTINGS_BUDGET
+from ..search import BM25_DEPTH, BM25_K1
 from ..search.query import KINDS, fts_terms
 from ..search.ranking import INTEGER_KINDS, NO_IMPORTANCE, SNIPPET, fuse
 from ..times import format_time, from_iso
@@ -18,6 +18,7 @@ from .connect import Server as Server  # the CLI opens one, then asks search() w
 
 BM25_B = 0.75  # FTS5's bm25() length normalisation
 EF_SEARCH = 400  # HNSW candidates per query: recall >= 0.98 against exact (see bench)
+POSTINGS_BUDGET = 5_000  # matches a query scores in full (SQL scores ~50x slower than FTS5)
 AVGDL_SAMPLE = 2_000  # docs read to estimate the mean length; exact below this many
 
 
@@ -82,8 +83,8 @@ def _words(server, q, terms, *, depth, exclude):
         return [], None
     counts, rows, avgdl = _statistics(server, lexemes)
     idf = [max(math.log((rows - n + 0.5) / (n + 0.5)), 1e-6) for n in counts]
-    # As on a file: the rarest terms within the postings budget choose the candidates, every
-    # term scores them.
+    # As on a file (a smaller budget): the rarest terms within the postings budget choose the
+    # candidates, every term scores them.
     kept, postings = [], 0
     for i in sorted(range(len(lexemes)), key=lambda i: counts[i]):
         postings += counts[i]
@@ -104,8 +105,9 @@ def _words(server, q, terms, *, depth, exclude):
     return words, top
 
 
-# A doc's length as FTS5 counts it, every token (stopwords too): its last lexeme position.
-_LENGTH = "greatest((SELECT max(p) FROM unnest(d.tsv) u, unnest(u.positions) p), 1)"
+# A doc's length: its distinct lexemes (length(), read from the tsvector's header; counting
+# positions as FTS5 counts tokens costs an unnest per doc, most of a query's time).
+_LENGTH = "greatest(length(d.tsv), 1)"
 # A doc's BM25 over the query's lexemes (parameters: the mean doc length, the lexemes, their
 # IDF): a lexeme's count in a doc is the length of its positions.
 _BM25 = f"""SELECT coalesce(sum(t.idf * u.tf * {BM25_K1 + 1} / (u.tf + {BM25_K1} * (
