@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python bench/size_bench.py
 	$(BIN)/python bench/crypt_bench.py
 	$(BIN)/python bench/sync_bench.py
+	$(BIN)/python bench/pg_read_bench.py
 
 lint: install
 	$(BIN)/ruff check ravana_db tests bench

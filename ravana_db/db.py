@@ -22,13 +22,34 @@ MMAP_BYTES = 1 << 30
 CIPHER_CACHE_KIB = 256 * 1024
 
 
+SERVER_SCHEMES = ("postgresql://", "postgres://")
+
+
+def server_url(db=None):
+    """The PostgreSQL URL chosen as the database (--db > RAVANA_DB > DATABASE_URL, as in
+    resolve_path), or None when the choice is a file: the read commands then ask the server."""
+    for value in (db, os.environ.get("RAVANA_DB"), os.environ.get("DATABASE_URL")):
+        if value is not None:
+            return value if value.startswith(SERVER_SCHEMES) else None
+    return None
+
+
 def resolve_path(db=None):
     """`--db` > RAVANA_DB > DATABASE_URL (sqlite:///path) > ./ravana_agi.db.
 
     Each may be a path or a sqlite:///path URL (DATABASE_URL must be a URL). An empty choice,
     `:memory:`, another kind of URL, or URL parameters (`?key=...`) are an InputError, which
-    shows the value with its password and parameter values masked.
+    shows the value with its password and parameter values masked. A PostgreSQL URL is one
+    too, saying so: only the read commands take one (server_url); the others write a file.
     """
+    url = server_url(db)
+    if url is not None:
+        source = next(name for name, value in (("--db", db), ("RAVANA_DB", os.environ.get(
+            "RAVANA_DB")), ("DATABASE_URL", url)) if value is not None)
+        raise InputError(f"{source} {masked(url)!r} is a PostgreSQL server, which ravana-db "
+                         f"reads (query, status, export TABLE, timeline) but never writes: "
+                         "writes go to a file (a path or sqlite:///path); they reach the "
+                         "server through `ravana-db sync`")
     if db is not None:
         return _file_path(db, "--db")
     if "RAVANA_DB" in os.environ:

@@ -195,7 +195,7 @@ def test_errors_about_the_file_itself(cli, tmp_path, monkeypatch):
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
         assert expected in result.stderr
     monkeypatch.setenv("DATABASE_URL", "postgres://localhost/ravana")
-    result = cli("status", db=False)
+    result = cli("init", db=False)  # a server is read, never written
     assert result.exit_code == 2 and result.stderr.startswith("error: DATABASE_URL")
 
 

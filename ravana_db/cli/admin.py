@@ -4,7 +4,17 @@ import typer
 
 from ..db import open_db, resolve_path
 from ..output import emit, pick
-from .common import Command, FormatOption, JsonFlag, app, created, notice, open_database
+from .common import (
+    Command,
+    FilesOption,
+    FormatOption,
+    JsonFlag,
+    app,
+    created,
+    is_server,
+    notice,
+    open_source,
+)
 
 
 @app.command(cls=Command)
@@ -22,13 +32,19 @@ def init(ctx: typer.Context):
 
 
 @app.command(cls=Command)
-def status(ctx: typer.Context, fmt: FormatOption = None, json_flag: JsonFlag = False):
-    """Show the file's size, versions, row counts per table and last consolidation.
+def status(ctx: typer.Context, files: FilesOption = None, fmt: FormatOption = None,
+           json_flag: JsonFlag = False):
+    """Show the file's size, versions, row counts per table and last consolidation (on a
+    server: each synced file's rows and last sync).
 
     Example: ravana-db status --format json
     """
+    fmt = pick(fmt, json_flag)
+    db = open_source(ctx, files)
+    if is_server(db):
+        from ..postgres.views import status as describe_server
+
+        return emit([describe_server(db)], fmt, one=True)
     from ..status import status as describe
 
-    fmt = pick(fmt, json_flag)
-    db, path = open_database(ctx, create=False, write=False)
-    emit([describe(db, path)], fmt, one=True)
+    emit([describe(db, resolve_path(ctx.obj["db"]))], fmt, one=True)

@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 import typer.core
 
-from ..db import open_db, resolve_path
-from ..errors import RavanaError
+from ..db import open_db, resolve_path, server_url
+from ..errors import InputError, RavanaError
 from ..output import Format, message, pick
+from ..postgres.connect import server_error
 from ..sql import driver_error
 from ..text import replaced
 
@@ -56,6 +57,12 @@ def errors_to_exit_codes(ctx, invoke):
     except KeyboardInterrupt:
         message("interrupted: nothing of the unfinished transaction was written")
         raise typer.Exit(130) from None
+    except Exception as e:
+        said = server_error(e)
+        if said is None:
+            raise
+        message(f"error: {said}")
+        raise typer.Exit(1) from None
     after(ctx)
     return result
 
@@ -140,6 +147,9 @@ FormatOption = Annotated[Format | None, typer.Option(
 ReportFormatOption = Annotated[Format | None, typer.Option(
     "--format", "-f", help="print the report to stdout as table, json, jsonl or csv "
     "[default: a table on stderr, nothing on stdout]")]
+FilesOption = Annotated[list[str] | None, typer.Option(
+    "--file", metavar="NAME", help="on a server (--db postgresql://...): only the synced files "
+    "of these names (repeat it, or a comma list) [default: every file]")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="same as --format json")]
 ModelOption = Annotated[str | None, typer.Option(
     "--model", metavar="NAME|FOLDER", help="embedding model: a fastembed model name or a "
@@ -203,6 +213,28 @@ def open_database(ctx, *, create=True, write=True):
     except RavanaError:  # a damaged record: the command that needs it says so
         pass
     return db, path
+
+
+def open_source(ctx, files=None, *, write=False):
+    """What a read command reads: the server when --db (or RAVANA_DB, DATABASE_URL) is a
+    PostgreSQL URL (a postgres.connect.Server, limited to the --file names given), else the
+    file (a database, as open_database opens it)."""
+    url = server_url(ctx.obj["db"])
+    if url is None:
+        if files:
+            raise InputError("--file chooses among the files synced into a server: give "
+                             "--db postgresql://... (a file is one agent's already)")
+        return open_database(ctx, create=False, write=write)[0]
+    from ..postgres.connect import open_server
+
+    server = open_server(url, files=files)
+    ctx.call_on_close(server.close)
+    return server
+
+
+def is_server(source):
+    """Whether open_source returned the server."""
+    return type(source).__name__ == "Server"
 
 
 def created(db, path):

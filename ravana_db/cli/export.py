@@ -8,7 +8,7 @@ import typer.core
 
 from ..errors import InputError
 from ..output import Format, Progress, emit, pick
-from .common import Command, app, notice, open_database
+from .common import Command, FilesOption, app, is_server, notice, open_database, open_source
 
 
 class ExportGroup(typer.core.TyperGroup):
@@ -86,8 +86,10 @@ def _table_command(name):
                 "manifest.json" if name == "all" else
                 "write here instead of stdout (complete or not at all, mode 0600)"))] = None,
         force: Force = False,
+        files: FilesOption = None,
     ):
-        _export(ctx, name, fmt=fmt, since=since, until=until, output=output, force=force)
+        _export(ctx, name, files, fmt=fmt, since=since, until=until, output=output,
+                force=force)
 
     if name == "all":
         command.__doc__ = (
@@ -108,11 +110,17 @@ def _table_command(name):
     return typer.main.get_command(one)
 
 
-def _export(ctx, name, **options):
+def _export(ctx, name, files, **options):
     from ..export import Export, run
 
     job = Export(name, **options)  # everything checked before the file is opened
-    db, _ = open_database(ctx, create=False, write=False)
+    db = open_source(ctx, files)
+    if is_server(db):
+        from ..postgres.views import export
+
+        report = export(db, job)
+        return notice(ctx, f"{name}: {_rows(report['rows'])}" +
+                      (f" written to {report['file']}" if report["file"] else ""))
     with Progress(f"export {name}", quiet=ctx.obj["quiet"]) as bar:
         report = run(db, job, progress=bar if bar.enabled else None)
     if name != "all":

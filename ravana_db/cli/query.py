@@ -10,13 +10,16 @@ from ..errors import InputError
 from ..output import Format, Progress, emit, message, pick, width
 from .common import (
     Command,
+    FilesOption,
     FormatOption,
     JsonFlag,
     ModelOption,
     app,
+    is_server,
     load_embedder,
     notice,
     open_database,
+    open_source,
     report_format,
 )
 
@@ -67,6 +70,7 @@ def query(
         "--stdin", help="many queries, one per line (plain text, or JSON with `text` and any "
         "of these options), each answered as soon as it is read (in a pipe: a JSON line per "
         "query)")] = False,
+    files: FilesOption = None,
     model: ModelOption = None,
     fmt: QueryFormatOption = None,
     json_flag: JsonFlag = False,
@@ -84,24 +88,32 @@ def query(
     if stdin and (text or like):
         raise InputError("give one query as an argument or many with --stdin, not both")
     first = None if stdin else Query(text, **options)
-    db, _ = open_database(ctx, create=False, write=not no_touch)
+    db = open_source(ctx, files, write=not no_touch)
     # One thread for the model: a hybrid query finds its words on the other core meanwhile,
     # instead of both competing for both cores.
     embedder = load_embedder(ctx, model, threads=1)
-    if mode != "fts" or stdin:
+    if (mode != "fts" or stdin) and not is_server(db):
         notice_waiting(ctx, db)
+    columns = ["file"] if is_server(db) else []
     if stdin:
-        return answer_stdin(ctx, db, embedder, options, fmt, touch=not no_touch)
+        return answer_stdin(ctx, db, embedder, options, fmt, touch=not no_touch,
+                            columns=columns)
     results = search(db, first, embedder, touch=not no_touch)
     if fmt is Format.table:
         show(ctx, results)
     else:
         ranked = RANKING_COLUMNS if recency or importance is not None else []
-        emit(results, fmt, columns=[*RESULT_COLUMNS, *ranked] if fmt is Format.csv else None)
+        emit(results, fmt, columns=[*columns, *RESULT_COLUMNS, *ranked]
+             if fmt is Format.csv else None)
 
 
 def search(db, q, embedder, *, touch):
-    """The results of one Query."""
+    """The results of one Query, from the file or the server (which is never touched: a
+    file counts its own memories as accessed)."""
+    if is_server(db):
+        from ..postgres.read import search as find_there
+
+        return find_there(db, q, embedder=embedder)
     from ..search import search as find
 
     return find(db, q, embedder=embedder, touch=touch)
@@ -112,7 +124,8 @@ def for_people(r):
     def number(value, places):
         return "" if value is None else f"{value:.{places}f}"
 
-    return {"kind": r["kind"], "id": r["id"], "key": r["key"], "text": r["text"],
+    return {**({"file": r["file"]} if "file" in r else {}), "kind": r["kind"], "id": r["id"],
+            "key": r["key"], "text": r["text"],
             "date": (r["timestamp"] or "")[:10], "score": number(r["score"], 4),
             "bm25#": r["bm25_rank"], "vec#": r["vector_rank"], "sim": number(r["similarity"], 3),
             **{name[:3]: number(r[name], 3) for name in RANKING_COLUMNS[1:] if name in r}}
@@ -129,17 +142,19 @@ def show(ctx, results, *, title=None, label=""):
     if room < 140:
         columns = ["kind", "id", "text", "date", "score"] if room >= 70 else [
             "kind", "id", "text", "score"]
+        columns = (["file"] if "file" in rows[0] else []) + columns
     emit(rows, Format.table, columns=columns, title=title)
 
 
-def answer_stdin(ctx, db, embedder, defaults, fmt, *, touch):
+def answer_stdin(ctx, db, embedder, defaults, fmt, *, touch, columns=()):
     """Answer each stdin line as soon as it is read, so an agent can keep one process (and
     one loaded model) open: ask a line, read its answer, ask the next.
 
     JSON lines (the default in a pipe) give one line per query, even one without results:
     {"line", "text", "results"}, or {"line", "error"} for a bad line, which is also said on
     stderr (one line); the other lines are still answered, and the exit status is 2.
-    A terminal gets a table per query; CSV a row per result with its `line`.
+    A terminal gets a table per query; CSV a row per result with its `line` (and `file`,
+    from a server: columns).
     """
     from ..lines import text_lines
 
@@ -162,7 +177,7 @@ def answer_stdin(ctx, db, embedder, defaults, fmt, *, touch):
         emit(answers(), fmt, live=True)
     elif fmt is Format.csv:
         emit(({"line": a["line"], **r} for a in answers() for r in a.get("results", ())), fmt,
-             columns=["line", *RESULT_COLUMNS, *RANKING_COLUMNS], live=True)
+             columns=["line", *columns, *RESULT_COLUMNS, *RANKING_COLUMNS], live=True)
     else:
         for a in answers():
             if "results" in a:

@@ -6,7 +6,7 @@ import typer
 
 from ..output import Format, emit, pick
 from ..tables import TIMELINE_KINDS
-from .common import Command, FormatOption, JsonFlag, app, open_database
+from .common import Command, FilesOption, FormatOption, JsonFlag, app, is_server, open_source
 
 COLUMNS = ["time", "kind", "id", "text"]
 
@@ -27,6 +27,7 @@ def timeline(
     utc: Annotated[bool, typer.Option(
         "--utc", help="show times on a terminal in UTC, as stored [default: local time; "
         "json, jsonl and csv always give ISO-8601 UTC]")] = False,
+    files: FilesOption = None,
     fmt: FormatOption = None,
     json_flag: JsonFlag = False,
 ):
@@ -43,10 +44,14 @@ def timeline(
 
     fmt = pick(fmt, json_flag)
     span = Span(kinds=kind, since=since, until=until, limit=limit)
-    db, _ = open_database(ctx, create=False, write=False)
+    db = open_source(ctx, files)
+    columns = COLUMNS
+    if is_server(db):
+        from ..postgres.views import timeline as rows
+        columns = ["time", "file", *COLUMNS[1:]]
     stream = rows(db, span)
     title = "times in UTC"
     if fmt is Format.table and not utc:
         stream = ({**row, "time": local_time(row["time"])} for row in stream)
         title = f"times in local time ({local_zone()})"
-    emit(stream, fmt, columns=COLUMNS, title=title if fmt is Format.table else None)
+    emit(stream, fmt, columns=columns, title=title if fmt is Format.table else None)

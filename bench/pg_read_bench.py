@@ -1,0 +1,174 @@
+"""Query latency on the server (files synced into PostgreSQL + pgvector) against the same
+queries on the file, in the same run; and the HNSW index's recall against exact search.
+
+    .venv/bin/python bench/pg_read_bench.py [--sizes 100000 1000000] [--queries N]
+
+For each size, bench/run.py's build(n) makes the file (cached in bench/cache/); a copy of it
+(bench/cache/pgread-db-N.db: sync registers the server in the file it reads) is synced with
+the real `ravana-db sync` into a pgserver (PostgreSQL 16 + pgvector from PyPI) started in a
+temporary folder. Where that server cannot start, the benchmark says so in one line and ends.
+
+Figures, medians over --queries held-out sentences (their vectors are the model's, looked up
+instead of recomputed on both sides, so that search alone is measured):
+  file_*/server_*  search.search on the file; postgres.read.search on the server (one
+                   connection), for fts, vector and hybrid, and vector with --kind memory
+  ratio_*          the server's median over the file's
+  recall_at_10     the server's vector top 10 (HNSW, ef_search as read.py sets it) against
+                   exact (the same query without the index), mean over the queries; also for
+                   a few other ef_search values
+  plan_*           the first lines of EXPLAIN of the vector query, without and with filters
+Results are printed as JSON and written to bench/results/pg_read.json.
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run import CachedEmbedder, build, corpus  # noqa: E402
+
+from ravana_db.db import open_db  # noqa: E402
+from ravana_db.postgres import read  # noqa: E402
+from ravana_db.postgres.connect import open_server  # noqa: E402
+from ravana_db.search import search  # noqa: E402
+from ravana_db.search.query import Query  # noqa: E402
+
+ROOT = Path(__file__).parent.parent
+CACHE = ROOT / "bench" / "cache"
+RAVANA = str(Path(sys.executable).parent / "ravana-db")
+CASES = {"fts": {"mode": "fts"}, "vector": {"mode": "vector"}, "hybrid": {"mode": "hybrid"},
+         "vector_kind": {"mode": "vector", "kind": "memory"}}
+EF_VALUES = (40, 100, 200, 400)
+
+
+def start_server(folder):
+    """A pgserver in folder, or None (said in one line) where it cannot start."""
+    try:
+        import pgserver
+
+        return pgserver.get_server(folder, cleanup_mode="stop")
+    except Exception as e:  # noqa: BLE001 (any failure to start ends the benchmark, said once)
+        print(f"skipped: no PostgreSQL server: pgserver cannot start here ({str(e)[:80]})")
+        return None
+
+
+def synced(n, url):
+    """The file of n memories, copied and synced into url; returns (copy, sync seconds)."""
+    source = build(n)
+    copy = CACHE / f"pgread-db-{n}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(source, copy)
+    start = time.perf_counter()
+    subprocess.run([RAVANA, "--db", str(copy), "sync", url, "--name", f"bench-{n}"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return copy, time.perf_counter() - start
+
+
+def latencies(fn, queries):
+    """Median seconds of fn(text) over the queries, after one warm-up."""
+    fn(queries[0])
+    times = []
+    for text in queries:
+        start = time.perf_counter()
+        fn(text)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def recall(server, vectors, ef):
+    """Mean share of the exact top 10 that the HNSW top 10 finds, at ef_search = ef."""
+    conn, found = server.conn, []
+    for vector in vectors:
+        text = read.vector_text(vector)
+        with conn.transaction():
+            conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+            approx = {r[0] for r in conn.execute(
+                "SELECT id FROM doc ORDER BY embedding <=> %s::vector LIMIT 10", [text])}
+            exact = {r[0] for r in conn.execute(
+                "SELECT id FROM doc ORDER BY (embedding <=> %s::vector) + 0 LIMIT 10", [text])}
+        found.append(len(approx & exact) / 10)
+    return round(statistics.mean(found), 4)
+
+
+def plan(server, vector, where):
+    """The first lines of the vector query's plan under `where`."""
+    text = read.vector_text(vector)
+    rows = server.conn.execute(
+        f"EXPLAIN SELECT id FROM doc d WHERE d.embedding IS NOT NULL AND {where} "
+        "ORDER BY d.embedding <=> %s::vector LIMIT 20", [text]).fetchall()
+    return [line.strip() for (line,) in rows[:4]]
+
+
+def run_size(n, url, queries, vectors, embedder):
+    copy, sync_s = synced(n, url)
+    db = open_db(copy, create=False, write=False)
+    server = open_server(url)
+    result = {"rows": n, "sync_s": round(sync_s, 1)}
+    for name, options in CASES.items():
+        def on_file(text, options=options):
+            return search(db, Query(text, top_n=10, **options), embedder=embedder, touch=False)
+
+        def on_server(text, options=options):
+            return read.search(server, Query(text, top_n=10, **options), embedder=embedder)
+
+        file_s, server_s = latencies(on_file, queries), latencies(on_server, queries)
+        result[f"file_{name}_ms"] = round(file_s * 1000, 2)
+        result[f"server_{name}_ms"] = round(server_s * 1000, 2)
+        result[f"ratio_{name}"] = round(server_s / file_s, 2)
+    if n <= 100_000:  # the 1M file repeats the 100k vectors with noise: not for recall
+        result["ef_search"] = read.EF_SEARCH
+        result["recall_at_10"] = {ef: recall(server, vectors[:50], ef)
+                                  for ef in sorted({*EF_VALUES, read.EF_SEARCH})}
+    result["plan_vector"] = plan(server, vectors[0], "true")
+    result["plan_vector_kind_file"] = plan(
+        server, vectors[0], f"d.kind = 'memory' AND d.file_id = '{next(iter(server.names))}'")
+    server.close()
+    db.close()
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pgread-") as folder:
+        pg = start_server(folder)
+        if pg is None:
+            return
+        try:
+            texts, vectors, query_texts, query_vectors = corpus()
+            embedder = CachedEmbedder([*texts, *query_texts], [*vectors, *query_vectors])
+            queries = query_texts[:args.queries]
+            results = {}
+            for n in args.sizes:
+                # A database per size: each server database holds one file.
+                with pg_connection(pg.get_uri()) as conn:
+                    conn.execute(f"DROP DATABASE IF EXISTS bench_{n}")
+                    conn.execute(f"CREATE DATABASE bench_{n}")
+                url = pg.get_uri().replace("/postgres?", f"/bench_{n}?", 1)
+                results[str(n)] = run_size(n, url, queries, query_vectors[:args.queries],
+                                           embedder)
+                print(json.dumps({n: results[str(n)]}, indent=2), flush=True)
+        finally:
+            pg.cleanup()
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "pg_read.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def pg_connection(url):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+if __name__ == "__main__":
+    main()
