@@ -165,13 +165,6 @@ def prepare(db, embedder, texts=(), *, backlog=BATCH, progress=None):
     return prepared
 
 
-def decode_vectors(blobs, dim):
-    """doc_vec blobs (each a vector of dim float32) as one float32 matrix, a row per blob."""
-    import numpy as np
-
-    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
-
-
 def signatures(blobs):
     """signature() of stored vectors (vectors.encode blobs), each as a float32 blob for vec0:
     made from the stored vector, so a text's signature is the same however it was stored."""

@@ -196,8 +196,21 @@ def walk(group, path=()):
 
 
 WALKED = list(walk(typer.main.get_command(app)))
-       "encrypt", "decrypt", "rekey",
-       "export", "feeds", "explain", "timeline", "mcp", "sync"]
+# Commands that succeed only with a key, which switches a process to sqlcipher3: this one opens
+# plain files, so they run as their own processes in test_crypt.py (--db after the name, -q).
+KEYED = [("decrypt",), ("encrypt",), ("rekey",)]
+
+
+@pytest.fixture(autouse=True)
+def sync_url(request, monkeypatch):
+    """`sync` (a command or a crontab line) goes to the session's PostgreSQL, its URL in
+    $RAVANA_DB_SYNC_URL as a crontab would set it."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    command, line = tuple(params.get("command") or ()), params.get("line")
+    if command[:1] == ("sync",) or (isinstance(line, str) and " sync" in line):
+        monkeypatch.setenv("RAVANA_DB_SYNC_URL", request.getfixturevalue("pg_url"))
+
+
 LATER = set()
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 FEED = str(FIXTURES / "feeds" / "rss092.xml")

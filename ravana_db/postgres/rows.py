@@ -14,6 +14,7 @@ from datetime import timezone
 
 from .. import index
 from ..times import from_iso
+from ..vectors import NORM_BYTES
 from . import schema
 
 INT8 = (-(1 << 63), (1 << 63) - 1)
@@ -95,12 +96,13 @@ class Vector(bytes):
 
 def vectors(blobs, dim):
     """The file's doc_vec blobs as pgvector values (None for a blob that is not a vector of
-    the server's dimension). Decoding goes through index.decode_vectors, the file's one reading of
-    doc_vec."""
-    good = [b for b in blobs if b is not None and len(b) == dim * 4]
-    decoded = iter(index.decode_vectors(good, dim).astype(">f4")) if good else iter(())
+    the server's dimension). Decoding goes through index.decode_vectors (vectors.decode: int8
+    codes and a float16 norm), the file's one reading of doc_vec."""
+    size = dim + NORM_BYTES
+    good = [b for b in blobs if b is not None and len(b) == size]
+    decoded = iter(index.decode_vectors(good).astype(">f4")) if good else iter(())
     head = struct.pack(">HH", dim, 0)
-    return [Vector(head + next(decoded).tobytes()) if b is not None and len(b) == dim * 4
+    return [Vector(head + next(decoded).tobytes()) if b is not None and len(b) == size
             else None for b in blobs]
 
 
