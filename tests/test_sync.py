@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from conftest import ROOT, copy_db, jsonl, one_line_error
 
+from ravana_db import index
 from ravana_db.postgres import rows as values
 from ravana_db.postgres import schema
 from ravana_db.tables import TABLES
@@ -48,7 +49,7 @@ def file_rows(path, table):
         if table == "doc":
             blob = row[-1]
             record["embedding"] = None if blob is None else \
-                np.frombuffer(blob, dtype=np.float32).tolist()
+                index.decode_vectors([blob])[0].tolist()
         key = tuple(record[k] for k in schema.key(table))
         if None not in key:
             out[key] = record
