@@ -34,7 +34,9 @@ def convert(path, *, key, new_key):
     db = open_db(path, create=False, key=key)
     try:
         _alone(db, path)
-        partial = path.with_name(path.name + SUFFIX)
+        # Beside the file itself: a symlink's target is converted, and the link stays.
+        target = path.resolve()
+        partial = target.with_name(target.name + SUFFIX)
         _remove_stale(partial)
         fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600)
         made = os.fstat(fd)
@@ -43,7 +45,7 @@ def convert(path, *, key, new_key):
             still_ours(partial, made, doing=f"convert {path}")
             tables, rows = _verify(db, partial, new_key, path)
             sync(fd, partial)
-            publish(partial, path, force=True)
+            publish(partial, target, force=True)
         except BaseException:
             remove_ours(partial, made)
             remove_ours(f"{partial}-journal")

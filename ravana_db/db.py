@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import InputError, RavanaError
-from .keys import is_plain
+from .keys import is_plain, not_a_database
 from .sql import driver, use_cipher, vec_loaded
 from .text import decode
 
@@ -20,8 +20,6 @@ MMAP_BYTES = 1 << 30
 # SQLCipher decrypts a page on each read from the file (no memory map): keep more of them
 # decrypted (a bound: memory is taken only as pages are read).
 CIPHER_CACHE_KIB = 256 * 1024
-
-
 SERVER_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -197,15 +195,6 @@ def keyed(conn, key):
         conn.execute("PRAGMA cipher_log_level = NONE")
         conn.execute(f"PRAGMA key = {key.literal}")
         conn.execute(f"PRAGMA cache_size = -{CIPHER_CACHE_KIB}")
-
-
-def not_a_database(path, key):
-    """Why SQLite found no database in the file at path, opened with key (or None)."""
-    if key is None:
-        return (f"{path} is not a SQLite database (if it is an encrypted one, give its key: "
-                "--key-file, RAVANA_DB_KEY_FILE or RAVANA_DB_KEY)")
-    return (f"cannot decrypt {path} with the key from {key.source}: a wrong key, or not an "
-            "encrypted ravana-db file")
 
 
 def existing(path):

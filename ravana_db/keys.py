@@ -88,3 +88,12 @@ def is_plain(path):
             return f.read(16) == b"SQLite format 3\x00"
     except OSError:
         return False
+
+
+def not_a_database(path, key):
+    """Why SQLite found no database in the file at path, opened with key (or None)."""
+    if key is None:
+        return (f"{path} is not a SQLite database (if it is an encrypted one, give its key: "
+                "--key-file, RAVANA_DB_KEY_FILE or RAVANA_DB_KEY)")
+    return (f"cannot decrypt {path} with the key from {key.source}: a wrong key, or not an "
+            "encrypted ravana-db file")

@@ -338,3 +338,11 @@ def test_convert_commands_take_db_after_their_name_and_quiet(embedded, tmp_path)
                                 *argv, "--db", embedded, "-q")
         assert (code, out, err) == (0, "", ""), (argv, err)
     assert not other.exists() and embedded.read_bytes()[:6] == b"SQLite"
+
+
+def test_encrypting_through_a_symlink_converts_its_target(embedded, tmp_path):
+    link = tmp_path / "link.db"
+    link.symlink_to(embedded)
+    ok("--db", link, "--key-file", key_file(tmp_path / "a.key"), "encrypt")
+    assert link.is_symlink() and link.resolve() == embedded
+    plain_sqlite_fails(embedded)
