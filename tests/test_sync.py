@@ -230,3 +230,17 @@ def test_tracking_costs_each_write_the_same_however_many_are_pending(tmp_path):
 
     small, large = insert(1500), insert(6000)
     assert large < 8 * small, (small, large)
+
+
+def test_a_vector_made_after_a_sync_follows_at_the_next(cli, embedded, pg_url):
+    with contextlib.closing(sqlite3.connect(embedded)) as conn, conn:
+        conn.execute("INSERT INTO memory (text) VALUES ('written by a plain client')")
+    sync(cli, pg_url)
+    query = "SELECT d.embedding IS NULL FROM doc d WHERE d.text = 'written by a plain client'"
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute(query).fetchone() == (True,)
+    assert cli("log", "memory", "--text", "this write embeds the waiting text").exit_code == 0
+    assert sync(cli, pg_url)["vectors"] == 2
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute(query).fetchone() == (False,)
+    assert_same(embedded, pg_url)

@@ -31,10 +31,14 @@ def _text(value):
 
 
 def to_text(value):
+    if value.__class__ is str and "\x00" not in value:  # nearly every value: no copy
+        return value
     return None if value is None else _text(value)
 
 
 def to_int(value):
+    if value.__class__ is int and INT8[0] <= value <= INT8[1]:
+        return value
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, int) and INT8[0] <= value <= INT8[1]:
@@ -43,6 +47,8 @@ def to_int(value):
 
 
 def to_float(value):
+    if value.__class__ is float:
+        return value
     return float(value) if isinstance(value, (int, float)) else None
 
 

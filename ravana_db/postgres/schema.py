@@ -158,7 +158,8 @@ CREATE TABLE ravana_file (
     path TEXT,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     last_sync_at TIMESTAMPTZ,
-    position BIGINT NOT NULL DEFAULT 0
+    position BIGINT NOT NULL DEFAULT 0,
+    bulk_until BIGINT NOT NULL DEFAULT 0
 );
 {_enums_sql()}
 {chr(10).join(_table_sql(t.name) for t in TABLE_FACTS)}

@@ -163,11 +163,12 @@ def _full(db, conn, key, report, path):
             if table != "doc_vec":
                 db.execute(f"INSERT OR REPLACE INTO sync_change (tbl, key) "
                            f"SELECT '{table}', {key_sql(table, 't')} FROM [{table}] t")
+        queued = _max_seq(db)
     with conn.transaction():
         conn.execute("DELETE FROM ravana_file WHERE file_id = %s", (report.file_id,))
-        conn.execute("INSERT INTO ravana_file (file_id, name, path, position) "
-                     "VALUES (%s, %s, %s, %s)",
-                     (report.file_id, report.name, str(Path(path).resolve()), start))
+        conn.execute("INSERT INTO ravana_file (file_id, name, path, position, bulk_until) "
+                     "VALUES (%s, %s, %s, %s, %s)",
+                     (report.file_id, report.name, str(Path(path).resolve()), start, queued))
         # Into an empty search table, the vectors go faster without their index, built once
         # at the end (_finish).
         if not conn.execute("SELECT EXISTS (SELECT 1 FROM doc)").fetchone()[0]:
@@ -177,19 +178,23 @@ def _full(db, conn, key, report, path):
 def _batch(db, conn, url, report, limit):
     """Send the next batch of changes; False when there was none."""
     with conn.transaction():
-        row = conn.execute("SELECT position FROM ravana_file WHERE file_id = %s FOR UPDATE",
-                           (report.file_id,)).fetchone()
+        row = conn.execute("SELECT position, bulk_until FROM ravana_file WHERE file_id = %s "
+                           "FOR UPDATE", (report.file_id,)).fetchone()
         if row is None:
             raise RavanaError(f"the file {report.name!r} was removed from the server during "
                               "the sync: run sync again")
-        position = row[0]
-        changes = read_batch(db, position, limit)
+        position, bulk_until = row
+        # The rows a full sync queued (seqs up to bulk_until) are each queued once and were
+        # never sent since the server's copy was emptied: a table keyed by id takes them by
+        # plain COPY. A batch stops at bulk_until, so no row sent before is among them.
+        bulk = position < bulk_until
+        changes = read_batch(db, position, limit, until=bulk_until if bulk else None)
         if changes is None:
             report.position = position
             return False
         last, tables = changes
         for table, (upserts, gone) in tables.items():
-            write(conn, table, report, upserts, gone)
+            write(conn, table, report, upserts, gone, bulk=bulk)
         conn.execute("UPDATE ravana_file SET position = %s, last_sync_at = now() "
                      "WHERE file_id = %s", (last, report.file_id))
     _advance(db, url, last)
@@ -225,13 +230,15 @@ def pending(db, position):
     return db.execute("SELECT count(*) FROM sync_change WHERE seq > ?", (position,)).fetchone()[0]
 
 
-def read_batch(db, position, limit):
-    """The next `limit` changes after position, in one read transaction of the file: (the last
-    seq, {table: (rows to upsert, keys deleted)}), or None when there are none."""
+def read_batch(db, position, limit, *, until=None):
+    """The next `limit` changes after position (up to seq `until`, if given), in one read
+    transaction of the file: (the last seq, {table: (rows to upsert, keys deleted)}), or None
+    when there are none."""
     db.conn.execute("BEGIN")
     try:
-        last = db.execute("SELECT max(seq) FROM (SELECT seq FROM sync_change WHERE seq > ? "
-                          "ORDER BY seq LIMIT ?)", (position, limit)).fetchone()[0]
+        bound = "" if until is None else f" AND seq <= {int(until)}"
+        last = db.execute(f"SELECT max(seq) FROM (SELECT seq FROM sync_change WHERE seq > ?"
+                          f"{bound} ORDER BY seq LIMIT ?)", (position, limit)).fetchone()[0]
         if last is None:
             return None
         tables = [t for (t,) in db.execute(
@@ -272,8 +279,9 @@ def _server_key(table, key):
     return None if None in converted else tuple(converted)
 
 
-def write(conn, table, report, found, gone):
-    """Delete gone keys and upsert found rows of table, inside the caller's transaction."""
+def write(conn, table, report, found, gone, *, bulk=False):
+    """Delete gone keys and upsert found rows of table, inside the caller's transaction
+    (`bulk`: rows known to be absent from the server, COPYed straight into an id table)."""
     fid = report.file_id
     names = [n for n, _ in schema.columns(table)]
     keys = schema.key(table)
@@ -308,7 +316,10 @@ def write(conn, table, report, found, gone):
         staged.append([file_uuid, *converted])
     if embeddings is not None:
         names = [*names, "embedding"]
-    _upsert(conn, table, names, keys, staged)
+    if bulk and keys == ("id",):
+        _copy(conn, table, table, names, staged)
+    else:
+        _upsert(conn, table, names, keys, staged)
     report.rows += len(staged)
 
 
@@ -318,15 +329,24 @@ def _upsert(conn, table, names, keys, staged):
     cols = ", ".join(q(n) for n in ("file_id", *names))
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
                  f"SELECT {cols} FROM {q(table)} WITH NO DATA")
-    with conn.cursor().copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(values.copy_types(conn, table))
-        for row in staged:
-            copy.write_row(row)
+    _copy(conn, f"stage_{table}", table, names, staged)
     pk = ", ".join(q(k) for k in ("file_id", *keys))
     updates = ", ".join(f"{q(n)} = excluded.{q(n)}" for n in names if n not in keys)
     action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-    conn.execute(f"INSERT INTO {q(table)} ({cols}) SELECT DISTINCT ON ({pk}) {cols} "
-                 f"FROM {stage} ORDER BY {pk} ON CONFLICT ({pk}) {action}")
+    # Integer ids are unique in a batch; text keys may meet once their NULs are dropped.
+    rows = f"SELECT {cols} FROM {stage}" if keys == ("id",) else \
+        f"SELECT DISTINCT ON ({pk}) {cols} FROM {stage} ORDER BY {pk}"
+    conn.execute(f"INSERT INTO {q(table)} ({cols}) {rows} ON CONFLICT ({pk}) {action}")
+
+
+def _copy(conn, target, table, names, staged):
+    """Binary COPY of staged rows (file_id, names...) of table into target."""
+    q = schema.quoted
+    cols = ", ".join(q(n) for n in ("file_id", *names))
+    with conn.cursor().copy(f"COPY {q(target)} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(values.copy_types(conn, table))
+        for row in staged:
+            copy.write_row(row)
 
 
 def lag(db):
