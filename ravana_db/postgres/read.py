@@ -2,9 +2,10 @@
 file's query contract (modes, filters, score parts), across every file or some (--file).
 
 Words are scored by BM25 computed from the `tsv` column (the english configuration's lexemes,
-their counts and the documents' lengths), with FTS5's formula and constants, so that a score
-means what it means on a file; a GIN index finds the matches. Meaning comes from pgvector's
-cosine distance through the HNSW index. Both are fused by search.ranking.fuse, the file's rule.
+their counts and the documents' lengths in lexemes), with FTS5's formula and constants, so
+that a score means what it means on a file; a GIN index finds the matches. Meaning comes from
+pgvector's cosine distance through the HNSW index. Both are fused by search.ranking.fuse, the
+file's rule.
 """
 
 import math
