@@ -22,6 +22,7 @@ Results are printed as JSON and written to bench/results/pg_read.json.
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -103,7 +104,7 @@ def plan(server, vector, where):
     rows = server.conn.execute(
         f"EXPLAIN SELECT id FROM doc d WHERE d.embedding IS NOT NULL AND {where} "
         "ORDER BY d.embedding <=> %s::vector LIMIT 20", [text]).fetchall()
-    return [line.strip() for (line,) in rows[:4]]
+    return [re.sub(r"'\[[^]]*\]'", "'[...]'", line.strip()) for (line,) in rows[:4]]
 
 
 def run_size(n, url, queries, vectors, embedder):
