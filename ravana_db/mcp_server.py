@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from .errors import InputError, RavanaError
 from .output import dumps
-from .sql import driver
+from .sql import driver, read_only_connection
 
 INSTALL = ("the MCP server needs the mcp SDK: pip install 'ravana-db[mcp]' "
            "(or pip install 'mcp>=2.3,<3')")
@@ -50,7 +50,7 @@ class Memory:
         # configured with a mistyped path must not talk to a new, empty memory.
         self.db = open_db(path, create=False, write=not read_only, key=key)
         if read_only:  # whatever the file's permissions: this connection never writes
-            self.db.conn.execute("PRAGMA query_only = 1")
+            read_only_connection(self.db.conn)
         # One thread for the model, as `query`: a hybrid recall finds its words meanwhile.
         self.embedder = Embedder(model, recorded=recorded_model(self.db)[0], threads=1)
         self.deferred = []  # results whose access count waits for the write lock

@@ -77,3 +77,17 @@ def run_script(conn, sql):
     """Execute statements one by one (executescript would COMMIT the migration's transaction)."""
     for statement in statements(sql):
         conn.execute(statement)
+
+
+# Authorizer action codes (sqlite3.h) that change a database: schema, rows, statistics.
+WRITES = {1, 2, 7, 8, 9, 10, 11, 16, 17, 18, 23, 26, 27, 28, 29, 30}
+
+
+def read_only_connection(conn):
+    """Refuse, on this connection, every change to the file (database `main`), while TEMP
+    tables (search's scratch FTS5 vocabulary) still work; PRAGMA query_only would refuse
+    those too."""
+    def authorize(action, arg1, arg2, database, trigger):
+        return 1 if action in WRITES and database == "main" else 0  # 1: SQLITE_DENY
+
+    conn.set_authorizer(authorize)

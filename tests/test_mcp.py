@@ -230,16 +230,20 @@ def test_read_only_offers_no_writes_and_never_writes(embedded):
             refused = error(await s.call_tool("remember", {"text": "x"}))
             not_dry = error(await s.call_tool("consolidate", {"dry_run": False}))
             found = answer(await s.call_tool("recall", CITE))
+            modes = [answer(await s.call_tool("recall", {**CITE, "mode": m}))
+                     for m in ("fts", "vector", "hybrid")]
             dry = answer(await s.call_tool("consolidate", {"type": "event_triggered"}))
             schema = json.loads((await s.read_resource("ravana://schema")).contents[0].text)
-            return names, refused, not_dry, found, dry, schema
+            return names, refused, not_dry, found, modes, dry, schema
 
-    names, refused, not_dry, found, dry, schema = anyio.run(body)
+    names, refused, not_dry, found, modes, dry, schema = anyio.run(body)
     assert names == ["recall", "explain", "timeline", "status", "consolidate"]
     assert "remember" in refused
     assert not_dry == "Error executing tool consolidate: this server is read-only (ravana-db " \
         "mcp --read-only): consolidate (only a dry run) cannot write"
     assert found["results"][0]["kind"] == "memory"
+    # fts too (its scratch vocabulary is TEMP, which a read-only connection may write)
+    assert [m["results"][0]["kind"] for m in modes] == ["memory"] * 3
     assert dry["dry_run"] is True
     assert [t["table"] for t in schema][:3] == ["feed", "article", "event"]
     assert embedded.read_bytes() == before

@@ -623,14 +623,12 @@ def m012_compact_vectors(db):
     one transaction (an interruption leaves the file as it was). A row that cannot be
     converted (another client's blob) is dropped and its doc queued for embedding. The pages
     freed are reused by later writes; `reindex --vacuum` gives them back to the disk.
-    The index on every doc's time becomes one on articles' (the only docs read by time), and
-    memory's index on created_at goes: consolidate reads memories by time through
-    idx_memory_due, timeline through m010's julianday index (only `export memory --since`
-    now scans the table, in the rowid order it writes anyway)."""
+    The index on every doc's time becomes one on articles' (the only docs read by time).
+    memory's index on created_at stays: the write path finds a memory by its identity
+    (created_at, text) through it."""
     from ..vectors import from_float32, key_of_hex
 
     db.execute("DROP INDEX IF EXISTS idx_doc_ts")
-    db.execute("DROP INDEX IF EXISTS idx_memory_created_at")
     db.execute("CREATE INDEX IF NOT EXISTS idx_doc_article_ts ON doc(ts) WHERE +kind = 'article'")
 
     row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'doc_vec'").fetchone()

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from ..db import transaction
 from ..tables import SEARCHABLE
 from ..times import from_iso, now
+from ..vectors import decode
 
 INTEGER_KINDS = {k for k, spec in SEARCHABLE.items() if spec["ref"] == "id"}
 NO_IMPORTANCE = 0.5  # what --importance counts for kinds that have none (a memory's default)
@@ -71,9 +72,11 @@ def distinct(db, ids, n):
     for chunk in _chunks(ids):
         marks = ", ".join("?" * len(chunk))
         texts.update(db.execute(f"SELECT id, text FROM doc WHERE id IN ({marks})", chunk))
-        for doc_id, blob in db.execute(
-                f"SELECT doc_id, embedding FROM doc_vec WHERE doc_id IN ({marks})", chunk):
-            vectors[doc_id] = np.frombuffer(blob, dtype=np.float32)
+        found = db.execute(
+            f"SELECT doc_id, embedding FROM doc_vec WHERE doc_id IN ({marks})", chunk).fetchall()
+        size = {len(b) for _, b in found}
+        if len(size) == 1:  # one model's vectors (anything else is skipped, never misread)
+            vectors.update(zip([d for d, _ in found], decode([b for _, b in found])))
     kept, seen = [], set()
     near_ids, near = [], None  # the kept docs that have a vector, and those vectors
     for d in ids:
