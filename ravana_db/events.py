@@ -103,11 +103,13 @@ def detect(db, *, embedder, window_days=3, min_articles=2, min_sources=2, thresh
         got articles; their description and keywords may change), waiting_for_vectors
         (unclustered articles without a vector yet: placed by a later run).
     """
+    from .index import recorded_model
     from .models import Event
 
     if not window_days > 0:
         raise InputError(f"window_days: {window_days!r} must be more than 0")
-    pending = sorted((Member(id, title, summary, source, t, vector_of(blob))
+    dim = recorded_model(db)[1]  # a blob of another size (another client's) is no vector
+    pending = sorted((Member(id, title, summary, source, t, vector_of(blob, dim))
                       for id, title, summary, source, t, blob in db.execute(PENDING)
                       if t is not None),
                      key=lambda m: (m.time, m.id))
@@ -119,7 +121,7 @@ def detect(db, *, embedder, window_days=3, min_articles=2, min_sources=2, thresh
         return report
     span = window_days * DAY
     bounds = [_iso(pending[0].time - span), _iso(pending[-1].time + span)]
-    window = [(id, t, cluster, title, summary, vector_of(blob))
+    window = [(id, t, cluster, title, summary, vector_of(blob, dim))
               for id, t, cluster, title, summary, blob in db.execute(WINDOW, bounds)
               if t is not None]
     assigned = plan([(m.id, m.time, m.vector) for m in pending],
@@ -132,7 +134,7 @@ def detect(db, *, embedder, window_days=3, min_articles=2, min_sources=2, thresh
     for chunk in _chunks(touched):
         for id, cluster, title, summary, source, t, blob in db.execute(
                 MEMBERS.format(_marks(chunk)), chunk):
-            vector = None if blob is None else vector_of(blob)
+            vector = None if blob is None else vector_of(blob, dim)
             members[cluster].append(Member(id, title, summary, source, t, vector))
     stored = {cluster for cluster, found in members.items() if found}
     for id, cluster in assigned.items():

@@ -35,15 +35,20 @@ def encode(vectors):
     return [c.tobytes() + n.tobytes() for c, n in zip(codes, norms)]
 
 
-def decode(blobs):
+def decode(blobs, dim=None):
     """Stored blobs back to float32 vectors (an n x dim array): each code row scaled to its
-    stored norm. The blobs are of one length (one model's dimension)."""
+    stored norm. dim: the model's dimension; by default that of the most common blob length.
+    A blob of another length or type (another client's: text, a float32 vector, a stub) is
+    the zero vector, whose similarity to anything is 0: never a crash, never a misread."""
     import numpy as np
 
     blobs = list(blobs)
-    if not blobs:
-        return np.zeros((0, 0), dtype=np.float32)
-    raw = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), -1)
+    sizes = [len(b) if isinstance(b, bytes) else -1 for b in blobs]
+    size = dim + NORM_BYTES if dim else max(set(sizes), key=sizes.count, default=-1)
+    if size <= NORM_BYTES:
+        return np.zeros((len(blobs), max(size - NORM_BYTES, 0)), dtype=np.float32)
+    fitting = [b if n == size else bytes(size) for b, n in zip(blobs, sizes)]
+    raw = np.frombuffer(b"".join(fitting), dtype=np.uint8).reshape(len(blobs), size)
     codes = raw[:, :-NORM_BYTES].view(np.int8).astype(np.float32)
     norms = raw[:, -NORM_BYTES:].copy().view("<f2").astype(np.float32)
     length = np.linalg.norm(codes, axis=1, keepdims=True)
@@ -60,6 +65,6 @@ def from_float32(blobs):
     return encode(np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1))
 
 
-def one(blob):
+def one(blob, dim=None):
     """decode() of one stored blob: its float32 vector."""
-    return decode([blob])[0]
+    return decode([blob], dim)[0]

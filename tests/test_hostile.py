@@ -238,3 +238,23 @@ def test_no_row_another_client_stores_breaks_a_command(template, tmp_path_factor
             result = runner.invoke(app, ["--db", str(path), *args], catch_exceptions=False,
                                    input=STDIN)
             answers_or_one_line(result, args)
+
+
+def test_vectors_another_client_rewrote_break_no_search(template, tmp_path):
+    """doc_vec blobs a plain client replaced (text, a stub, a float32 vector of the old
+    layout) read as no vector: searches, --distinct, --like, events and consolidation answer."""
+    path = tmp_path / "agent.db"
+    shutil.copy(template, path)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        ids = [r[0] for r in conn.execute("SELECT doc_id FROM doc_vec ORDER BY doc_id")]
+        for doc_id, blob in zip(ids, ["text", b"\x01\x02", bytes(384 * 4)]):
+            conn.execute("UPDATE doc_vec SET embedding = ? WHERE doc_id = ?", [blob, doc_id])
+    runner = CliRunner()
+    for args in [*COMMANDS, ["query", "deploy", "--distinct", "--format", "json"],
+                 ["query", "--like", "memory:1", "--format", "json"],
+                 ["ingest", "events", "--format", "json"]]:
+        result = runner.invoke(app, ["--db", str(path), *args], catch_exceptions=False,
+                               input=STDIN)
+        answers_or_one_line(result, args)
+        if args[0] == "query" and "--like" not in args:
+            assert result.exit_code == 0, (args, result.stderr)

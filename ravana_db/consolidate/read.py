@@ -2,7 +2,7 @@
 
 
 from ..times import from_iso
-from ..vectors import one as vector_of
+from ..vectors import decode as decode_vectors
 from .policy import hours_before
 
 CHUNK = 500  # ids per `IN (...)` query
@@ -104,13 +104,9 @@ def texts(db, ids):
 
 def vectors(db, doc_ids):
     """{doc id: its vector (numpy float32)} of the given docs that have one."""
-    out = {}
-    for chunk in chunks(doc_ids):
-        for doc_id, blob in db.execute(
-                f"SELECT doc_id, embedding FROM doc_vec WHERE doc_id IN ({marks(chunk)})",
-                chunk):
-            out[doc_id] = vector_of(blob)
-    return out
+    found = [row for chunk in chunks(doc_ids) for row in db.execute(
+        f"SELECT doc_id, embedding FROM doc_vec WHERE doc_id IN ({marks(chunk)})", chunk)]
+    return dict(zip([d for d, _ in found], decode_vectors(b for _, b in found)))
 
 
 def promoted(db):

@@ -264,7 +264,7 @@ def _similarities(db, doc_ids, vector, q=None):
         [*doc_ids, *params]).fetchall()
     if not found:
         return {}
-    scores = decode_vectors(blob for _, blob in found) @ vector
+    scores = decode_vectors((blob for _, blob in found), len(vector)) @ vector
     return {doc_id: float(s) for (doc_id, _), s in zip(found, scores)}
 
 
@@ -323,7 +323,10 @@ def _query_vector(db, q, embedder, *, text, exclude, like_text):
             raise InputError(f"like: {q.like} has no text to compare")
         if blob is None:
             raise InputError(f"like: {q.like} has no vector yet: run `ravana-db reindex`")
-        return vector_of(blob[0])
+        vector = vector_of(blob[0])
+        if not vector.any():  # another client's blob, not a vector: as if it had none
+            raise InputError(f"like: {q.like} has no vector yet: run `ravana-db reindex`")
+        return vector
     from ..index import check_model
 
     if embedder is None:

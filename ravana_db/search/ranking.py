@@ -74,9 +74,7 @@ def distinct(db, ids, n):
         texts.update(db.execute(f"SELECT id, text FROM doc WHERE id IN ({marks})", chunk))
         found = db.execute(
             f"SELECT doc_id, embedding FROM doc_vec WHERE doc_id IN ({marks})", chunk).fetchall()
-        size = {len(b) for _, b in found}
-        if len(size) == 1:  # one model's vectors (anything else is skipped, never misread)
-            vectors.update(zip([d for d, _ in found], decode([b for _, b in found])))
+        vectors.update(zip([d for d, _ in found], decode(b for _, b in found)))
     kept, seen = [], set()
     near_ids, near = [], None  # the kept docs that have a vector, and those vectors
     for d in ids:
