@@ -66,6 +66,8 @@ def test_a_query_on_the_server_finds_rows_of_both_files_and_file_limits_it(cli, 
     assert {r["file"] for r in both} == {"agent", "scout"}
     stderr = one_line_error(on(cli, server, "query", "deploy", "--file", "nobody"))
     assert "no synced file is named 'nobody' (synced: agent, scout)" in stderr
+    refused = on(cli, server, "query", "deploy", "--distinct")
+    assert refused.exit_code == 2 and "--distinct reads a file" in one_line_error(refused)
 
 
 def test_filters_and_csv_on_the_server(cli, server):

@@ -13,7 +13,7 @@ import math
 from ..errors import InputError
 from ..search import BM25_DEPTH, BM25_K1
 from ..search.query import KINDS, fts_terms
-from ..search.ranking import INTEGER_KINDS, NO_IMPORTANCE, SNIPPET, fuse
+from ..search.ranking import INTEGER_KINDS, NO_IMPORTANCE, SNIPPET, ranked
 from ..times import format_time, from_iso
 from .connect import Server as Server  # the CLI opens one, then asks search() with it
 
@@ -27,6 +27,9 @@ def search(server, q, *, embedder=None):
     """Run one Query on the server; returns result dicts, best first, as search.search does,
     each with the name of the file it came from (`file`). Nothing is written: the server is
     a copy, and a file counts its own memories as accessed."""
+    if q.distinct:
+        raise InputError("distinct: --distinct reads a file (its merge checks run on the "
+                         "file's vectors); on a server it is not offered yet")
     exclude, text = None, q.text
     if q.like is not None:
         exclude, like_text, vector = _like(server, q)
@@ -195,25 +198,12 @@ def _similarities(server, keys, vector):
 
 
 def _best(server, q, *, words, meaning, similarity, depth, top):
-    """The q.top_n best results, best first: ranking.best's rule and fields, and `file`."""
-    bm25_rank = {key: n for n, (key, _) in enumerate(words[:depth], 1)}
-    bm25 = {key: -score for key, score in words}
-    vector_rank = {key: n for n, (key, _) in enumerate(meaning, 1)}
-    keys = list(dict.fromkeys([*bm25_rank, *vector_rank]))
-    if q.min_similarity is not None:
-        keys = [k for k in keys if similarity.get(k, -2) >= q.min_similarity]
-    score = fuse(q, keys, bm25=bm25, similarity=similarity, top=top or 1.0)
-    terms_of = _ranking_terms(server, q, score) if q.half_life or q.importance is not None \
-        else {}
-    for key, added in terms_of.items():
-        score[key] = sum(added.values())
-    keys = sorted(keys, key=lambda k: -score[k])[:q.top_n]
+    """The q.top_n best results, best first: ranking.ranked's rule and fields, and `file`."""
+    keys, parts = ranked(q, words=words, meaning=meaning, similarity=similarity, depth=depth,
+                         top=top, terms=lambda q, score: _ranking_terms(server, q, score))
     results = []
-    for key, r in _describe(server, keys):
-        r.update(score=round(score[key], 6), bm25=_round(bm25.get(key)),
-                 bm25_rank=bm25_rank.get(key), similarity=_round(similarity.get(key)),
-                 vector_rank=vector_rank.get(key),
-                 **{k: _round(v) for k, v in terms_of.get(key, {}).items()})
+    for key, r in _describe(server, keys[:q.top_n]):
+        r.update(parts(key))
         results.append(r)
     return results
 
@@ -301,6 +291,3 @@ def _like(server, q):
                          "file, then `ravana-db sync`")
     return (file_id, doc_id), text, vector
 
-
-def _round(value):
-    return None if value is None else round(value, 6)

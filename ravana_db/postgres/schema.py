@@ -10,6 +10,7 @@ such a value into NULL (or a JSON string) rather than failing the sync.
 
 from ..errors import RavanaError
 from ..schema import CONSOLIDATION_TYPES, MEMORY_TYPES, PATTERN_TYPES
+from ..schema.tracking import KEYS  # the file's own key of the tables without an integer id
 from ..tables import TABLE_FACTS
 
 DIM = 384
@@ -86,17 +87,6 @@ COLUMNS = {
     "memory_merge": "consolidation_id TEXT, memory_id BIGINT, survivor_id BIGINT, role TEXT, "
                     "reason TEXT, before JSONB, after JSONB",
     "consolidation_policy": "key TEXT, value JSONB, description TEXT, updated_at TIMESTAMPTZ",
-}
-
-# The file's own key of the tables that have no integer `id` (file_id goes first on the server).
-KEYS = {
-    "event_article": ("event_id", "article_id"),
-    "consolidation_patterns": ("consolidation_id", "pattern_id"),
-    "pattern_strategic_knowledge": ("pattern_id", "knowledge_id"),
-    "retention_policies": ("memory_type",),
-    "memory_link": ("memory_id", "related_id"),
-    "memory_merge": ("consolidation_id", "memory_id"),
-    "consolidation_policy": ("key",),
 }
 
 # The search table: the file's `doc` rows (same ids) and their vectors.

@@ -29,8 +29,8 @@ CREATE TABLE sync_change (
 );
 """
 
-# The tables without an integer id, by their key columns (the server's KEYS, kept here too so
-# the file's schema does not import the server's module).
+# The tables without an integer id, by their key columns (postgres/schema.py reads them here:
+# the file's schema never imports the server's module).
 KEYS = {
     "event_article": ("event_id", "article_id"),
     "consolidation_patterns": ("consolidation_id", "pattern_id"),

@@ -26,35 +26,47 @@ SNIPPET = 300
 
 
 def best(db, q, *, words, meaning, similarity, depth, top):
-    """The q.top_n best results, best first (see search.search for what each holds).
-
-    Args:
-        words: [(doc_id, bm25)] best first, from the word side.
-        meaning: [(doc_id, similarity)] best first, from the vector side.
-        similarity: {doc_id: cosine similarity} of every candidate that has a vector.
-        depth: how many of the words rank (the rest only score the vector side's candidates).
-        top: the query's highest reachable BM25 (hybrid), else None.
-    """
-    bm25_rank = {doc_id: n for n, (doc_id, _) in enumerate(words[:depth], 1)}
-    bm25 = {doc_id: -score for doc_id, score in words}
-    vector_rank = {doc_id: n for n, (doc_id, _) in enumerate(meaning, 1)}
-    ids = list(dict.fromkeys([*bm25_rank, *vector_rank]))
-    if q.min_similarity is not None:
-        ids = [d for d in ids if similarity.get(d, -2) >= q.min_similarity]
-    score = fuse(q, ids, bm25=bm25, similarity=similarity, top=top or 1.0)
-    terms_of = ranking_terms(db, q, score) if q.half_life or q.importance is not None else {}
-    for d, added in terms_of.items():
-        score[d] = sum(added.values())
-    ids = sorted(ids, key=lambda d: -score[d])
+    """The q.top_n best results, best first (see search.search for what each holds); the
+    arguments are ranked()'s."""
+    ids, parts = ranked(q, words=words, meaning=meaning, similarity=similarity, depth=depth,
+                        top=top, terms=lambda q, score: ranking_terms(db, q, score))
     ids = distinct(db, ids, q.top_n) if q.distinct else ids[:q.top_n]
     results = describe(db, ids)
     for r in results:
-        d = r.pop("doc_id")
-        r.update(score=round(score[d], 6), bm25=_round(bm25.get(d)),
-                 bm25_rank=bm25_rank.get(d), similarity=_round(similarity.get(d)),
-                 vector_rank=vector_rank.get(d), **{k: _round(v) for k, v in
-                                                     terms_of.get(d, {}).items()})
+        r.update(parts(r.pop("doc_id")))
     return results
+
+
+def ranked(q, *, words, meaning, similarity, depth, top, terms):
+    """The fusion rule, wherever the candidates come from (a file, a server): (keys best
+    first, parts) where parts(key) gives a result's score fields.
+
+    Args:
+        words: [(key, bm25)] best first, from the word side.
+        meaning: [(key, similarity)] best first, from the vector side.
+        similarity: {key: cosine similarity} of every candidate that has a vector.
+        depth: how many of the words rank (the rest only score the vector side's candidates).
+        top: the query's highest reachable BM25 (hybrid), else None.
+        terms: terms(q, score) -> {key: {term: value}}, the opt-in ranking terms.
+    """
+    bm25_rank = {key: n for n, (key, _) in enumerate(words[:depth], 1)}
+    bm25 = {key: -score for key, score in words}
+    vector_rank = {key: n for n, (key, _) in enumerate(meaning, 1)}
+    keys = list(dict.fromkeys([*bm25_rank, *vector_rank]))
+    if q.min_similarity is not None:
+        keys = [k for k in keys if similarity.get(k, -2) >= q.min_similarity]
+    score = fuse(q, keys, bm25=bm25, similarity=similarity, top=top or 1.0)
+    terms_of = terms(q, score) if q.half_life or q.importance is not None else {}
+    for key, added in terms_of.items():
+        score[key] = sum(added.values())
+
+    def parts(key):
+        return dict(score=round(score[key], 6), bm25=_round(bm25.get(key)),
+                    bm25_rank=bm25_rank.get(key), similarity=_round(similarity.get(key)),
+                    vector_rank=vector_rank.get(key),
+                    **{k: _round(v) for k, v in terms_of.get(key, {}).items()})
+
+    return sorted(keys, key=lambda k: -score[k]), parts
 
 
 def distinct(db, ids, n):
