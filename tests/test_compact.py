@@ -3,8 +3,14 @@
 
 import gzip
 import json
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +134,57 @@ def test_rows_the_migration_cannot_convert_are_queued_for_embedding(cli, previou
         db.close()
     assert json.loads(cli("reindex", "--vectors", "--format", "json").stdout)["embedded"] == 2
     assert plain(previous, "SELECT count(*) FROM doc_vec WHERE doc_id IN (1, 2)") == [(2,)]
+
+
+def grow_previous(path, rows):
+    """rows more memories in the previous release's layout, written as plain sqlite3 would:
+    each with its search entry (the file's triggers) and a float32 vector under a hex key."""
+    rng = np.random.default_rng(7)
+    with sqlite3.connect(path) as conn:
+        conn.executemany("INSERT INTO memory(text, memory_type, created_at) "
+                         "VALUES (?, 'fact', '2026-01-01T00:00:00Z')",
+                         ((f"grown memory number {i}",) for i in range(rows)))
+        docs = conn.execute("SELECT d.id, d.text FROM doc d LEFT JOIN doc_vec v "
+                            "ON v.doc_id = d.id WHERE v.doc_id IS NULL").fetchall()
+        vecs = rng.standard_normal((len(docs), 384)).astype(np.float32)
+        conn.executemany("INSERT INTO doc_vec(doc_id, content_hash, embedding) VALUES (?, ?, ?)",
+                         ((d, sha256(t), v.tobytes()) for (d, t), v in zip(docs, vecs)))
+        conn.execute("DELETE FROM embed_queue")
+
+
+def test_sigkill_during_the_migration_leaves_the_previous_file(cli, previous, tmp_path):
+    """m012 runs in one transaction: a process killed while it converts leaves the file as
+    the previous release had it, and the next open migrates it and answers the same."""
+    grow_previous(previous, 12_000)
+    reference = tmp_path / "reference" / "agent.db"  # the same file, migrated unharmed
+    reference.parent.mkdir()
+    shutil.copyfile(previous, reference)
+    before = plain(previous, "SELECT doc_id, content_hash, embedding FROM doc_vec ORDER BY doc_id")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAVANA_DB")}
+    mid = 0
+    for delay in (0.0, 0.3, 0.8):
+        for old in tmp_path.glob("agent.db.bak-*"):
+            old.unlink()
+        proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(previous),
+                                 "status", "--format", "json"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("agent.db.bak-*")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the migration ended before it was killed"
+        wal = Path(f"{previous}-wal")
+        mid += wal.exists() and wal.stat().st_size > 0  # it had written pages of m012
+        # plain sqlite3 sees the previous release's file: the killed transaction is gone
+        assert plain(previous, "SELECT doc_id, content_hash, embedding FROM doc_vec "
+                               "ORDER BY doc_id") == before
+        assert plain(previous, "SELECT count(*) FROM _sqlite_migrations "
+                               "WHERE name = 'm012_compact_vectors'") == [(0,)]
+    assert mid, "no kill landed inside the migration"
+    for args, _ in EXPECTED:  # the next open migrates, and answers as the unharmed copy
+        assert answer(cli, args) == answer(cli, ["--db", reference, *args]), args
+    after = plain(previous, "SELECT doc_id, length(embedding) FROM doc_vec ORDER BY doc_id")
+    assert [r[0] for r in after] == [r[0] for r in before] and {r[1] for r in after} == {386}
+    assert plain(previous, "PRAGMA integrity_check") == [("ok",)]
