@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import InputError, RavanaError
 from .keys import is_plain, not_a_database
-from .sql import FORMATS, driver, keyed, use_cipher, use_format, vec_loaded
+from .sql import FORMATS, derived, driver, keyed, use_cipher, use_format, vec_loaded
 from .text import decode
 
 DEFAULT_PATH = "ravana_agi.db"
@@ -122,6 +122,7 @@ def open_db(path, *, create=True, write=True, key=None):
                          "(status and query --no-touch can still read it)")
     if key is not None:
         _use_key(path, real, key)
+        key = derived(key, real)  # a passphrase's key, derived once for every connection
     sqlite3 = driver()
     # A URI with an absolute path: a name like ":memory:" stays a file, and mode=rw never lets
     # SQLite create the file itself (it would, with mode 0644).

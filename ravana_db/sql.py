@@ -6,6 +6,8 @@ loading it through both libraries in one process crashes it (a copy of its .so d
 SQLite loads extensions RTLD_GLOBAL, and the copy binds to the first one's global).
 """
 
+import copy
+import hashlib
 import sys
 
 from .errors import RavanaError
@@ -69,6 +71,23 @@ def use_format(name):
     finally:
         conn.close()
     _state["format"] = name
+
+
+def derived(key, path):
+    """key, for the existing encrypted file at path: a passphrase becomes the raw key (with the
+    file's salt, its first 16 bytes) that SQLCipher derives from it (PBKDF2-HMAC-SHA512,
+    256,000 iterations, in both FORMATS), derived once here rather than by every connection
+    and format tried (0.15 s each). A raw key, or a new file (SQLCipher makes its salt), keeps
+    key. The derived key lives in this process's memory only, as the passphrase does."""
+    with open(path, "rb") as f:
+        salt = f.read(16)
+    if key.raw or len(salt) < 16:
+        return key
+    raw = hashlib.pbkdf2_hmac("sha512", key.text.encode(), salt, 256_000, 32)
+    found = copy.copy(key)
+    found.raw, found.text = True, f"x'{raw.hex()}{salt.hex()}'"
+    found.literal = f'"{found.text}"'
+    return found
 
 
 def keyed(conn, key):

@@ -403,3 +403,26 @@ def test_a_file_in_sqlcipher4s_default_format_opens_and_rekey_moves_it(embedded,
     new = tmp_path / "new.db"
     ok("--db", new, "--key-file", key, "init")
     assert reads(new, "16k-sha256") == "0"
+
+
+def test_a_passphrase_is_derived_once_as_sqlcipher_derives_it(embedded, tmp_path):
+    """A passphrase's key, derived by ravana-db once per process (sql.derived), opens files
+    SQLCipher keyed with the passphrase itself, in either format; a wrong one is one line."""
+    phrase = "correct horse battery staple"
+    key = key_file(tmp_path / "p.key", phrase)
+    old = tmp_path / "old.db"
+    done = subprocess.run([sys.executable, "-c", SQLCIPHER4, str(embedded), str(old), phrase],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    new = tmp_path / "new.db"
+    ok("--db", new, "--key-file", key, "init")
+    ok("--db", new, "--key-file", key, "log", "action", "--action-name", "kept")
+    assert reads(new, "16k-sha256", phrase) == "0"
+    for path in (old, new):
+        status = json.loads(ok("--db", path, "--key-file", key, "status", "-f", "json"))
+        assert status["encryption"] == "sqlcipher 4"
+    found = json.loads(ok("--db", old, "--key-file", key, "query", "lunch", "--mode", "hybrid",
+                          "--no-touch", "-f", "json"))
+    assert found  # hybrid reads on a second connection, with the derived key
+    code, out, err = ravana("--db", old, "status", key="not the passphrase")
+    assert (code, out) == (2, "") and err.startswith(f"error: cannot decrypt {old} with the key")
