@@ -175,7 +175,7 @@ def measure(path, key_file, n, queries, cipher):
     result = {"open_ms": round(opened * 1000, 2), "driver": sql.driver().__name__}
     for mode in MODES:
         # One warm-up query; the others still meet pages for the first time, as a command does.
-        search(db, Query("warm up", mode=mode), embedder=embedder, touch=False)
+        search(db, Query(texts[0], mode=mode), embedder=embedder, touch=False)
         times, cpu = [], []
         for text in texts:
             start, start_cpu = time.perf_counter(), time.process_time()
