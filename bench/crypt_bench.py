@@ -1,14 +1,18 @@
 """Encrypted (SQLCipher 4) against plain files, in the same run: query latency per mode, the
 whole `query` command, bulk `log memory`, and the SQLCipher library's own cost on a plain file.
 
-    python bench/crypt_bench.py [--n 20000] [--runs 5] [--queries 100]
+    python bench/crypt_bench.py [--n 20000] [--runs 5] [--queries 100] [--only STEP ...]
+        [--copies raw raw_sqlcipher4 passphrase]
 
 A process uses one SQLite library (ravana_db/sql.py), so each side is measured in its own
 child process (`--measure`), alternating plain and encrypted; figures are medians, ratios are
-encrypted / plain. Texts are real sentences (corpus.py); vectors are the real model's when
+medians of the per-round ratios encrypted / plain, of wall time and of CPU time (process_time,
+or the child's rusage: on a loaded machine wall time measures the other work too; the load
+averages are reported). `raw_sqlcipher4` is the same key in SQLCipher 4's default format
+(files encrypted before the 16k-sha256 format). Texts are real sentences (corpus.py); vectors are the real model's when
 bench/cache holds texts-101000.txt and vectors-101000.npy (the lead's cache), else random unit
 vectors (latency does not depend on what the vectors mean). Files go to bench/cache/crypt-*.
-Results are printed and written to bench/results/crypt.json.
+Results are printed and written to bench/results/crypt-N.json.
 """
 
 import argparse
@@ -347,7 +351,9 @@ def main():
         print(json.dumps({name: report[name]}, indent=2), flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "crypt.json").write_text(json.dumps(report, indent=2) + "\n")
+    saved = out / f"crypt-{args.n}.json"  # steps run before (--only) are kept
+    report = {**(json.loads(saved.read_text()) if saved.exists() else {}), **report}
+    saved.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
