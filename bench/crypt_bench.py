@@ -9,10 +9,11 @@ child process (`--measure`), alternating plain and encrypted; figures are median
 medians of the per-round ratios encrypted / plain, of wall time and of CPU time (process_time,
 or the child's rusage: on a loaded machine wall time measures the other work too; the load
 averages are reported). `raw_sqlcipher4` is the same key in SQLCipher 4's default format
-(files encrypted before the 16k-sha256 format). Texts are real sentences (corpus.py); vectors are the real model's when
-bench/cache holds texts-101000.txt and vectors-101000.npy (the lead's cache), else random unit
-vectors (latency does not depend on what the vectors mean). Files go to bench/cache/crypt-*.
-Results are printed and written to bench/results/crypt-N.json.
+(files encrypted before the 16k-sha256 format). Texts are real sentences (corpus.py); vectors
+are the real model's when bench/cache holds texts-101000.txt and vectors-101000.npy (the lead's
+cache), else random unit vectors (latency does not depend on what the vectors mean); past
+101,000 (1M) the sentences repeat with a marker, as bench/run.py's 1M file. Files go to
+bench/cache/crypt-*. Results are printed and written to bench/results/crypt-N.json.
 """
 
 import argparse
