@@ -79,9 +79,14 @@ def derived(key, path):
     256,000 iterations, in both FORMATS), derived once here rather than by every connection
     and format tried (0.15 s each). A raw key, or a new file (SQLCipher makes its salt), keeps
     key. The derived key lives in this process's memory only, as the passphrase does."""
-    with open(path, "rb") as f:
-        salt = f.read(16)
-    if key.raw or len(salt) < 16:
+    if key.raw:
+        return key
+    try:
+        with open(path, "rb") as f:
+            salt = f.read(16)
+    except OSError:  # SQLite's open says why, in one line
+        return key
+    if len(salt) < 16:
         return key
     raw = hashlib.pbkdf2_hmac("sha512", key.text.encode(), salt, 256_000, 32)
     found = copy.copy(key)
