@@ -290,7 +290,7 @@ def bench_query_command(files, args):
             **summary(alternate(commands, args.runs), "plain")}
 
 
-def bench_bulk_log(files, args, count=1000, kind="memory", runs=None):
+def bench_bulk_log(files, args, count=300, kind="memory", runs=None):
     texts, _, _ = texts_and_vectors(args.n, args.queries)
     with tempfile.TemporaryDirectory() as tmp:
         lines = Path(tmp) / "records.jsonl"
@@ -310,7 +310,7 @@ def bench_bulk_log(files, args, count=1000, kind="memory", runs=None):
 
             argv = [*RAVANA, "--db", str(db)] + (["--key-file", str(key)] if key else [])
             commands[name] = (argv + ["-q", "log", kind, "--stdin"], str(lines), fresh)
-        times = alternate(commands, runs or max(1, args.runs // 2))
+        times = alternate(commands, runs or args.runs)
     result = summary(times, "plain")
     what = ("real sentences (embedded with the real model)" if kind == "memory" else
             "actions holding a real sentence (nothing to embed: the write path alone)")
