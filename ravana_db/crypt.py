@@ -2,7 +2,8 @@
 `decrypt`, `rekey`.
 
 The file is never changed where it is: SQLCipher's sqlcipher_export writes every table into a
-new file beside it (NAME.crypt-partial, 0600), which is checked (PRAGMA integrity_check, the
+new file beside it (NAME.crypt-partial, 0600), in sql.NEWEST's format (so that `rekey` to the
+same key moves a file encrypted before to it), which is checked (PRAGMA integrity_check, the
 same row count in every table), fsynced and renamed over the original. Until that rename the
 original is whole; after it, the converted file is. A partial file that a killed run left is
 removed by the next run.
@@ -16,7 +17,7 @@ from .db import keyed, open_db, remove_ours, still_ours, uri
 from .errors import InputError, RavanaError
 from .export.files import publish, sync
 from .keys import is_plain
-from .sql import driver, driver_error, use_cipher
+from .sql import NEWEST, driver, driver_error, use_cipher, use_format
 
 SUFFIX = ".crypt-partial"
 
@@ -41,6 +42,7 @@ def convert(path, *, key, new_key):
         fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600)
         made = os.fstat(fd)
         try:
+            use_format(NEWEST)  # the copy, and its check, in the newest format
             _export(db, partial, new_key)
             still_ours(partial, made, doing=f"convert {path}")
             tables, rows = _verify(db, partial, new_key, path)

@@ -11,15 +11,12 @@ from pathlib import Path
 
 from .errors import InputError, RavanaError
 from .keys import is_plain, not_a_database
-from .sql import driver, use_cipher, vec_loaded
+from .sql import FORMATS, derived, driver, keyed, use_cipher, use_format, vec_loaded
 from .text import decode
 
 DEFAULT_PATH = "ravana_agi.db"
 BUSY_TIMEOUT_MS = 10_000
 MMAP_BYTES = 1 << 30
-# SQLCipher decrypts a page on each read from the file (no memory map): keep more of them
-# decrypted (a bound: memory is taken only as pages are read).
-CIPHER_CACHE_KIB = 256 * 1024
 SERVER_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -125,6 +122,7 @@ def open_db(path, *, create=True, write=True, key=None):
                          "(status and query --no-touch can still read it)")
     if key is not None:
         _use_key(path, real, key)
+        key = derived(key, real)  # a passphrase's key, derived once for every connection
     sqlite3 = driver()
     # A URI with an absolute path: a name like ":memory:" stays a file, and mode=rw never lets
     # SQLite create the file itself (it would, with mode 0644).
@@ -133,11 +131,7 @@ def open_db(path, *, create=True, write=True, key=None):
         # Without a -wal file no writer is active; immutable reads need no -shm/-wal files,
         # which a read-only open of a WAL file would otherwise try to create.
         mode += "&immutable=1"
-    try:
-        conn = sqlite3.connect(f"{uri(real)}?mode={mode}", uri=True, isolation_level=None,
-                               check_same_thread=False)
-    except sqlite3.Error as e:
-        raise RavanaError(f"cannot open {path}: {e}") from None
+    conn = _connect(sqlite3, f"{uri(real)}?mode={mode}", path, key)
     if not hasattr(conn, "enable_load_extension"):
         conn.close()
         raise RavanaError(
@@ -146,7 +140,6 @@ def open_db(path, *, create=True, write=True, key=None):
     # Other clients may store text that is not UTF-8: read it with U+FFFD, never fail on it.
     conn.text_factory = decode
     try:
-        keyed(conn, key)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _check_ours(conn, path)  # before anything that writes
         vec_loaded()
@@ -187,14 +180,22 @@ def _use_key(path, real, key):
                          "drop the key, or encrypt the file with `ravana-db encrypt`")
 
 
-def keyed(conn, key):
-    """Give a new connection its key (first, before anything reads the file) and the larger
-    page cache an encrypted file needs; nothing for key None."""
-    if key is not None:
-        # SQLCipher logs a wrong key's failures to stderr: the error we raise is the one line.
-        conn.execute("PRAGMA cipher_log_level = NONE")
-        conn.execute(f"PRAGMA key = {key.literal}")
-        conn.execute(f"PRAGMA cache_size = -{CIPHER_CACHE_KIB}")
+def _connect(sqlite3, target, path, key):
+    """A connection to target, keyed. With a key, each of sql.FORMATS is tried, newest first
+    (an empty file takes the newest); the one that decrypts stays this process's format, for
+    reader(), backups and export's copies."""
+    names = list(FORMATS) if key is not None else [None]
+    for name in names:
+        if name is not None:
+            use_format(name)
+        try:
+            conn = sqlite3.connect(target, uri=True, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as e:
+            raise RavanaError(f"cannot open {path}: {e}") from None
+        if keyed(conn, key) or name == names[-1]:
+            return conn
+        conn.close()
 
 
 def existing(path):

@@ -6,6 +6,8 @@ loading it through both libraries in one process crashes it (a copy of its .so d
 SQLite loads extensions RTLD_GLOBAL, and the copy binds to the first one's global).
 """
 
+import copy
+import hashlib
 import sys
 
 from .errors import RavanaError
@@ -13,6 +15,20 @@ from .errors import RavanaError
 CIPHER = "sqlcipher3.dbapi2"
 PLAIN = "pysqlite3.dbapi2"
 _state = {"cipher": False, "vec": None}
+# SQLCipher decrypts a page on each read from the file (no memory map): keep more of them
+# decrypted (a bound: memory is taken only as pages are read).
+CIPHER_CACHE_KIB = 256 * 1024
+# How a file is encrypted. SQLCipher stores none of it in the file: a connection must be given
+# the settings the file was written with. Both use SQLCipher 4's AES-256-CBC with a random IV
+# per page, and its key derivation (a passphrase: PBKDF2-HMAC-SHA512, 256,000 iterations).
+# "16k-sha256" (every file encrypted since; the first tried) authenticates each 16 KiB page
+# with HMAC-SHA256: a page read from the file costs a third of SQLCipher 4's defaults
+# ("sqlcipher4": 4 KiB pages, HMAC-SHA512; files encrypted before), whose per-page work was
+# most of what an encrypted query paid over a plain one (bench/crypt_bench.py).
+FORMATS = {"16k-sha256": ("cipher_default_compatibility = 4", "cipher_default_page_size = 16384",
+                          "cipher_default_hmac_algorithm = HMAC_SHA256"),
+           "sqlcipher4": ("cipher_default_compatibility = 4",)}
+NEWEST = "16k-sha256"
 
 
 def driver():
@@ -42,6 +58,58 @@ def use_cipher():
         raise RavanaError("an encrypted file needs sqlcipher3: "
                           "`pip install 'sqlcipher3>=0.6.4'`") from None
     _state["cipher"] = True
+
+
+def use_format(name):
+    """Make FORMATS[name] the settings of every key this process gives from now on: to a
+    connection (keyed), to ATTACH ... KEY and to VACUUM INTO's copy (SQLCipher's
+    process-wide defaults; a connection already keyed keeps its own)."""
+    conn = driver().connect(":memory:")
+    try:
+        for pragma in FORMATS[name]:
+            conn.execute(f"PRAGMA {pragma}")
+    finally:
+        conn.close()
+    _state["format"] = name
+
+
+def derived(key, path):
+    """key, for the existing encrypted file at path: a passphrase becomes the raw key (with the
+    file's salt, its first 16 bytes) that SQLCipher derives from it (PBKDF2-HMAC-SHA512,
+    256,000 iterations, in both FORMATS), derived once here rather than by every connection
+    and format tried (0.15 s each). A raw key, or a new file (SQLCipher makes its salt), keeps
+    key. The derived key lives in this process's memory only, as the passphrase does."""
+    if key.raw:
+        return key
+    try:
+        with open(path, "rb") as f:
+            salt = f.read(16)
+    except OSError:  # SQLite's open says why, in one line
+        return key
+    if len(salt) < 16:
+        return key
+    raw = hashlib.pbkdf2_hmac("sha512", key.text.encode(), salt, 256_000, 32)
+    found = copy.copy(key)
+    found.raw, found.text = True, f"x'{raw.hex()}{salt.hex()}'"
+    found.literal = f'"{found.text}"'
+    return found
+
+
+def keyed(conn, key):
+    """Give a new connection its key (first, before anything reads the file), in the format
+    use_format() chose, and the larger page cache an encrypted file needs; nothing for key
+    None. Returns whether the connection reads its file (False: a wrong key or format; other
+    failures, a locked file, are left to the caller's first read)."""
+    if key is None:
+        return True
+    # SQLCipher logs a wrong key's failures to stderr: the error we raise is the one line.
+    conn.execute("PRAGMA cipher_log_level = NONE")
+    conn.execute(f"PRAGMA key = {key.literal}")
+    try:
+        conn.execute(f"PRAGMA cache_size = -{CIPHER_CACHE_KIB}")  # reads the schema
+    except driver().DatabaseError as e:
+        return "not a database" not in str(e)
+    return True
 
 
 def vec_loaded():

@@ -346,3 +346,83 @@ def test_encrypting_through_a_symlink_converts_its_target(embedded, tmp_path):
     ok("--db", link, "--key-file", key_file(tmp_path / "a.key"), "encrypt")
     assert link.is_symlink() and link.resolve() == embedded
     plain_sqlite_fails(embedded)
+
+
+SQLCIPHER4 = ("import sys, sqlcipher3.dbapi2 as s, sqlite_vec\n"
+              "conn = s.connect(sys.argv[1])\n"
+              "conn.enable_load_extension(True); sqlite_vec.load(conn)\n"
+              "conn.execute('PRAGMA cipher_default_compatibility = 4')\n"
+              "conn.execute('ATTACH DATABASE ? AS e KEY ?', [sys.argv[2], sys.argv[3]])\n"
+              "conn.execute(\"SELECT sqlcipher_export('e')\").fetchall()\n")
+READS = ("import sys, sqlcipher3.dbapi2 as s\n"
+         "conn = s.connect(sys.argv[1])\n"
+         "conn.execute('PRAGMA cipher_log_level = NONE')\n"
+         "conn.execute(f\"PRAGMA key = \\\"{sys.argv[2]}\\\"\")\n"
+         "for pragma in sys.argv[3:]: conn.execute(f'PRAGMA {pragma}')\n"
+         "try: print(conn.execute('SELECT count(*) FROM memory').fetchone()[0])\n"
+         "except s.DatabaseError as e: print(e)\n")
+SETTINGS = {"sqlcipher4": ["cipher_compatibility = 4"],
+            "16k-sha256": ["cipher_page_size = 16384", "cipher_hmac_algorithm = HMAC_SHA256"]}
+
+
+def reads(path, settings, secret=f"x'{RAW}'"):
+    """What a bare SQLCipher connection with these settings reads of path: its memory count,
+    or its error."""
+    done = subprocess.run([sys.executable, "-c", READS, str(path), secret, *SETTINGS[settings]],
+                          capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_a_file_in_sqlcipher4s_default_format_opens_and_rekey_moves_it(embedded, tmp_path):
+    """A file encrypted before the 16k-sha256 format (SQLCipher 4's defaults: 4 KiB pages,
+    HMAC-SHA512) opens with its key as before: every read, a backup in its own format, a wrong
+    key one line; `rekey` to the same key rewrites it in the newest format, which new files
+    get too."""
+    old, key = tmp_path / "old.db", key_file(tmp_path / "a.key")
+    done = subprocess.run([sys.executable, "-c", SQLCIPHER4, str(embedded), str(old),
+                           f"x'{RAW}'"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert reads(old, "sqlcipher4") == "60" and "not a database" in reads(old, "16k-sha256")
+    k = ["--db", old, "--key-file", key]
+    status = json.loads(ok(*k, "status", "-f", "json"))
+    assert status["encryption"] == "sqlcipher 4" and status["rows"]["memory"] == 60
+    found = json.loads(ok(*k, "query", "lunch", "--mode", "fts", "--no-touch", "-f", "json"))
+    ok(*k, "log", "action", "--action-name", "kept")  # writes, in its own format
+    ok(*k, "export", "backup", tmp_path / "backup.db")
+    assert reads(tmp_path / "backup.db", "sqlcipher4") == "60"
+    before = old.read_bytes()
+    code, out, err = ravana("--db", old, "status", key="not the key")
+    assert (code, out) == (2, "") and err.startswith(f"error: cannot decrypt {old} with the key")
+    assert old.read_bytes() == before
+    ok(*k, "rekey", "--new-key-file", key)
+    assert reads(old, "16k-sha256") == "60" and "not a database" in reads(old, "sqlcipher4")
+    assert json.loads(ok(*k, "query", "lunch", "--mode", "fts", "--no-touch", "-f",
+                         "json")) == found
+    assert json.loads(ok(*k, "status", "-f", "json"))["rows"]["actionlog"] == \
+        status["rows"]["actionlog"] + 1
+    new = tmp_path / "new.db"
+    ok("--db", new, "--key-file", key, "init")
+    assert reads(new, "16k-sha256") == "0"
+
+
+def test_a_passphrase_is_derived_once_as_sqlcipher_derives_it(embedded, tmp_path):
+    """A passphrase's key, derived by ravana-db once per process (sql.derived), opens files
+    SQLCipher keyed with the passphrase itself, in either format; a wrong one is one line."""
+    phrase = "correct horse battery staple"
+    key = key_file(tmp_path / "p.key", phrase)
+    old = tmp_path / "old.db"
+    done = subprocess.run([sys.executable, "-c", SQLCIPHER4, str(embedded), str(old), phrase],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    new = tmp_path / "new.db"
+    ok("--db", new, "--key-file", key, "init")
+    ok("--db", new, "--key-file", key, "log", "action", "--action-name", "kept")
+    assert reads(new, "16k-sha256", phrase) == "0"
+    for path in (old, new):
+        status = json.loads(ok("--db", path, "--key-file", key, "status", "-f", "json"))
+        assert status["encryption"] == "sqlcipher 4"
+    found = json.loads(ok("--db", old, "--key-file", key, "query", "lunch", "--mode", "hybrid",
+                          "--no-touch", "-f", "json"))
+    assert found  # hybrid reads on a second connection, with the derived key
+    code, out, err = ravana("--db", old, "status", key="not the passphrase")
+    assert (code, out) == (2, "") and err.startswith(f"error: cannot decrypt {old} with the key")
