@@ -17,6 +17,7 @@ model's, converted, never re-embedded). Results: bench/results/size.json.
 import argparse
 import json
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -28,9 +29,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import CACHE  # noqa: E402
-from run import CachedEmbedder, build, corpus  # noqa: E402
+from run import STORED, CachedEmbedder, build, corpus  # noqa: E402
 
-from ravana_db.db import open_db  # noqa: E402
+from ravana_db.db import open_db, transaction  # noqa: E402
+from ravana_db.embed import DEFAULT_MODEL, Embedder  # noqa: E402
+from ravana_db.index import apply, prepare  # noqa: E402
+from ravana_db.models import Memory  # noqa: E402
 from ravana_db.index import vacuum  # noqa: E402
 from ravana_db.search import search  # noqa: E402
 from ravana_db.search.query import Query  # noqa: E402
@@ -76,6 +80,78 @@ report, n = quality.through_cli(sys.argv[1], texts, qrels)
 print(json.dumps({mode: {k: round(v, 4) for k, v in r.items() if k != "seconds"}
                   for mode, r in report.items()}))
 """
+
+
+class RandomEmbedder(Embedder):
+    """Random unit vectors in the model's name and dimension: for sizes only (a stored vector
+    takes the same bytes whatever its values), when the corpus' real vectors are not built."""
+
+    def __init__(self):
+        super().__init__(DEFAULT_MODEL)
+        self.rng = np.random.default_rng(0)
+
+    def embed(self, texts):
+        vectors = self.rng.normal(size=(len(texts), 384)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def random_texts():
+    """The corpus' texts (corpus.embedded's order) without their vectors, cached."""
+    cached = CACHE / f"size-texts-{STORED}.txt"
+    if not cached.exists():
+        from corpus import sentences
+
+        texts = sentences(STORED)
+        random.Random(0).shuffle(texts)
+        cached.write_text("\n".join(texts))
+    return cached.read_text().split("\n")
+
+
+def logged_build(n, path, *, vectors="corpus"):
+    """A file of n memories written as `log memory` writes them: each row is the product's own
+    models.Memory(...).row() (content_hash filled: SHA-256 of the text), then indexed by
+    index.prepare/apply as store.write does, 50k rows a transaction. Texts, types, sources and
+    times are bench/run.py build()'s. vectors: "corpus" (the real model's, as build()) or
+    "random" (RandomEmbedder: sizes only)."""
+    if path.exists():
+        return path
+    if vectors == "random":
+        texts, embedder = random_texts(), RandomEmbedder()
+    else:
+        texts, matrix, _, _ = corpus()
+        embedder = None
+    texts = texts[:n] if n <= STORED else \
+        [f"{t} [{r}]" if r else t for r in range(n // STORED) for t in texts]
+    if embedder is None:
+        reps = max(1, n // STORED)
+        rng = np.random.default_rng(0)
+        noisy = [matrix] + [matrix + rng.normal(0, 0.025, matrix.shape).astype(np.float32)
+                            for _ in range(reps - 1)]
+        matrix = np.concatenate(noisy)[:n]
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        embedder = CachedEmbedder(texts, matrix)
+    tmp = path.with_suffix(".tmp")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+    db = open_db(tmp)
+    step = 50_000
+    for start in range(0, n, step):
+        rows = [Memory(text=t, memory_type="fact" if i % 3 else "episodic",
+                       source=f"source-{i % 7}",
+                       created_at=f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00.000Z").row()
+                for i, t in enumerate(texts[start:start + step], start)]
+        columns = list(rows[0])
+        with transaction(db):
+            db.conn.executemany(
+                f"INSERT INTO memory({', '.join(columns)}) VALUES "
+                f"({', '.join('?' * len(columns))})", [[r[c] for c in columns] for r in rows])
+        with transaction(db):
+            apply(db, prepare(db, embedder, backlog=step))
+        print(f"  built {min(start + step, n)}/{n}", file=sys.stderr, flush=True)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    tmp.rename(path)
+    return path
 
 
 def base_code(commit):
