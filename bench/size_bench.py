@@ -33,9 +33,12 @@ from run import STORED, CachedEmbedder, build, corpus  # noqa: E402
 
 from ravana_db.db import open_db, transaction  # noqa: E402
 from ravana_db.embed import DEFAULT_MODEL, Embedder  # noqa: E402
-from ravana_db.index import apply, prepare  # noqa: E402
+from ravana_db.index import (  # noqa: E402
+    apply,
+    prepare,
+    vacuum,  # noqa: E402
+)
 from ravana_db.models import Memory  # noqa: E402
-from ravana_db.index import vacuum  # noqa: E402
 from ravana_db.search import search  # noqa: E402
 from ravana_db.search.query import Query  # noqa: E402
 

@@ -12,7 +12,14 @@ from sqlite_utils import Migrations
 
 from ..sql import run_script
 from ..tables import SEARCHABLE
-from .search_index import BITS, as_built, install_index, part_of, source_triggers
+from .search_index import (
+    BITS,
+    as_built,
+    bits_code,
+    install_index,
+    part_of,
+    source_triggers,
+)
 
 MEMORY_TYPES = (
     "strategic_knowledge", "architectural_insight", "evolution_pattern", "meta_learning_rule",
@@ -501,6 +508,15 @@ def m007_decision_time_index(db):
     db.execute("CREATE INDEX idx_decisionlog_timestamp ON decisionlog(timestamp)")
 
 
+# doc_bits as m008 made it (m014 turns its text filter columns into integer codes).
+BITS_M008 = """
+CREATE VIRTUAL TABLE doc_bits USING vec0(
+    doc_id INTEGER PRIMARY KEY, embedding bit[1024], part INTEGER PARTITION KEY,
+    kind TEXT, type TEXT, source TEXT, ts INTEGER, chunk_size=2048
+)
+"""
+
+
 @migrations()
 def m008_sampled_signatures(db):
     """doc_bits gains its partition key (a table's columns change only by a rebuild): the
@@ -511,7 +527,7 @@ def m008_sampled_signatures(db):
     db.execute("CREATE TEMP TABLE old_bits AS "
                "SELECT doc_id, embedding, kind, type, source, ts FROM doc_bits")
     db.execute("DROP TABLE doc_bits")
-    db.execute(BITS)
+    db.execute(BITS_M008)
     db.execute(f"INSERT INTO doc_bits(doc_id, embedding, part, kind, type, source, ts) "
                f"SELECT doc_id, vec_bit(embedding), {part_of('doc_id')}, kind, type, source, ts "
                f"FROM temp.old_bits")
@@ -672,3 +688,24 @@ def m013_sync_tracking(db):
 
     run_script(db.conn, TABLES_SQL)
     install_tracking(db)
+
+
+@migrations()
+def m014_coded_filters(db):
+    """doc_bits keeps kind, type and source as their bits_code() (a vec0 integer takes 8 bytes
+    a row, a text 16 and more): the signatures are copied, not recomputed, inside the
+    migration's one transaction (an interruption leaves the file as it was). memory's index
+    on memory_type goes: no query reads memories by type (search filters `doc`)."""
+    db.execute("DROP INDEX IF EXISTS idx_memory_type")
+    row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'doc_bits'").fetchone()
+    if row is None or "kind INTEGER" in row[0]:
+        return  # made by m002 after this change, or missing: `reindex` makes it anew
+    db.conn.create_function("bits_code", 1, bits_code, deterministic=True)
+    db.execute("CREATE TEMP TABLE old_bits AS "
+               "SELECT doc_id, embedding, kind, type, source, ts FROM doc_bits")
+    db.execute("DROP TABLE doc_bits")
+    db.execute(BITS)
+    db.execute(f"INSERT INTO doc_bits(doc_id, embedding, part, kind, type, source, ts) "
+               f"SELECT doc_id, vec_bit(embedding), {part_of('doc_id')}, bits_code(kind), "
+               f"bits_code(type), bits_code(source), ts FROM temp.old_bits")
+    db.execute("DROP TABLE temp.old_bits")
