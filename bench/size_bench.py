@@ -123,6 +123,8 @@ def logged_build(n, path, *, vectors="corpus"):
     else:
         texts, matrix, _, _ = corpus()
         embedder = None
+    # `log` refuses a NUL in text (a few of the corpus' sentences hold one): a space instead
+    texts = [t.replace("\0", " ") for t in texts]
     texts = texts[:n] if n <= STORED else \
         [f"{t} [{r}]" if r else t for r in range(n // STORED) for t in texts]
     if embedder is None:

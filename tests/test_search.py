@@ -624,7 +624,7 @@ def test_a_vector_search_bounded_by_its_sample_finds_what_the_plain_one_finds(
         for row in rng.integers(0, n, 8):
             q = s.Query("x", mode="vector", **filters)
             bits = signature(vectors[row][None])[0].tobytes()
-            where, params = s._filters(q, epoch=True)
+            where, params = s._filters(q, bits=True)
             plain = query(db, bits, 60, where, params)
             bounded = s._nearest(db, bits, 60, where, params)
             assert sorted(bounded) == sorted(plain), filters
