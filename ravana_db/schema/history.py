@@ -695,8 +695,13 @@ def m014_coded_filters(db):
     """doc_bits keeps kind, type and source as their bits_code() (a vec0 integer takes 8 bytes
     a row, a text 16 and more): the signatures are copied, not recomputed, inside the
     migration's one transaction (an interruption leaves the file as it was). memory's index
-    on memory_type goes: no query reads memories by type (search filters `doc`)."""
+    on memory_type goes: no query reads memories by type (search filters `doc`). The index of
+    the memories due for consolidation keeps which they are, not their time (which
+    idx_memory_created_at holds already): consolidate reads every due row anyway, to check
+    its importance and count them, and sorts the batch it takes."""
     db.execute("DROP INDEX IF EXISTS idx_memory_type")
+    db.execute("DROP INDEX IF EXISTS idx_memory_due")
+    db.execute("CREATE INDEX idx_memory_due ON memory(merged_into) WHERE dup_key IS NULL")
     row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'doc_bits'").fetchone()
     if row is None or "kind INTEGER" in row[0]:
         return  # made by m002 after this change, or missing: `reindex` makes it anew
