@@ -92,6 +92,8 @@ def as_previous(path):
         db.execute("CREATE INDEX idx_memory_type ON memory(memory_type)")
         db.execute("DROP INDEX idx_memory_due")
         db.execute("CREATE INDEX idx_memory_due ON memory(created_at) WHERE dup_key IS NULL")
+        db.execute("DROP INDEX idx_memory_dup_key")
+        db.execute("CREATE INDEX idx_memory_dup_key ON memory(dup_key)")
         db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm014_coded_filters'")
         db.execute("COMMIT")
     finally:
@@ -112,6 +114,7 @@ def test_a_new_file_stores_integer_codes(embedded):
     names = indexes(embedded)
     assert "idx_memory_type" not in names
     assert "(merged_into) WHERE dup_key IS NULL" in names["idx_memory_due"]
+    assert "(dup_key) WHERE dup_key IS NOT NULL" in names["idx_memory_dup_key"]
     db = open_db(embedded, create=False, write=False)
     try:
         for doc_id, kind, type, source in db.execute(
@@ -135,7 +138,8 @@ def test_the_file_before_migrates_and_answers_the_same(cli, embedded, tmp_path):
                                              "WHERE name = 'doc_bits'")[0][0]
     assert plain(embedded, "SELECT count(*) FROM _sqlite_migrations "
                            "WHERE name = 'm014_coded_filters'") == [(1,)]
-    assert "idx_memory_type" not in indexes(embedded)
+    names = indexes(embedded)
+    assert "idx_memory_type" not in names and "IS NOT NULL" in names["idx_memory_dup_key"]
     db = open_db(embedded, create=False, write=False)
     try:
         assert db.execute("SELECT count(*) FROM doc_bits").fetchall() == signatures

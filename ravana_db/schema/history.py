@@ -698,10 +698,14 @@ def m014_coded_filters(db):
     on memory_type goes: no query reads memories by type (search filters `doc`). The index of
     the memories due for consolidation keeps which they are, not their time (which
     idx_memory_created_at holds already): consolidate reads every due row anyway, to check
-    its importance and count them, and sorts the batch it takes."""
+    its importance and count them, and sorts the batch it takes. The index of duplicate keys
+    holds only the keys: consolidate looks memories up by key (`dup_key IN (...)`), never
+    the ones without one (a memory not yet consolidated)."""
     db.execute("DROP INDEX IF EXISTS idx_memory_type")
     db.execute("DROP INDEX IF EXISTS idx_memory_due")
     db.execute("CREATE INDEX idx_memory_due ON memory(merged_into) WHERE dup_key IS NULL")
+    db.execute("DROP INDEX IF EXISTS idx_memory_dup_key")
+    db.execute("CREATE INDEX idx_memory_dup_key ON memory(dup_key) WHERE dup_key IS NOT NULL")
     row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'doc_bits'").fetchone()
     if row is None or "kind INTEGER" in row[0]:
         return  # made by m002 after this change, or missing: `reindex` makes it anew
