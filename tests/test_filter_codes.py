@@ -40,6 +40,15 @@ def plain(path, sql):
         conn.close()
 
 
+def plain_write(path, sql):
+    conn = driver().connect(str(path))
+    try:
+        with conn:
+            conn.execute(sql)
+    finally:
+        conn.close()
+
+
 def answer(cli, args):
     result = cli("query", "--no-touch", "--top-n", "5", "--format", "json", *args)
     assert result.exit_code == 0, result.stderr
@@ -111,6 +120,8 @@ def test_a_new_file_stores_integer_codes(embedded):
     assert "kind INTEGER, type INTEGER, source INTEGER" in sql
     assert plain(embedded, "SELECT name FROM sqlite_master WHERE name LIKE "
                            "'doc_bits_metadatatext%'") == []
+    assert plain(embedded, "SELECT id, dup_key FROM memory WHERE dup_key IS NOT NULL") == \
+        [(1, digest[:16]), (2, digest[:16])]
     names = indexes(embedded)
     assert "idx_memory_type" not in names
     assert "(merged_into) WHERE dup_key IS NULL" in names["idx_memory_due"]
@@ -130,6 +141,8 @@ def test_the_file_before_migrates_and_answers_the_same(cli, embedded, tmp_path):
     expected = [answer(cli, args) for args in QUERIES]
     assert any(len(e) == 5 for e in expected[1:5])
     as_previous(embedded)
+    digest = "ab" * 32  # a duplicate key as the release before wrote it: the whole SHA-256
+    plain_write(embedded, f"UPDATE memory SET dup_key = '{digest}' WHERE id IN (1, 2)")
     assert "kind TEXT" in plain(embedded, "SELECT sql FROM sqlite_master "
                                           "WHERE name = 'doc_bits'")[0][0]
     signatures = plain(embedded, "SELECT count(*) FROM doc_vec")
@@ -138,6 +151,8 @@ def test_the_file_before_migrates_and_answers_the_same(cli, embedded, tmp_path):
                                              "WHERE name = 'doc_bits'")[0][0]
     assert plain(embedded, "SELECT count(*) FROM _sqlite_migrations "
                            "WHERE name = 'm014_coded_filters'") == [(1,)]
+    assert plain(embedded, "SELECT id, dup_key FROM memory WHERE dup_key IS NOT NULL") == \
+        [(1, digest[:16]), (2, digest[:16])]
     names = indexes(embedded)
     assert "idx_memory_type" not in names and "IS NOT NULL" in names["idx_memory_dup_key"]
     db = open_db(embedded, create=False, write=False)

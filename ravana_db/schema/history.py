@@ -700,8 +700,12 @@ def m014_coded_filters(db):
     idx_memory_created_at holds already): consolidate reads every due row anyway, to check
     its importance and count them, and sorts the batch it takes. The index of duplicate keys
     holds only the keys: consolidate looks memories up by key (`dup_key IN (...)`), never
-    the ones without one (a memory not yet consolidated)."""
+    the ones without one (a memory not yet consolidated). A duplicate key is 16 hex digits,
+    the first 64 bits of the SHA-256 (consolidate.duplicates.key): stored keys are cut to
+    them."""
     db.execute("DROP INDEX IF EXISTS idx_memory_type")
+    db.execute("UPDATE memory SET dup_key = substr(dup_key, 1, 16) "
+               "WHERE length(dup_key) = 64 AND typeof(dup_key) = 'text'")
     db.execute("DROP INDEX IF EXISTS idx_memory_due")
     db.execute("CREATE INDEX idx_memory_due ON memory(merged_into) WHERE dup_key IS NULL")
     db.execute("DROP INDEX IF EXISTS idx_memory_dup_key")
