@@ -120,8 +120,6 @@ def test_a_new_file_stores_integer_codes(embedded):
     assert "kind INTEGER, type INTEGER, source INTEGER" in sql
     assert plain(embedded, "SELECT name FROM sqlite_master WHERE name LIKE "
                            "'doc_bits_metadatatext%'") == []
-    assert plain(embedded, "SELECT id, dup_key FROM memory WHERE dup_key IS NOT NULL") == \
-        [(1, digest[:16]), (2, digest[:16])]
     names = indexes(embedded)
     assert "idx_memory_type" not in names
     assert "(merged_into) WHERE dup_key IS NULL" in names["idx_memory_due"]
