@@ -295,6 +295,50 @@ def nfcorpus(root):
     return figures
 
 
+def consolidated(path, n):
+    """A copy of the file at path with every memory marked as `consolidate` marks the ones a
+    run took (consolidate/merge.py's UPDATE: its duplicate key, by the code that runs this,
+    and the run's id; one run per 100,000 memories, limits.max_memories), not vacuumed."""
+    import uuid
+
+    from ravana_db.consolidate.duplicates import key
+
+    out = path.with_name(path.name.replace(".db", "-consolidated.db"))
+    if out.exists():
+        return out
+    tmp = out.with_suffix(".tmp")
+    shutil.copyfile(path, tmp)
+    db = open_db(tmp)
+    last = 0
+    while True:
+        rows = db.execute("SELECT id, text FROM memory WHERE id > ? ORDER BY id LIMIT 100000",
+                          [last]).fetchall()
+        if not rows:
+            break
+        last, run = rows[-1][0], str(uuid.uuid4())
+        marks = [(key(text), run, memory_id, text) for memory_id, text in rows]
+        with transaction(db):
+            db.conn.executemany("UPDATE memory SET dup_key = ?, consolidated_in = ? "
+                                "WHERE id = ? AND text = ? AND dup_key IS NULL", marks)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    for backup in tmp.parent.glob(f"{tmp.name}.bak-*"):
+        backup.unlink()
+    os.replace(tmp, out)
+    return out
+
+
+def previous_consolidated(root, path, n):
+    """consolidated() run with the code of the release at root (its duplicate keys)."""
+    out = path.with_name(path.name.replace(".db", "-consolidated.db"))
+    if not out.exists():
+        in_base(root, f"import sys, json; from pathlib import Path; "
+                      f"sys.path.insert(0, {str(ROOT / 'bench')!r}); import size_bench; "
+                      f"print(json.dumps(str(size_bench.consolidated(Path({str(path)!r}), "
+                      f"{n}))))")
+    return out
+
+
 def previous_logged(root, commit, n, vectors):
     """logged_build(n) run with the code of the release at commit (the one before this code's
     migrations): a file as that release's `log memory` wrote it."""
@@ -319,6 +363,10 @@ def logged_rows(args, n):
     row = {"logged": sizes(logged, n), "logged_previous": sizes(previous, n),
            "logged_migrated": sizes(migrated, n), "logged_migrate_s": round(migrate_s, 1),
            "logged_vacuum_s": round(vacuum_s, 1)}
+    if args.consolidated:
+        row["consolidated"] = sizes(consolidated(logged, n), n)
+        row["consolidated_previous"] = sizes(
+            previous_consolidated(base_code(args.previous), previous, n), n)
     if built > 1:
         row["logged_build_s"] = round(built, 1)
     row["ratio_logged_previous"] = round(row["logged"]["bytes_per_memory"] /
@@ -354,6 +402,8 @@ def main():
     parser.add_argument("--vectors", choices=("corpus", "random"), default="corpus",
                         help="random: sizes of the logged files only (no quality, no --base)")
     parser.add_argument("--no-base", action="store_true", help="skip the raw-SQL rows")
+    parser.add_argument("--consolidated", action="store_true",
+                        help="also the logged files with every memory marked consolidated")
     parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "size.json"))
     args = parser.parse_args()
