@@ -99,6 +99,7 @@ def as_previous(path):
             [(r[0], s.tobytes(), r[2], r[3] or "", r[4] or "", r[5]) for r, s in zip(rows, sigs)])
         db.execute("DELETE FROM bits_queue")
         db.execute("CREATE INDEX idx_memory_type ON memory(memory_type)")
+        db.execute("CREATE INDEX idx_memory_importance ON memory(importance)")
         db.execute("DROP INDEX idx_memory_due")
         db.execute("CREATE INDEX idx_memory_due ON memory(created_at) WHERE dup_key IS NULL")
         db.execute("DROP INDEX idx_memory_dup_key")
@@ -121,7 +122,7 @@ def test_a_new_file_stores_integer_codes(embedded):
     assert plain(embedded, "SELECT name FROM sqlite_master WHERE name LIKE "
                            "'doc_bits_metadatatext%'") == []
     names = indexes(embedded)
-    assert "idx_memory_type" not in names
+    assert "idx_memory_type" not in names and "idx_memory_importance" not in names
     assert "(merged_into) WHERE dup_key IS NULL" in names["idx_memory_due"]
     assert "(dup_key) WHERE dup_key IS NOT NULL" in names["idx_memory_dup_key"]
     db = open_db(embedded, create=False, write=False)
@@ -152,7 +153,8 @@ def test_the_file_before_migrates_and_answers_the_same(cli, embedded, tmp_path):
     assert plain(embedded, "SELECT id, dup_key FROM memory WHERE dup_key IS NOT NULL") == \
         [(1, digest[:16]), (2, digest[:16])]
     names = indexes(embedded)
-    assert "idx_memory_type" not in names and "IS NOT NULL" in names["idx_memory_dup_key"]
+    assert "idx_memory_type" not in names and "idx_memory_importance" not in names
+    assert "IS NOT NULL" in names["idx_memory_dup_key"]
     db = open_db(embedded, create=False, write=False)
     try:
         assert db.execute("SELECT count(*) FROM doc_bits").fetchall() == signatures

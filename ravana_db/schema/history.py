@@ -694,8 +694,9 @@ def m013_sync_tracking(db):
 def m014_coded_filters(db):
     """doc_bits keeps kind, type and source as their bits_code() (a vec0 integer takes 8 bytes
     a row, a text 16 and more): the signatures are copied, not recomputed, inside the
-    migration's one transaction (an interruption leaves the file as it was). memory's index
-    on memory_type goes: no query reads memories by type (search filters `doc`). The index of
+    migration's one transaction (an interruption leaves the file as it was). memory's indexes
+    on memory_type and importance go: no query plan used them (search filters `doc`; the
+    promotion pass reads memories in id order, a scan). The index of
     the memories due for consolidation keeps which they are, not their time (which
     idx_memory_created_at holds already): consolidate reads every due row anyway, to check
     its importance and count them, and sorts the batch it takes. The index of duplicate keys
@@ -704,6 +705,7 @@ def m014_coded_filters(db):
     the first 64 bits of the SHA-256 (consolidate.duplicates.key): stored keys are cut to
     them."""
     db.execute("DROP INDEX IF EXISTS idx_memory_type")
+    db.execute("DROP INDEX IF EXISTS idx_memory_importance")
     db.execute("UPDATE memory SET dup_key = substr(dup_key, 1, 16) "
                "WHERE length(dup_key) = 64 AND typeof(dup_key) = 'text'")
     db.execute("DROP INDEX IF EXISTS idx_memory_due")
