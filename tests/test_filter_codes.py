@@ -219,3 +219,29 @@ def test_sigkill_during_the_migration_leaves_the_file_before(cli, embedded, tmp_
     assert "kind INTEGER" in plain(embedded, "SELECT sql FROM sqlite_master "
                                              "WHERE name = 'doc_bits'")[0][0]
     assert plain(embedded, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_memory_queries_use_the_indexes_m014_keeps(embedded):
+    """The due memories are found through idx_memory_due, duplicates by key through
+    idx_memory_dup_key, and the promotion pass scans in id order: the indexes m014 dropped
+    or narrowed served none of these."""
+    from ravana_db.consolidate.read import MEMORY_COLUMNS
+
+    db = open_db(embedded, create=False, write=False)
+    try:
+        def plan(sql, params):
+            return " | ".join(r[-1] for r in db.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+        due = ("dup_key IS NULL AND merged_into IS NULL AND created_at <= ? "  # read._window
+               "AND importance >= ?")
+        for where, params in ((due, ["2026-06-01", 0.0]),
+                              (due + " AND created_at >= ?", ["2026-06-01", 0.6, "2026-05-01"])):
+            assert "idx_memory_due" in plan(f"SELECT {MEMORY_COLUMNS} FROM memory WHERE {where} "
+                                            f"ORDER BY created_at, id LIMIT 10", params)
+            assert "idx_memory_due" in plan(f"SELECT count(*) FROM memory WHERE {where}", params)
+        assert "idx_memory_dup_key" in plan("SELECT id FROM memory WHERE dup_key IN (?, ?) "
+                                            "AND merged_into IS NULL", ["a", "b"])
+        assert plan("SELECT id FROM memory WHERE importance >= ? AND merged_into IS NULL "
+                    "ORDER BY id", [0.6]) == "SCAN memory"
+    finally:
+        db.close()
