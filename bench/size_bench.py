@@ -1,12 +1,21 @@
-"""Bytes per memory, before and after the compact layout (issue 20), each table's share from
-`dbstat`, and what the compact vectors cost in search quality.
+"""Bytes per memory, each table's share from `dbstat`, and what the compact layout (issue 20)
+costs in search quality.
 
-    python bench/size_bench.py [--sizes 100000 1000000] [--base 5138d69] [--no-quality]
+    python bench/size_bench.py [--sizes 100000 1000000] [--vectors corpus|random]
+        [--previous 056df2a] [--base 5138d69] [--no-base] [--no-quality]
 
-Before: the release at --base (its code exported with `git archive` into bench/cache/, run in
-a subprocess) builds its own files with bench/run.py's build(n). After: this code's build(n),
-and the before-file migrated in place (m012) then `reindex --vacuum`ed. Every file is cached
-under a compact-* name in bench/cache/ and reused.
+The honest rows (logged*): files written as `log memory` writes them (logged_build: each row
+the product's models.Memory(...).row(), so content_hash is filled; then index.prepare/apply
+as store.write does). `logged` is this code's; `logged_previous` the release at --previous's
+(its code exported with `git archive` into bench/cache/, run in a subprocess), and
+`logged_migrated` that file migrated in place by this code then `reindex --vacuum`ed.
+--vectors random gives every text a random unit vector: the bytes are the same whatever the
+values, so sizes need no embedding, but quality is then not measured.
+
+The rows of the first compact step (--vectors corpus, unless --no-base): before, the release
+at --base builds its own files with bench/run.py's build(n) (memories inserted by raw SQL:
+content_hash NULL); after, this code's build(n); migrated, the before-file migrated (m012..)
+then vacuumed. Every file is cached in bench/cache/ (compact-*, size-*) and reused.
 
 Quality, same run: vector recall@10 against exact float32 search (numpy over the corpus'
 vectors), 1,000 held-out queries on 100k memories, for both layouts; and the NFCorpus figures of
@@ -17,6 +26,7 @@ model's, converted, never re-embedded). Results: bench/results/size.json.
 import argparse
 import json
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -28,10 +38,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import CACHE  # noqa: E402
-from run import CachedEmbedder, build, corpus  # noqa: E402
+from run import STORED, CachedEmbedder, build, corpus  # noqa: E402
 
-from ravana_db.db import open_db  # noqa: E402
-from ravana_db.index import vacuum  # noqa: E402
+from ravana_db.db import open_db, transaction  # noqa: E402
+from ravana_db.embed import DEFAULT_MODEL, Embedder  # noqa: E402
+from ravana_db.index import (  # noqa: E402
+    apply,
+    prepare,
+    vacuum,  # noqa: E402
+)
+from ravana_db.models import Memory  # noqa: E402
 from ravana_db.search import search  # noqa: E402
 from ravana_db.search.query import Query  # noqa: E402
 
@@ -78,6 +94,80 @@ print(json.dumps({mode: {k: round(v, 4) for k, v in r.items() if k != "seconds"}
 """
 
 
+class RandomEmbedder(Embedder):
+    """Random unit vectors in the model's name and dimension: for sizes only (a stored vector
+    takes the same bytes whatever its values), when the corpus' real vectors are not built."""
+
+    def __init__(self):
+        super().__init__(DEFAULT_MODEL)
+        self.rng = np.random.default_rng(0)
+
+    def embed(self, texts):
+        vectors = self.rng.normal(size=(len(texts), 384)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def random_texts():
+    """The corpus' texts (corpus.embedded's order) without their vectors, cached."""
+    cached = CACHE / f"size-texts-{STORED}.txt"
+    if not cached.exists():
+        from corpus import sentences
+
+        texts = sentences(STORED)
+        random.Random(0).shuffle(texts)
+        cached.write_text("\n".join(texts))
+    return cached.read_text().split("\n")
+
+
+def logged_build(n, path, *, vectors="corpus"):
+    """A file of n memories written as `log memory` writes them: each row is the product's own
+    models.Memory(...).row() (content_hash filled: SHA-256 of the text), then indexed by
+    index.prepare/apply as store.write does, 50k rows a transaction. Texts, types, sources and
+    times are bench/run.py build()'s. vectors: "corpus" (the real model's, as build()) or
+    "random" (RandomEmbedder: sizes only)."""
+    if path.exists():
+        return path
+    if vectors == "random":
+        texts, embedder = random_texts(), RandomEmbedder()
+    else:
+        texts, matrix, _, _ = corpus()
+        embedder = None
+    # `log` refuses a NUL in text (a few of the corpus' sentences hold one): a space instead
+    texts = [t.replace("\0", " ") for t in texts]
+    texts = texts[:n] if n <= STORED else \
+        [f"{t} [{r}]" if r else t for r in range(n // STORED) for t in texts]
+    if embedder is None:
+        reps = max(1, n // STORED)
+        rng = np.random.default_rng(0)
+        noisy = [matrix] + [matrix + rng.normal(0, 0.025, matrix.shape).astype(np.float32)
+                            for _ in range(reps - 1)]
+        matrix = np.concatenate(noisy)[:n]
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        embedder = CachedEmbedder(texts, matrix)
+    tmp = path.with_suffix(".tmp")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+    db = open_db(tmp)
+    step = 50_000
+    for start in range(0, n, step):
+        rows = [Memory(text=t, memory_type="fact" if i % 3 else "episodic",
+                       source=f"source-{i % 7}",
+                       created_at=f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00.000Z").row()
+                for i, t in enumerate(texts[start:start + step], start)]
+        columns = list(rows[0])
+        with transaction(db):
+            db.conn.executemany(
+                f"INSERT INTO memory({', '.join(columns)}) VALUES "
+                f"({', '.join('?' * len(columns))})", [[r[c] for c in columns] for r in rows])
+        with transaction(db):
+            apply(db, prepare(db, embedder, backlog=step))
+        print(f"  built {min(start + step, n)}/{n}", file=sys.stderr, flush=True)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    tmp.rename(path)
+    return path
+
+
 def base_code(commit):
     """The release at commit, exported (not checked out) into bench/cache/compact-base-COMMIT,
     with a cache folder of its own that shares the corpus files."""
@@ -121,9 +211,10 @@ def before_file(root, n):
     return path
 
 
-def migrated_file(before, n):
-    """A copy of the before-file, opened (m012) and vacuumed; (path, seconds, seconds)."""
-    path = CACHE / f"compact-migrated-{n}.db"
+def migrated_file(before, n, path=None):
+    """A copy of the before-file (at path), opened (its migrations) and vacuumed; (path,
+    seconds, seconds)."""
+    path = path or CACHE / f"compact-migrated-{n}.db"
     timing = path.with_suffix(".json")
     if not (path.exists() and timing.exists()):
         tmp = path.with_suffix(".tmp")
@@ -162,7 +253,10 @@ def sizes(path, n):
     total = os.path.getsize(path)
     return {"bytes_per_memory": round(total / n, 1), "file_bytes": total,
             "shares_bytes_per_memory": {k: round(v / n, 1) for k, v in
-                                        sorted(shares.items(), key=lambda kv: -kv[1])}}
+                                        sorted(shares.items(), key=lambda kv: -kv[1])},
+            # each table and index on its own (those of at least 1 byte a memory)
+            "objects_bytes_per_memory": {name: round(size / n, 1) for name, size in
+                                         sorted(pages, key=lambda kv: -kv[1]) if size >= n}}
 
 
 def recall(path, n, queries=RECALL_QUERIES):
@@ -201,40 +295,141 @@ def nfcorpus(root):
     return figures
 
 
+def consolidated(path, n):
+    """A copy of the file at path with every memory marked as `consolidate` marks the ones a
+    run took (consolidate/merge.py's UPDATE: its duplicate key, by the code that runs this,
+    and the run's id; one run per 100,000 memories, limits.max_memories), not vacuumed."""
+    import uuid
+
+    from ravana_db.consolidate.duplicates import key
+
+    out = path.with_name(path.name.replace(".db", "-consolidated.db"))
+    if out.exists():
+        return out
+    tmp = out.with_suffix(".tmp")
+    shutil.copyfile(path, tmp)
+    db = open_db(tmp)
+    last = 0
+    while True:
+        rows = db.execute("SELECT id, text FROM memory WHERE id > ? ORDER BY id LIMIT 100000",
+                          [last]).fetchall()
+        if not rows:
+            break
+        last, run = rows[-1][0], str(uuid.uuid4())
+        marks = [(key(text), run, memory_id, text) for memory_id, text in rows]
+        with transaction(db):
+            db.conn.executemany("UPDATE memory SET dup_key = ?, consolidated_in = ? "
+                                "WHERE id = ? AND text = ? AND dup_key IS NULL", marks)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    for backup in tmp.parent.glob(f"{tmp.name}.bak-*"):
+        backup.unlink()
+    os.replace(tmp, out)
+    return out
+
+
+def previous_consolidated(root, path, n):
+    """consolidated() run with the code of the release at root (its duplicate keys)."""
+    out = path.with_name(path.name.replace(".db", "-consolidated.db"))
+    if not out.exists():
+        in_base(root, f"import sys, json; from pathlib import Path; "
+                      f"sys.path.insert(0, {str(ROOT / 'bench')!r}); import size_bench; "
+                      f"print(json.dumps(str(size_bench.consolidated(Path({str(path)!r}), "
+                      f"{n}))))")
+    return out
+
+
+def previous_logged(root, commit, n, vectors):
+    """logged_build(n) run with the code of the release at commit (the one before this code's
+    migrations): a file as that release's `log memory` wrote it."""
+    path = CACHE / f"size-logged-{vectors}-{commit}-{n}.db"
+    if not path.exists():
+        in_base(root, f"import sys, json; from pathlib import Path; "
+                      f"sys.path.insert(0, {str(ROOT / 'bench')!r}); import size_bench; "
+                      f"print(json.dumps(str(size_bench.logged_build({n}, Path({str(path)!r}), "
+                      f"vectors={vectors!r}))))")
+    return path
+
+
+def logged_rows(args, n):
+    """The honest rows: files written as `log memory` writes them (content_hash filled), by
+    this code, by the release at --previous, and that file migrated by this code."""
+    start = time.perf_counter()
+    logged = logged_build(n, CACHE / f"size-logged-{args.vectors}-{n}.db", vectors=args.vectors)
+    built = time.perf_counter() - start
+    previous = previous_logged(base_code(args.previous), args.previous, n, args.vectors)
+    migrated, migrate_s, vacuum_s = migrated_file(
+        previous, n, CACHE / f"size-logged-{args.vectors}-{args.previous}-migrated-{n}.db")
+    row = {"logged": sizes(logged, n), "logged_previous": sizes(previous, n),
+           "logged_migrated": sizes(migrated, n), "logged_migrate_s": round(migrate_s, 1),
+           "logged_vacuum_s": round(vacuum_s, 1)}
+    if args.consolidated:
+        row["consolidated"] = sizes(consolidated(logged, n), n)
+        row["consolidated_previous"] = sizes(
+            previous_consolidated(base_code(args.previous), previous, n), n)
+    if built > 1:
+        row["logged_build_s"] = round(built, 1)
+    row["ratio_logged_previous"] = round(row["logged"]["bytes_per_memory"] /
+                                         row["logged_previous"]["bytes_per_memory"], 3)
+    return row
+
+
+def base_rows(root, n):
+    """The rows of issue 20's first step: bench/run.py build()'s files (memories inserted by
+    raw SQL, no content_hash) before (release --base) and after (this code), and the
+    before-file migrated."""
+    before = before_file(root, n)
+    start = time.perf_counter()
+    after = build(n, CACHE / f"compact-db-{n}.db")
+    built = time.perf_counter() - start
+    migrated, migrate_s, vacuum_s = migrated_file(before, n)
+    row = {"before": sizes(before, n), "after": sizes(after, n),
+           "migrated": sizes(migrated, n), "migrate_s": round(migrate_s, 1),
+           "vacuum_s": round(vacuum_s, 1)}
+    if built > 1:
+        row["after_build_s"] = round(built, 1)
+    row["ratio_after_before"] = round(row["after"]["bytes_per_memory"] /
+                                      row["before"]["bytes_per_memory"], 3)
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--base", default="5138d69")
+    parser.add_argument("--previous", default="056df2a",
+                        help="the release before m014: its logged file is migrated")
+    parser.add_argument("--vectors", choices=("corpus", "random"), default="corpus",
+                        help="random: sizes of the logged files only (no quality, no --base)")
+    parser.add_argument("--no-base", action="store_true", help="skip the raw-SQL rows")
+    parser.add_argument("--consolidated", action="store_true",
+                        help="also the logged files with every memory marked consolidated")
     parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "size.json"))
     args = parser.parse_args()
-    root = base_code(args.base)
+    base = args.vectors == "corpus" and not args.no_base
     report = {"what": "bytes per memory (file size / memories; shares from dbstat, index "
-                      "b-trees counted with their table) before (release "
-                      f"{args.base}) and after (this code: a new file, and the before-file "
-                      "migrated by m012 then `reindex --vacuum`)", "sizes": {}}
+                      "b-trees counted with their table). logged*: files written as `log "
+                      "memory` writes them (content_hash filled), by this code, by release "
+                      f"{args.previous}, and that file migrated (m014) then `reindex "
+                      "--vacuum`ed" + (f"; before/after/migrated: bench/run.py build()'s "
+                      f"raw-SQL files (no content_hash), release {args.base} and this code"
+                      if base else ""), "vectors": args.vectors, "sizes": {}}
     for n in args.sizes:
-        before = before_file(root, n)
-        start = time.perf_counter()
-        after = build(n, CACHE / f"compact-db-{n}.db")
-        built = time.perf_counter() - start
-        migrated, migrate_s, vacuum_s = migrated_file(before, n)
-        row = {"before": sizes(before, n), "after": sizes(after, n),
-               "migrated": sizes(migrated, n), "migrate_s": round(migrate_s, 1),
-               "vacuum_s": round(vacuum_s, 1)}
-        if built > 1:
-            row["after_build_s"] = round(built, 1)
-        row["ratio_after_before"] = round(row["after"]["bytes_per_memory"] /
-                                          row["before"]["bytes_per_memory"], 3)
+        row = logged_rows(args, n)
+        if base:
+            row.update(base_rows(base_code(args.base), n))
         report["sizes"][n] = row
         print(json.dumps({n: row}, indent=1), flush=True)
-    if not args.no_quality:
+    if base and not args.no_quality:
+        root = base_code(args.base)
         n = min(100_000, min(args.sizes))
         report["recall_at_10"] = {
             "what": f"vector search top 10 of {n} vs exact float32 (numpy), "
                     f"{RECALL_QUERIES} held-out queries",
             "before": round(in_base(root, RECALL, before_file(root, n), n, RECALL_QUERIES), 4),
-            "after": round(recall(CACHE / f"compact-db-{n}.db", n), 4)}
+            "after": round(recall(CACHE / f"compact-db-{n}.db", n), 4),
+            "logged": round(recall(CACHE / f"size-logged-corpus-{n}.db", n), 4)}
         print(json.dumps(report["recall_at_10"]), flush=True)
         report["nfcorpus"] = nfcorpus(root)
         print(json.dumps(report["nfcorpus"]), flush=True)

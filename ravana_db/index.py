@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 
 from .db import transaction
 from .errors import InputError, RavanaError
-from .schema import SIGNATURE_BITS, index_objects, install_index, outdated, part_of
+from .schema import (
+    SIGNATURE_BITS,
+    bits_code,
+    index_objects,
+    install_index,
+    outdated,
+    part_of,
+)
 from .tables import SEARCHABLE
 from .text import decode
 from .vectors import decode as decode_vectors
@@ -232,7 +239,7 @@ def _write_bits(db, rows):
         f"INSERT INTO doc_bits(doc_id, embedding, part, kind, type, source, ts) "
         f"VALUES (?1, vec_quantize_binary(?2), {part_of('?1')}, ?3, ?4, ?5, "
         f"coalesce(unixepoch(?6), 0))",
-        [(doc_id, sig, kind, type or "", source or "", ts)
+        [(doc_id, sig, bits_code(kind), bits_code(type), bits_code(source), ts)
          for doc_id, sig, kind, type, source, ts in rows])
     db.conn.executemany("DELETE FROM bits_queue WHERE doc_id = ?", [(r[0],) for r in rows])
 

@@ -674,8 +674,8 @@ def test_a_damaged_copy_fails_the_check(filled, tmp_path):
     db = open_db(filled, create=False, write=False)
     with contextlib.closing(db.conn), pytest.raises(RavanaError) as failed:
         export._check_copy(db, copy, "x.db")
-    # Three indexes hold created_at (idx_memory_due, m006, holds rows not yet consolidated;
-    # idx_memory_timeline, m010, its Julian day).
+    # Two indexes hold created_at (idx_memory_created_at; idx_memory_timeline, m010, its
+    # Julian day).
     assert re.fullmatch(
         r"backup to x\.db failed PRAGMA integrity_check: row 1 missing from index "
         r"idx_memory_(created_at|due|timeline) \([123] problem\(s\)\); nothing was written",

@@ -624,7 +624,7 @@ def test_a_vector_search_bounded_by_its_sample_finds_what_the_plain_one_finds(
         for row in rng.integers(0, n, 8):
             q = s.Query("x", mode="vector", **filters)
             bits = signature(vectors[row][None])[0].tobytes()
-            where, params = s._filters(q, epoch=True)
+            where, params = s._filters(q, bits=True)
             plain = query(db, bits, 60, where, params)
             bounded = s._nearest(db, bits, 60, where, params)
             assert sorted(bounded) == sorted(plain), filters
@@ -640,12 +640,17 @@ def test_a_file_whose_signatures_have_no_partitions_is_migrated_with_them(cli, m
     db = open_db(Path("agent.db"))
     old = db.execute("SELECT doc_id, embedding, kind, type, source, ts FROM doc_bits "
                      "ORDER BY doc_id").fetchall()
+    filters = {r[0]: r[1:] for r in db.execute(
+        "SELECT id, kind, coalesce(type, ''), coalesce(source, '') FROM doc")}
     db.execute("DROP TABLE doc_bits")
     db.execute("CREATE VIRTUAL TABLE doc_bits USING vec0(doc_id INTEGER PRIMARY KEY, "
                "embedding bit[1024], kind TEXT, type TEXT, source TEXT, ts INTEGER, "
                "chunk_size=2048)")
-    db.conn.executemany("INSERT INTO doc_bits VALUES (?, vec_bit(?), ?, ?, ?, ?)", old)
-    db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm008_sampled_signatures'")
+    # then, the filter columns held the texts (m014 turns them into codes)
+    db.conn.executemany("INSERT INTO doc_bits VALUES (?, vec_bit(?), ?, ?, ?, ?)",
+                        [(d, bits, *filters[d], ts) for d, bits, *_, ts in old])
+    db.execute("DELETE FROM _sqlite_migrations WHERE name IN ('m008_sampled_signatures', "
+               "'m014_coded_filters')")
     db.close()
     assert query(cli, "graphics card memory", "--mode", "vector", "--no-touch") == before
     db = open_db(Path("agent.db"))

@@ -23,6 +23,7 @@ from .search_index import (
     PARTS,
     SIGNATURE_BITS,
     as_built,
+    bits_code,
     index_objects,
     install_index,
     outdated,
@@ -33,7 +34,7 @@ from .search_index import (
 __all__ = [
     "BITS", "BROWSE", "CONSOLIDATION", "CONSOLIDATION_POLICY", "CONSOLIDATION_TYPES", "CORE",
     "DOC", "DOC_TRIGGERS", "FEEDS", "FTS", "INDEX_TABLES", "MEMORY_TYPES", "NOW", "PARTS",
-    "PATTERN_TYPES", "SEARCH", "SIGNATURE_BITS", "as_built",
+    "PATTERN_TYPES", "SEARCH", "SIGNATURE_BITS", "as_built", "bits_code",
     "index_objects", "install_index", "migrations", "outdated", "part_of",
     "source_triggers",
 ]

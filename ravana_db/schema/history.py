@@ -12,7 +12,14 @@ from sqlite_utils import Migrations
 
 from ..sql import run_script
 from ..tables import SEARCHABLE
-from .search_index import BITS, as_built, install_index, part_of, source_triggers
+from .search_index import (
+    BITS,
+    as_built,
+    bits_code,
+    install_index,
+    part_of,
+    source_triggers,
+)
 
 MEMORY_TYPES = (
     "strategic_knowledge", "architectural_insight", "evolution_pattern", "meta_learning_rule",
@@ -501,6 +508,15 @@ def m007_decision_time_index(db):
     db.execute("CREATE INDEX idx_decisionlog_timestamp ON decisionlog(timestamp)")
 
 
+# doc_bits as m008 made it (m014 turns its text filter columns into integer codes).
+BITS_M008 = """
+CREATE VIRTUAL TABLE doc_bits USING vec0(
+    doc_id INTEGER PRIMARY KEY, embedding bit[1024], part INTEGER PARTITION KEY,
+    kind TEXT, type TEXT, source TEXT, ts INTEGER, chunk_size=2048
+)
+"""
+
+
 @migrations()
 def m008_sampled_signatures(db):
     """doc_bits gains its partition key (a table's columns change only by a rebuild): the
@@ -511,7 +527,7 @@ def m008_sampled_signatures(db):
     db.execute("CREATE TEMP TABLE old_bits AS "
                "SELECT doc_id, embedding, kind, type, source, ts FROM doc_bits")
     db.execute("DROP TABLE doc_bits")
-    db.execute(BITS)
+    db.execute(BITS_M008)
     db.execute(f"INSERT INTO doc_bits(doc_id, embedding, part, kind, type, source, ts) "
                f"SELECT doc_id, vec_bit(embedding), {part_of('doc_id')}, kind, type, source, ts "
                f"FROM temp.old_bits")
@@ -672,3 +688,39 @@ def m013_sync_tracking(db):
 
     run_script(db.conn, TABLES_SQL)
     install_tracking(db)
+
+
+@migrations()
+def m014_coded_filters(db):
+    """doc_bits keeps kind, type and source as their bits_code() (a vec0 integer takes 8 bytes
+    a row, a text 16 and more): the signatures are copied, not recomputed, inside the
+    migration's one transaction (an interruption leaves the file as it was). memory's indexes
+    on memory_type and importance go: no query plan used them (search filters `doc`; the
+    promotion pass reads memories in id order, a scan). The index of
+    the memories due for consolidation keeps which they are, not their time (which
+    idx_memory_created_at holds already): consolidate reads every due row anyway, to check
+    its importance and count them, and sorts the batch it takes. The index of duplicate keys
+    holds only the keys: consolidate looks memories up by key (`dup_key IN (...)`), never
+    the ones without one (a memory not yet consolidated). A duplicate key is 16 hex digits,
+    the first 64 bits of the SHA-256 (consolidate.duplicates.key): stored keys are cut to
+    them."""
+    db.execute("DROP INDEX IF EXISTS idx_memory_type")
+    db.execute("DROP INDEX IF EXISTS idx_memory_importance")
+    db.execute("UPDATE memory SET dup_key = substr(dup_key, 1, 16) "
+               "WHERE length(dup_key) = 64 AND typeof(dup_key) = 'text'")
+    db.execute("DROP INDEX IF EXISTS idx_memory_due")
+    db.execute("CREATE INDEX idx_memory_due ON memory(merged_into) WHERE dup_key IS NULL")
+    db.execute("DROP INDEX IF EXISTS idx_memory_dup_key")
+    db.execute("CREATE INDEX idx_memory_dup_key ON memory(dup_key) WHERE dup_key IS NOT NULL")
+    row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'doc_bits'").fetchone()
+    if row is None or "kind INTEGER" in row[0]:
+        return  # made by m002 after this change, or missing: `reindex` makes it anew
+    db.conn.create_function("bits_code", 1, bits_code, deterministic=True)
+    db.execute("CREATE TEMP TABLE old_bits AS "
+               "SELECT doc_id, embedding, kind, type, source, ts FROM doc_bits")
+    db.execute("DROP TABLE doc_bits")
+    db.execute(BITS)
+    db.execute(f"INSERT INTO doc_bits(doc_id, embedding, part, kind, type, source, ts) "
+               f"SELECT doc_id, vec_bit(embedding), {part_of('doc_id')}, bits_code(kind), "
+               f"bits_code(type), bits_code(source), ts FROM temp.old_bits")
+    db.execute("DROP TABLE temp.old_bits")

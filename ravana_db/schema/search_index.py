@@ -3,19 +3,28 @@ is missing, built from the searchable tables of tables.py."""
 
 from ..sql import statements
 from ..tables import SEARCHABLE
+from ..vectors import key
 
 # Each vector's SimHash signature (index.signature): the first, fast pass of vector search.
 # `part` (a partition key) spreads the rows over PARTS partitions by a Fibonacci hash of the
 # id (Knuth, TAOCP 6.4): partition 0 is a random sample that search reads first to bound its
-# distances (search._nearest).
+# distances (search._nearest). The filter columns kind, type and source hold each value's
+# bits_code(): a vec0 integer takes 8 bytes a row, a text 16 (m014).
 SIGNATURE_BITS = 1024
 PARTS = 8
 BITS = f"""
 CREATE VIRTUAL TABLE doc_bits USING vec0(
     doc_id INTEGER PRIMARY KEY, embedding bit[{SIGNATURE_BITS}], part INTEGER PARTITION KEY,
-    kind TEXT, type TEXT, source TEXT, ts INTEGER, chunk_size=2048
+    kind INTEGER, type INTEGER, source INTEGER, ts INTEGER, chunk_size=2048
 )
 """
+
+
+def bits_code(value):
+    """A doc's kind, type or source as `doc_bits` stores it: the first 64 bits of its SHA-256
+    (vectors.key), NULL as "". Equal values have equal codes; the rare unequal values that
+    share one pass the first pass together, and search re-checks its filters on `doc`."""
+    return key(value or "")
 
 
 def part_of(doc_id):

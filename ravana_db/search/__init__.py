@@ -15,7 +15,7 @@ import math
 from ..db import reader
 from ..errors import InputError
 from ..index import BLANK
-from ..schema import PARTS
+from ..schema import PARTS, bits_code
 from ..times import from_iso
 from ..vectors import decode as decode_vectors
 from ..vectors import one as vector_of
@@ -31,20 +31,25 @@ BROAD = 0.6  # a filter passing this share of docs filters ranked matches (_rank
 SHARE_SAMPLE = 256  # docs read to estimate that share
 
 
-def _filters(q, *, prefix="", epoch=False):
+def _filters(q, *, prefix="", bits=False):
     """The query's filters as SQL conditions (AND-ed, "1" when none) and their parameters.
 
-    epoch: compare times as Unix seconds, as `doc_bits` stores them.
+    bits: as `doc_bits` stores them: times as Unix seconds, kind, type and source as their
+    schema.bits_code().
     """
     where, params = [], []
+    as_stored = bits_code if bits else str
     if q.kinds != KINDS:
         where.append(f"{prefix}kind IN ({', '.join('?' * len(q.kinds))})")
-        params.extend(q.kinds)
-    for column, op, value in (("type", "=", q.type), ("source", "=", q.source),
-                              ("ts", ">=", q.since), ("ts", "<=", q.until)):
+        params.extend(as_stored(kind) for kind in q.kinds)
+    for column, op, value in (("type", "=", q.type), ("source", "=", q.source)):
         if value is not None:
             where.append(f"{prefix}{column} {op} ?")
-            params.append(_epoch(value) if epoch and column == "ts" else value)
+            params.append(as_stored(value))
+    for op, value in ((">=", q.since), ("<=", q.until)):
+        if value is not None:
+            where.append(f"{prefix}ts {op} ?")
+            params.append(_epoch(value) if bits else value)
     return " AND ".join(where) or "1", params
 
 
@@ -198,7 +203,7 @@ def _knn(db, q, vector, depth, exclude):
     # (past KNN_CANDIDATES, more candidates add little recall and cost a read each).
     candidates = min(4096, max(KNN_CANDIDATES, depth * 2))
     bits = signature(vector[None])[0].tobytes()
-    where, params = _filters(q, epoch=True)
+    where, params = _filters(q, bits=True)
     found = _nearest(db, bits, candidates, where, params)
     sims = _similarities(db, [d for d, _ in found if d != exclude], vector, q)
     return sorted(sims.items(), key=lambda item: -item[1])[:depth]
