@@ -84,7 +84,7 @@ def test_the_encoder_sends_every_column_type_the_server_reads_back(pg_url):
     kinds = ["BIGINT", "DOUBLE PRECISION", "TEXT", "TIMESTAMPTZ", "JSONB", "memorytype",
              "int4", "tsvector", "mood"]
     rows = [
-        (1, 0.5, "text", "2026-01-02T03:04:05.678Z", '{"a": 1}', "fact", 7,
+        (1, 0.5, "text", "2026-01-02T03:04:05.678Z", '{"a": 1}', "code_pattern", 7,
          _tsvector({"cat": [1], "sat": [2, 5]}), "calm"),
         (2**63 - 1, -1e300, "", "1999-12-31T23:59:59+02:00", "[]", "no such type", 2**40,
          _tsvector({}), None),
@@ -93,7 +93,7 @@ def test_the_encoder_sends_every_column_type_the_server_reads_back(pg_url):
     file_id = uuid.uuid4()
     data = values.encode_columns(kinds, rows, file_id)
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("CREATE TYPE memorytype AS ENUM ('fact', 'episodic')")
+        conn.execute("CREATE TYPE memorytype AS ENUM ('code_pattern', 'fact')")
         conn.execute("CREATE TABLE t (file_id uuid, a bigint, b float8, c text, d timestamptz, "
                      "e jsonb, f memorytype, g int4, h tsvector, i text)")
         with conn.cursor().copy("COPY t FROM STDIN (FORMAT BINARY)") as copy:
@@ -102,7 +102,7 @@ def test_the_encoder_sends_every_column_type_the_server_reads_back(pg_url):
         got = conn.execute("SELECT file_id, a, b, c, d::text, e::text, f::text, g, h::text, i "
                            "FROM t ORDER BY a NULLS LAST").fetchall()
     assert got == [
-        (file_id, 1, 0.5, "text", "2026-01-02 03:04:05.678+00", '{"a": 1}', "fact", 7,
+        (file_id, 1, 0.5, "text", "2026-01-02 03:04:05.678+00", '{"a": 1}', "code_pattern", 7,
          "'cat':1 'sat':2,5", "calm"),
         (file_id, 2**63 - 1, -1e300, "", "1999-12-31 21:59:59+00", "[]", None, None, "", None),
         (file_id, None, None, None, None, None, None, None, None, "xy"),
