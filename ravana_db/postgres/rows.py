@@ -87,7 +87,7 @@ def _is_jsonb(text):
     if "\\u" in text and BAD_ESCAPE.search(text):
         return False
     try:
-        json.loads(text, parse_constant=_refuse, parse_float=_double)
+        _DECODER.decode(text)
     except (ValueError, RecursionError):
         return False
     return True
@@ -105,6 +105,9 @@ def _double(text):
             (number == 0.0 and text.lower().partition("e")[0].strip("-+0.")):
         raise ValueError(f"{text[:20]} is out of range")
     return number
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse, parse_float=_double)
 
 
 def to_enum(values):
@@ -156,23 +159,42 @@ def _field(data):
     return _length(len(data)) + data
 
 
-def _text_field(value):
-    if value.__class__ is not str or "\x00" in value:
-        value = _text(value)
+def _text_bytes(value):
+    """A value for a text column as UTF-8, without NULs (any value: None is not one)."""
+    value = to_text(value)
     try:
-        return _field(value.encode())
-    except UnicodeEncodeError:
-        return _field(value.encode("utf-8", "replace"))
+        return value.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return value.encode("utf-8", "replace")
+
+
+def _fields(data):
+    """Field lengths and data for encoded values (None: NULL); two parts of a column."""
+    if None not in data:
+        return [list(map(_length, map(len, data))), data]
+    return [[NULL if b is None else _length(len(b)) for b in data],
+            [b"" if b is None else b for b in data]]
+
+
+# Each encoder turns a column (a list of file values) into the parts of its fields: lists as
+# long as the column, whose items, one from each part in turn, make each row's field.
 
 
 def text_column(column):
-    return [NULL if v is None else _text_field(v) for v in column]
+    try:
+        data = [v.encode() for v in column]  # nearly every column: str values, valid, no NUL
+    except (AttributeError, UnicodeEncodeError):  # None, another type, a lone surrogate
+        data = None
+    if data is None or b"\x00" in b"".join(data):
+        data = [None if v is None else _text_bytes(v) for v in column]
+    return _fields(data)
 
 
 def int8_column(column):
-    low, high = INT8
-    return [_int8(8, v) if v.__class__ is int and low <= v <= high else _slow_int8(v)
-            for v in column]
+    try:
+        return [list(map(_int8, repeat(8), column))]
+    except struct.error:  # None, a float, a text, a number beyond 64 bits
+        return [[_slow_int8(v) for v in column]]
 
 
 def _slow_int8(value):
@@ -181,12 +203,19 @@ def _slow_int8(value):
 
 
 def int4_column(column):
-    low, high = INT4
-    return [_int4(4, v) if v.__class__ is int and low <= v <= high else NULL for v in column]
+    try:
+        return [list(map(_int4, repeat(4), column))]
+    except struct.error:
+        low, high = INT4
+        return [[_int4(4, v) if v.__class__ is int and low <= v <= high else NULL
+                 for v in column]]
 
 
 def float8_column(column):
-    return [_float8(8, v) if v.__class__ is float else _slow_float8(v) for v in column]
+    try:
+        return [list(map(_float8, repeat(8), column))]
+    except (struct.error, OverflowError):
+        return [[_slow_float8(v) for v in column]]
 
 
 def _slow_float8(value):
@@ -194,36 +223,43 @@ def _slow_float8(value):
     return NULL if value is None else _float8(8, value)
 
 
+def _each_once(encode, column):
+    """encode applied to each distinct value once (times and JSON repeat: a day's rows, a
+    column's default)."""
+    seen = {v: encode(v) for v in set(column)}
+    return list(map(seen.__getitem__, column))
+
+
+def _time_field(value):
+    dt = to_time(value)
+    return NULL if dt is None else _int8(8, (dt - PG_EPOCH) // MICROSECOND)
+
+
 def time_column(column):
-    seen = {}  # times repeat (a day's rows, a file's defaults): each is parsed once
-    out = []
-    for value in column:
-        field = seen.get(value)
-        if field is None:
-            dt = to_time(value)
-            field = NULL if dt is None else _int8(8, (dt - PG_EPOCH) // MICROSECOND)
-            seen[value] = field
-        out.append(field)
-    return out
+    return [_each_once(_time_field, column)]
+
+
+def _json_field(value):
+    # jsonb's binary form: a version byte, then the JSON text.
+    return NULL if value is None else _field(b"\x01" + _text_bytes(to_json(value)))
 
 
 def json_column(column):
-    # jsonb's binary form: a version byte, then the JSON text.
-    return [NULL if v is None else _text_field("\x01" + to_json(v)) for v in column]
+    return [_each_once(_json_field, column)]
 
 
 def enum_column(values):
     allowed = frozenset(values)
 
     def encode(column):
-        return [_text_field(v) if v in allowed else NULL for v in column]
+        return _fields([v.encode() if v in allowed else None for v in column])
 
     return encode
 
 
 def raw_column(column):
     """Values already in the server's binary form (a tsvector from postgres/words.py)."""
-    return [NULL if v is None else _field(bytes(v)) for v in column]
+    return _fields([None if v is None else bytes(v) for v in column])
 
 
 def vector_column(column, dim=schema.DIM):
@@ -235,7 +271,7 @@ def vector_column(column, dim=schema.DIM):
     good = [i for i, b in enumerate(column) if b.__class__ is bytes and len(b) == size]
     out = [NULL] * len(column)
     if not good:
-        return out
+        return [out]
     width = 8 + 4 * dim
     packed = np.empty((len(good), width), dtype=np.uint8)
     packed[:, :8] = np.frombuffer(struct.pack(">iHH", 4 + 4 * dim, dim, 0), dtype=np.uint8)
@@ -243,7 +279,7 @@ def vector_column(column, dim=schema.DIM):
     view = memoryview(packed.tobytes())
     for j, i in enumerate(good):
         out[i] = view[j * width:(j + 1) * width]
-    return out
+    return [out]
 
 
 # The encoder of each server type (lower case); enums are added below, any other type is text.
@@ -259,8 +295,8 @@ def encode_columns(kinds, rows, file_id):
     (signature, tuples, trailer) for columns of those server types."""
     n = len(rows)
     columns = list(zip(*rows)) if rows else [() for _ in kinds]
-    fields = [COPY_TYPES.get(kind.lower(), text_column)(list(column))
-              for kind, column in zip(kinds, columns)]
+    fields = [part for kind, column in zip(kinds, columns)
+              for part in COPY_TYPES.get(kind.lower(), text_column)(list(column))]
     count = struct.pack(">h", len(kinds) + 1)
     file_field = _field(file_id.bytes)
     body = chain.from_iterable(zip(repeat(count, n), repeat(file_field, n), *fields))
