@@ -40,7 +40,7 @@ from ravana_db.postgres.server import connect  # noqa: E402
 from ravana_db.postgres.sync import sync  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
-STEPS = ("read", "encode", "send", "wait", "advance")
+STEPS = ("start", "read", "encode", "send", "wait", "advance")
 
 
 def fresh_copy(source, folder, name):

@@ -276,7 +276,7 @@ def vector_column(column, dim=schema.DIM):
     packed = np.empty((len(good), width), dtype=np.uint8)
     packed[:, :8] = np.frombuffer(struct.pack(">iHH", 4 + 4 * dim, dim, 0), dtype=np.uint8)
     packed[:, 8:] = decode_vectors([column[i] for i in good], dim).astype(">f4").view(np.uint8)
-    view = memoryview(packed.tobytes())
+    view = memoryview(packed.reshape(-1))  # no copy: the slices keep packed alive
     for j, i in enumerate(good):
         out[i] = view[j * width:(j + 1) * width]
     return [out]

@@ -114,6 +114,7 @@ def sync(db, path, url, *, name=None, batch=BATCH, progress=None):
         conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (schema.LOCK, fid))
         schema.migrate(conn)
         key = _start(db, conn, url, report, path)
+        _timed(report, "start", started)
         _pipeline(db, conn, key, report, batch, progress)
         _finish(db, conn, key, report)
     except psycopg.Error as e:
@@ -198,8 +199,11 @@ def _pipeline(db, conn, key, report, limit, progress):
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             sending = None
+            # A small first batch: the server starts sooner, and the others overlap it.
+            size = max(1, limit // 5)
             while True:
-                batch = _prepare(db, report, position, limit, bulk_until)
+                batch = _prepare(db, report, position, size, bulk_until)
+                size = limit
                 if sending is not None:
                     _sent(db, key, report, *sending)
                     sending = None
