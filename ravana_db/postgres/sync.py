@@ -18,7 +18,6 @@ import json
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,6 +184,8 @@ def _pipeline(db, conn, key, report, limit, progress):
     batch N (psycopg lets go of the GIL while it waits on the server), this one reads and
     encodes batch N+1. Batch N+1 is sent only once N's transaction has committed, and the file
     records a position only after the server has committed it."""
+    from concurrent.futures import ThreadPoolExecutor  # not on status's path, which imports lag
+
     with conn.transaction():
         row = conn.execute("SELECT position, bulk_until FROM ravana_file WHERE file_id = %s",
                            (report.file_id,)).fetchone()
