@@ -132,3 +132,17 @@ def test_two_syncs_of_one_file_at_once_end_equal_without_an_error(cli, embedded,
     assert sorted(r["full"] for r in reports) == [False, True]
     assert_same(embedded, pg_url)
     assert sync(cli, pg_url)["rows"] == 0
+
+
+def test_a_pipelined_sync_reports_its_steps_and_restores_the_switch_interval(embedded, pg_url):
+    from ravana_db.db import open_db
+    from ravana_db.postgres.sync import sync as run
+
+    before = sys.getswitchinterval()
+    db = open_db(embedded)
+    report = run(db, embedded, pg_url, batch=20)
+    db.close()
+    assert sys.getswitchinterval() == before
+    assert {"start", "read", "encode", "send", "wait", "advance"} <= report.timings.keys()
+    assert report.full and report.batches > 3 and report.rows > 100
+    assert_same(embedded, pg_url)
