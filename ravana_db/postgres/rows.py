@@ -224,10 +224,10 @@ def _slow_float8(value):
 
 
 def _each_once(encode, column):
-    """encode applied to each distinct value once (times and JSON repeat: a day's rows, a
-    column's default)."""
-    seen = {v: encode(v) for v in set(column)}
-    return list(map(seen.__getitem__, column))
+    """encode applied to each distinct text once (times and JSON repeat: a day's rows, a
+    column's default); other values each time (1 and 1.0 are equal keys, not equal JSON)."""
+    seen = {v: encode(v) for v in set(column) if v.__class__ is str}
+    return [seen[v] if v.__class__ is str else encode(v) for v in column]
 
 
 def _time_field(value):
@@ -296,7 +296,7 @@ def encode_columns(kinds, rows, file_id):
     n = len(rows)
     columns = list(zip(*rows)) if rows else [() for _ in kinds]
     fields = [part for kind, column in zip(kinds, columns)
-              for part in COPY_TYPES.get(kind.lower(), text_column)(list(column))]
+              for part in COPY_TYPES.get(kind.lower(), text_column)(column)]
     count = struct.pack(">h", len(kinds) + 1)
     file_field = _field(file_id.bytes)
     body = chain.from_iterable(zip(repeat(count, n), repeat(file_field, n), *fields))
