@@ -205,14 +205,16 @@ def _pipeline(db, conn, key, report, limit, progress):
             while True:
                 batch = _prepare(db, report, position, size, bulk_until)
                 size = limit
-                if sending is not None:
-                    _sent(db, key, report, *sending)
-                    sending = None
+                sent = _wait(report, *sending) if sending else None
+                # The next batch goes to the server before the file records the last one:
+                # that short write transaction never waits on the server.
+                sending = (batch, pool.submit(_send, conn, report, batch)) if batch else None
+                if sent:
+                    _record(db, key, report, *sent)
                     if progress:
                         progress(report)
                 if batch is None:
                     return
-                sending = (batch, pool.submit(_send, conn, report, batch))
                 position = batch.last
     finally:
         sys.setswitchinterval(previous)
@@ -259,12 +261,17 @@ def _send(conn, report, batch):
     return written, deleted, time.perf_counter() - started
 
 
-def _sent(db, key, report, batch, future):
-    """Wait for batch's server transaction, then record it in the report and the file."""
+def _wait(report, batch, future):
+    """Wait for batch's server transaction to commit: (batch, written, deleted)."""
     started = time.perf_counter()
     written, deleted, seconds = future.result()
     _timed(report, "wait", started)
     report.timings["send"] = report.timings.get("send", 0.0) + seconds
+    return batch, written, deleted
+
+
+def _record(db, key, report, batch, written, deleted):
+    """Record a batch the server committed in the report and in the file."""
     report.rows += written
     report.deleted += deleted
     report.vectors += sum(p.vectors for p in batch.parts.values())
