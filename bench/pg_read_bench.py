@@ -1,12 +1,14 @@
 """Query latency on the server (files synced into PostgreSQL + pgvector) against the same
 queries on the file, in the same run; and the HNSW index's recall against exact search.
 
-    .venv/bin/python bench/pg_read_bench.py [--sizes 100000 1000000] [--queries N]
+    .venv/bin/python bench/pg_read_bench.py [--sizes 100000,1000000] [--queries N] [--fresh]
 
 For each size, bench/run.py's build(n) makes the file (cached in bench/cache/); a copy of it
 (bench/cache/pgread-db-N.db: sync registers the server in the file it reads) is synced with
-the real `ravana-db sync` into a pgserver (PostgreSQL 16 + pgvector from PyPI) started in a
-temporary folder. Where that server cannot start, the benchmark says so in one line and ends.
+the real `ravana-db sync` into a pgserver (PostgreSQL 16 + pgvector from PyPI) kept in
+bench/cache/pg-read/ and its database bench_N. Both are reused by the next run, whose sync
+then has nothing to send (a 1M-row sync and its HNSW build take minutes); --fresh drops them
+and syncs again. Where that server cannot start, the benchmark says so in one line and ends.
 
 Figures, medians over --queries held-out sentences (their vectors are the model's, looked up
 instead of recomputed on both sides, so that search alone is measured):
@@ -27,7 +29,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from ravana_db.search.query import Query  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 CACHE = ROOT / "bench" / "cache"
-RAVANA = str(Path(sys.executable).parent / "ravana-db")
+SERVER = CACHE / "pg-read"
 CASES = {"fts": {"mode": "fts"}, "vector": {"mode": "vector"}, "hybrid": {"mode": "hybrid"},
          "vector_kind": {"mode": "vector", "kind": "memory"}}
 EF_VALUES = (40, 100, 200, 400)
@@ -59,17 +60,20 @@ def start_server(folder):
         return None
 
 
-def synced(n, url):
-    """The file of n memories, copied and synced into url; returns (copy, sync seconds)."""
+def synced(n, url, fresh):
+    """The file of n memories, copied and synced into url; returns (copy, sync seconds,
+    whether the copy and its server database were reused)."""
     source = build(n)
     copy = CACHE / f"pgread-db-{n}.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{copy}{suffix}").unlink(missing_ok=True)
-    shutil.copyfile(source, copy)
+    reused = copy.exists() and not fresh
+    if not reused:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{copy}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(source, copy)
     start = time.perf_counter()
-    subprocess.run([RAVANA, "--db", str(copy), "sync", url, "--name", f"bench-{n}"],
-                   check=True, stdout=subprocess.DEVNULL)
-    return copy, time.perf_counter() - start
+    subprocess.run([sys.executable, "-m", "ravana_db", "--db", str(copy), "sync", url,
+                    "--name", f"bench-{n}"], check=True, stdout=subprocess.DEVNULL)
+    return copy, time.perf_counter() - start, reused
 
 
 def latencies(fn, queries):
@@ -107,11 +111,11 @@ def plan(server, vector, where):
     return [re.sub(r"'\[[^]]*\]'", "'[...]'", line.strip()) for (line,) in rows[:4]]
 
 
-def run_size(n, url, queries, vectors, embedder):
-    copy, sync_s = synced(n, url)
+def run_size(n, url, queries, vectors, embedder, fresh):
+    copy, sync_s, reused = synced(n, url, fresh)
     db = open_db(copy, create=False, write=False)
     server = open_server(url)
-    result = {"rows": n, "sync_s": round(sync_s, 1)}
+    result = {"rows": n, "sync_s": round(sync_s, 1), "reused": reused}
     for name, options in CASES.items():
         def on_file(text, options=options):
             return search(db, Query(text, top_n=10, **options), embedder=embedder, touch=False)
@@ -135,31 +139,43 @@ def run_size(n, url, queries, vectors, embedder):
     return result
 
 
+def sizes(values):
+    """--sizes: numbers separated by commas or spaces."""
+    return [int(v) for value in values for v in value.split(",") if v]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--sizes", nargs="+", default=["100000,1000000"])
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--fresh", action="store_true",
+                        help="drop the kept server databases and file copies, sync again")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="pgread-") as folder:
-        pg = start_server(folder)
-        if pg is None:
-            return
-        try:
-            texts, vectors, query_texts, query_vectors = corpus()
-            embedder = CachedEmbedder([*texts, *query_texts], [*vectors, *query_vectors])
-            queries = query_texts[:args.queries]
-            results = {}
-            for n in args.sizes:
-                # A database per size: each server database holds one file.
-                with pg_connection(pg.get_uri()) as conn:
-                    conn.execute(f"DROP DATABASE IF EXISTS bench_{n}")
+    SERVER.mkdir(parents=True, exist_ok=True)
+    pg = start_server(SERVER)
+    if pg is None:
+        return
+    try:
+        texts, vectors, query_texts, query_vectors = corpus()
+        embedder = CachedEmbedder([*texts, *query_texts], [*vectors, *query_vectors])
+        queries = query_texts[:args.queries]
+        results = {}
+        for n in sizes(args.sizes):
+            # A database per size: each server database holds one file.
+            copy = CACHE / f"pgread-db-{n}.db"
+            with pg_connection(pg.get_uri()) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                      (f"bench_{n}",)).fetchone()
+                if args.fresh or not exists or not copy.exists():
+                    conn.execute(f"DROP DATABASE IF EXISTS bench_{n} WITH (FORCE)")
                     conn.execute(f"CREATE DATABASE bench_{n}")
-                url = pg.get_uri().replace("/postgres?", f"/bench_{n}?", 1)
-                results[str(n)] = run_size(n, url, queries, query_vectors[:args.queries],
-                                           embedder)
-                print(json.dumps({n: results[str(n)]}, indent=2), flush=True)
-        finally:
-            pg.cleanup()
+            fresh = args.fresh or not exists
+            url = pg.get_uri().replace("/postgres?", f"/bench_{n}?", 1)
+            results[str(n)] = run_size(n, url, queries, query_vectors[:args.queries],
+                                       embedder, fresh)
+            print(json.dumps({n: results[str(n)]}, indent=2), flush=True)
+    finally:
+        pg.cleanup()
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "pg_read.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -2,22 +2,27 @@
 
     .venv/bin/python bench/sync_bench.py [--rows N] [--runs N]
 
-- full: the first sync of a file of N memories (default 100,000, real sentences and their real
-  vectors, bench/corpus.py): rows/s (every row written: memories, their search entries, the
-  file's policy rows) and vectors/s over the load, the HNSW build after it on its own. Baseline:
-  a bare binary COPY of the same memory and doc rows (values converted beforehand, not timed)
-  into the same empty tables, and the same HNSW build.
+- full: the first sync of a file of N memories (bench/run.py's build: bench/cache/db-N.db, real
+  sentences and their real vectors) into a server whose schema is made (and timed) beforehand,
+  as a server shared by many files has it: rows/s (every row written: memories, their search
+  entries, the file's policy rows) and vectors/s over the load, the HNSW build after it on its
+  own, and where the load's time went (sync's Report.timings: reading the file, encoding,
+  the server's transactions, the main thread waiting for them). Baseline: a bare binary COPY
+  of the same memory and doc rows, read from the same migrated copy of the file and encoded
+  beforehand (not timed), into the same empty tables, and (in the first run) the same HNSW build.
 - incremental: 1% of the memories changed (importance) then synced, next to the full sync.
 - empty: a sync with nothing to send.
 - tracking: inserting 10,000 memories in one transaction with tracking on (a server
   registered) vs off, and 4x as many, to show the cost per row does not grow.
 
-Every figure is the median of --runs (3); results are printed as JSON and written to
-bench/results/sync.json. Skipped, with one line, where pgserver cannot start a server.
+Every figure is the median of --runs (3), with the load average before and after; results are
+printed as JSON and written to bench/results/sync.json. Skipped, with one line, where pgserver
+cannot start a server.
 """
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -27,48 +32,16 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from corpus import CACHE  # noqa: E402
-from run import CachedEmbedder, corpus  # noqa: E402
+from run import build  # noqa: E402
 
 from ravana_db.db import open_db, transaction  # noqa: E402
-from ravana_db.index import apply, prepare  # noqa: E402
 from ravana_db.postgres import rows as values  # noqa: E402
-from ravana_db.postgres import schema  # noqa: E402
+from ravana_db.postgres import schema, write  # noqa: E402
 from ravana_db.postgres.server import connect  # noqa: E402
 from ravana_db.postgres.sync import sync  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
-
-
-def build(n):
-    """A file of n memories with their vectors (cached as bench/cache/sync-db-N.db)."""
-    path = CACHE / f"sync-db-{n}.db"
-    if path.exists():
-        return path
-    texts, vectors, _, _ = corpus()
-    texts, vectors = texts[:n], vectors[:n]
-    tmp = path.with_suffix(".tmp")
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-    db = open_db(tmp)
-    embedder = CachedEmbedder(texts, vectors)
-    step = 50_000
-    for start in range(0, n, step):
-        with transaction(db):
-            db.conn.executemany(
-                "INSERT INTO memory(text, memory_type, source, created_at, metadata) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(t, "fact" if i % 3 else "episodic", f"source-{i % 7}",
-                  f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00.000Z",
-                  json.dumps({"n": i, "tags": ["bench"]}))
-                 for i, t in enumerate(texts[start:start + step], start)])
-        with transaction(db):
-            apply(db, prepare(db, embedder, backlog=step))
-        print(f"  built {min(start + step, n)}/{n}", file=sys.stderr, flush=True)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    tmp.rename(path)
-    return path
+STEPS = ("start", "read", "encode", "send", "wait", "advance")
 
 
 def fresh_copy(source, folder, name):
@@ -92,62 +65,59 @@ def fresh_database(admin_url, name):
 def full_sync(source, admin_url, folder, run):
     path = fresh_copy(source, folder, f"sync-full-{run}.db")
     url = fresh_database(admin_url, f"full_{run}")
+    # The server's schema is made once per server, not per file: made beforehand, as for the
+    # bare COPY, and timed on its own.
+    started = time.perf_counter()
+    with connect(url) as conn:
+        schema.migrate(conn)
+    migrate = time.perf_counter() - started
     db = open_db(path)
     started = time.perf_counter()
     report = sync(db, path, url)
     total = time.perf_counter() - started
     db.close()
     index = report.timings.get("vector_index", 0.0)
+    steps = {f"{k}_seconds": v for k, v in report.timings.items() if k != "vector_index"}
     return {"seconds": total, "load_seconds": total - index, "index_seconds": index,
-            "rows": report.rows, "vectors": report.vectors}, path, url
+            "migrate_seconds": migrate, "rows": report.rows, "vectors": report.vectors,
+            **steps}, path, url
 
 
-def bare_copy(source, admin_url, run):
-    """The same memory and doc rows, converted beforehand, COPYed into empty tables."""
+def bare_copy(path, admin_url, run):
+    """The same memory and doc rows, read from the synced copy at path and encoded
+    beforehand, COPYed into empty tables."""
     import sqlite3
 
     url = fresh_database(admin_url, f"bare_{run}")
     file_id = uuid.uuid4()
-    staged = {}
-    with sqlite3.connect(source) as file:
+    payloads, rows, vectors = {}, 0, 0
+    with sqlite3.connect(path) as file:
         for table in ("memory", "doc"):
-            names = [n for n, _ in schema.columns(table)]
-            convert = values.converters(table)
-            cols = ", ".join(f"t.[{n}]" for n in names)
+            cols = ", ".join(f"t.[{n}]" for n, _ in schema.columns(table))
             if table == "doc":
                 found = file.execute(f"SELECT {cols}, v.embedding FROM doc t "
                                      "LEFT JOIN doc_vec v ON v.doc_id = t.id").fetchall()
-                vecs = values.vectors([r[-1] for r in found], schema.DIM)
-                staged[table] = [[file_id, *(f(v) for f, v in zip(convert, r)), e]
-                                 for r, e in zip(found, vecs)]
             else:
                 found = file.execute(f"SELECT {cols} FROM [{table}] t").fetchall()
-                staged[table] = [[file_id, *(f(v) for f, v in zip(convert, r))] for r in found]
+            payloads[table], sent, vecs, _ = values.encode(table, found, file_id)
+            rows, vectors = rows + sent, vectors + vecs
     with connect(url) as conn:
         schema.migrate(conn)
-        values.register(conn)
         conn.execute(f"DROP INDEX {schema.HNSW}")
         conn.execute("INSERT INTO ravana_file (file_id, name) VALUES (%s, 'bare')", (file_id,))
         started = time.perf_counter()
         with conn.transaction():
-            for table, rows in staged.items():
-                names = ["file_id", *(n for n, _ in schema.columns(table))]
-                names += ["embedding"] if table == "doc" else []
-                cols = ", ".join(schema.quoted(n) for n in names)
-                with conn.cursor().copy(f"COPY {schema.quoted(table)} ({cols}) FROM STDIN "
-                                        "(FORMAT BINARY)") as copy:
-                    copy.set_types(values.copy_types(conn, table))
-                    for row in rows:
-                        copy.write_row(row)
+            for table, data in payloads.items():
+                write.copy(conn, table, table, data)
         load = time.perf_counter() - started
-        started = time.perf_counter()
-        with conn.transaction():
-            conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-            conn.execute(schema.VECTOR_INDEX)
-        index = time.perf_counter() - started
-    rows = sum(len(r) for r in staged.values())
-    return {"load_seconds": load, "index_seconds": index, "rows": rows,
-            "vectors": sum(1 for r in staged["doc"] if r[-1] is not None)}
+        index = None
+        if run == 0:  # the same build as the sync's: once is enough to compare
+            started = time.perf_counter()
+            with conn.transaction():
+                conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                conn.execute(schema.VECTOR_INDEX)
+            index = time.perf_counter() - started
+    return {"load_seconds": load, "index_seconds": index, "rows": rows, "vectors": vectors}
 
 
 def incremental(path, url, fraction=0.01):
@@ -224,12 +194,13 @@ def main():
 
 def run(args, admin_url, folder):
     source = build(args.rows)
+    load_before = os.getloadavg()
     fulls, bares, incs = [], [], []
     for i in range(args.runs):
         full, path, url = full_sync(source, admin_url, folder, i)
         fulls.append(full)
+        bares.append(bare_copy(path, admin_url, i))
         incs.append(incremental(path, url))
-        bares.append(bare_copy(source, admin_url, i))
         print(f"  run {i + 1}/{args.runs}: full {full['seconds']:.1f} s, "
               f"bare COPY {bares[-1]['load_seconds']:.1f} s", file=sys.stderr, flush=True)
     load, bare_load = median_of(fulls, "load_seconds"), median_of(bares, "load_seconds")
@@ -238,16 +209,20 @@ def run(args, admin_url, folder):
     large = [tracking(folder, 40_000) for _ in range(args.runs)]
     return {
         "memories": args.rows, "runs": args.runs,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "full": {
             "rows": rows, "vectors": vectors,
             "seconds": median_of(fulls, "seconds"),
             "load_seconds": load, "hnsw_seconds": median_of(fulls, "index_seconds"),
             "rows_per_s": round(rows / load), "vectors_per_s": round(vectors / load),
             "rows_per_s_with_hnsw": round(rows / median_of(fulls, "seconds")),
+            "schema_seconds": round(median_of(fulls, "migrate_seconds"), 2),
+            "steps_seconds": {k[:-8]: round(median_of(fulls, k), 2) for k in fulls[0]
+                              if k.endswith("_seconds") and k[:-8] in STEPS},
         },
         "bare_copy": {
             "rows": bares[0]["rows"], "load_seconds": bare_load,
-            "hnsw_seconds": median_of(bares, "index_seconds"),
+            "hnsw_seconds": bares[0]["index_seconds"],
             "rows_per_s": round(bares[0]["rows"] / bare_load),
         },
         "full_load_vs_bare_copy": round(load / bare_load, 2),

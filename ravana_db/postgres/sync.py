@@ -15,6 +15,7 @@ again and the server's rows of the file are replaced.
 
 import hashlib
 import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ from ..times import now
 from . import rows as values
 from . import schema
 from .server import connect, scrubbed
+from .write import Part, send
 
 BATCH = 10_000  # changed rows per server transaction
+SWITCH_INTERVAL = 0.0005  # seconds: sys.setswitchinterval while a batch is sent and read
 
 
 @dataclass
@@ -106,13 +109,13 @@ def sync(db, path, url, *, name=None, batch=BATCH, progress=None):
     report = Report(server=masked(url), name=name, file_id=fid)
     conn = connect(url)
     try:
+        # One sync of a file at a time per server: a second waits, then finds nothing to do.
+        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (schema.LOCK, fid))
         schema.migrate(conn)
-        values.register(conn)
-        _start(db, conn, url, report, path)
-        while _batch(db, conn, url, report, batch):
-            if progress:
-                progress(report)
-        _finish(db, conn, url, report)
+        key = _start(db, conn, url, report, path)
+        _timed(report, "start", started)
+        _pipeline(db, conn, key, report, batch, progress)
+        _finish(db, conn, key, report)
     except psycopg.Error as e:
         raise RavanaError(f"sync to {report.server} failed: {scrubbed(e, url)}") from None
     finally:
@@ -123,7 +126,7 @@ def sync(db, path, url, *, name=None, batch=BATCH, progress=None):
 
 def _start(db, conn, url, report, path):
     """Register the server in the file and the file on the server; start a full sync when
-    the server's copy cannot be continued."""
+    the server's copy cannot be continued. Returns the server's identity in the file."""
     key = identity(url)
     local = db.execute("SELECT position FROM sync_server WHERE url_hash = ?", (key,)).fetchone()
     with conn.transaction():
@@ -142,6 +145,7 @@ def _start(db, conn, url, report, path):
         with conn.transaction():
             conn.execute("UPDATE ravana_file SET name = %s, path = %s WHERE file_id = %s",
                          (report.name, str(Path(path).resolve()), report.file_id))
+    return key
 
 
 def _repair_tracking(db):
@@ -175,44 +179,124 @@ def _full(db, conn, key, report, path):
             conn.execute(f"DROP INDEX IF EXISTS {schema.HNSW}")
 
 
-def _batch(db, conn, url, report, limit):
-    """Send the next batch of changes; False when there was none."""
+def _pipeline(db, conn, key, report, limit, progress):
+    """Send every change after the server's position, a batch at a time: while a thread sends
+    batch N (psycopg lets go of the GIL while it waits on the server), this one reads and
+    encodes batch N+1. Batch N+1 is sent only once N's transaction has committed, and the file
+    records a position only after the server has committed it."""
+    from concurrent.futures import ThreadPoolExecutor  # not on status's path, which imports lag
+
     with conn.transaction():
-        row = conn.execute("SELECT position, bulk_until FROM ravana_file WHERE file_id = %s "
-                           "FOR UPDATE", (report.file_id,)).fetchone()
-        if row is None:
-            raise RavanaError(f"the file {report.name!r} was removed from the server during "
-                              "the sync: run sync again")
-        position, bulk_until = row
-        # The rows a full sync queued (seqs up to bulk_until) are each queued once and were
-        # never sent since the server's copy was emptied: a table keyed by id takes them by
-        # plain COPY. A batch stops at bulk_until, so no row sent before is among them.
-        bulk = position < bulk_until
-        changes = read_batch(db, position, limit, until=bulk_until if bulk else None)
-        if changes is None:
-            report.position = position
-            return False
-        last, tables = changes
-        for table, (upserts, gone) in tables.items():
-            write(conn, table, report, upserts, gone, bulk=bulk)
-        conn.execute("UPDATE ravana_file SET position = %s, last_sync_at = now() "
-                     "WHERE file_id = %s", (last, report.file_id))
-    _advance(db, url, last)
+        row = conn.execute("SELECT position, bulk_until FROM ravana_file WHERE file_id = %s",
+                           (report.file_id,)).fetchone()
+    if row is None:
+        raise RavanaError(f"the file {report.name!r} was removed from the server during "
+                          "the sync: run sync again")
+    position, bulk_until = row
+    report.position = position
+    previous = sys.getswitchinterval()
+    # Short switches: the sender thread gets the GIL back as soon as the server answers.
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            sending = None
+            # A small first batch: the server starts sooner, and the others overlap it.
+            size = max(1, limit // 5)
+            while True:
+                batch = _prepare(db, report, position, size, bulk_until)
+                size = limit
+                sent = _wait(report, *sending) if sending else None
+                # The next batch goes to the server before the file records the last one:
+                # that short write transaction never waits on the server.
+                sending = (batch, pool.submit(_send, conn, report, batch)) if batch else None
+                if sent:
+                    _record(db, key, report, *sent)
+                    if progress:
+                        progress(report)
+                if batch is None:
+                    return
+                position = batch.last
+    finally:
+        sys.setswitchinterval(previous)
+
+
+@dataclass
+class Batch:
+    """The changes after seq start up to seq last, read and encoded: {table: write.Part}."""
+
+    start: int
+    last: int
+    bulk: bool
+    parts: dict
+
+
+def _prepare(db, report, position, limit, bulk_until):
+    """Read the next batch of changes from the file and encode it; None when there is none."""
+    # The rows a full sync queued (seqs up to bulk_until) are each queued once and were never
+    # sent since the server's copy was emptied: a table keyed by id takes them by plain COPY.
+    # A batch stops at bulk_until, so no row sent before is among them.
+    bulk = position < bulk_until
+    started = time.perf_counter()
+    changes = read_batch(db, position, limit, until=bulk_until if bulk else None)
+    _timed(report, "read", started)
+    if changes is None:
+        return None
+    started = time.perf_counter()
+    last, tables = changes
+    fid = uuid.UUID(report.file_id)
+    parts = {}
+    for table, (found, gone) in tables.items():
+        data, rows, vectors, skipped = values.encode(table, found, fid) if found else \
+            (b"", 0, 0, 0)
+        parts[table] = Part(data, rows, vectors, skipped, gone)
+    _timed(report, "encode", started)
+    return Batch(position, last, bulk, parts)
+
+
+def _send(conn, report, batch):
+    """The server side of one batch (in the sender thread): (written, deleted, seconds)."""
+    started = time.perf_counter()
+    written, deleted = send(conn, batch.parts, file_id=report.file_id, name=report.name,
+                            start=batch.start, last=batch.last, bulk=batch.bulk)
+    return written, deleted, time.perf_counter() - started
+
+
+def _wait(report, batch, future):
+    """Wait for batch's server transaction to commit: (batch, written, deleted)."""
+    started = time.perf_counter()
+    written, deleted, seconds = future.result()
+    _timed(report, "wait", started)
+    report.timings["send"] = report.timings.get("send", 0.0) + seconds
+    return batch, written, deleted
+
+
+def _record(db, key, report, batch, written, deleted):
+    """Record a batch the server committed in the report and in the file."""
+    report.rows += written
+    report.deleted += deleted
+    report.vectors += sum(p.vectors for p in batch.parts.values())
+    report.skipped += sum(p.skipped for p in batch.parts.values())
+    started = time.perf_counter()
+    _advance(db, key, batch.last)
+    _timed(report, "advance", started)
     report.batches += 1
-    report.position = last
-    return True
+    report.position = batch.last
 
 
-def _advance(db, url, position):
+def _timed(report, step, started):
+    report.timings[step] = report.timings.get(step, 0.0) + time.perf_counter() - started
+
+
+def _advance(db, key, position):
     """Record in the file the position the server committed, and purge the changes every
     registered server has."""
     with transaction(db):
         db.execute("UPDATE sync_server SET position = max(position, ?), last_sync_at = ? "
-                   "WHERE url_hash = ?", (position, now(), identity(url)))
+                   "WHERE url_hash = ?", (position, now(), key))
         db.execute("DELETE FROM sync_change WHERE seq <= (SELECT min(position) FROM sync_server)")
 
 
-def _finish(db, conn, url, report):
+def _finish(db, conn, key, report):
     with conn.transaction():
         conn.execute("UPDATE ravana_file SET last_sync_at = now() WHERE file_id = %s",
                      (report.file_id,))
@@ -222,7 +306,7 @@ def _finish(db, conn, url, report):
             conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
             conn.execute(schema.VECTOR_INDEX)
         report.timings["vector_index"] = time.perf_counter() - started
-    _advance(db, url, report.position)
+    _advance(db, key, report.position)
     report.pending = pending(db, report.position)
 
 
@@ -268,85 +352,6 @@ def _read_table(db, table, position, last):
         f"SELECT c.key FROM sync_change c WHERE {where} AND NOT EXISTS "
         f"(SELECT 1 FROM [{table}] t WHERE {_join(table)})", (position, last, table))]
     return found, gone
-
-
-def _server_key(table, key):
-    """A deleted row's key (as sync_change holds it) in the server's types, or None."""
-    kinds = dict(schema.columns(table))
-    names = schema.key(table)
-    parts = [key] if names == ("id",) else json.loads(key)
-    converted = [values.converter(kinds[n])(v) for n, v in zip(names, parts)]
-    return None if None in converted else tuple(converted)
-
-
-def write(conn, table, report, found, gone, *, bulk=False):
-    """Delete gone keys and upsert found rows of table, inside the caller's transaction
-    (`bulk`: rows known to be absent from the server, COPYed straight into an id table)."""
-    fid = report.file_id
-    names = [n for n, _ in schema.columns(table)]
-    keys = schema.key(table)
-    gone = [k for k in (_server_key(table, key) for key in gone) if k is not None]
-    if gone:
-        kinds = dict(schema.columns(table))
-        arrays = [list(col) for col in zip(*gone)]
-        casts = ", ".join(f"%s::{'bigint' if kinds[k] == 'BIGINT' else 'text'}[]" for k in keys)
-        match = " AND ".join(f"t.{schema.quoted(k)}::{'bigint' if kinds[k] == 'BIGINT' else 'text'}"
-                             f" = g.{schema.quoted(k)}" for k in keys)
-        cur = conn.execute(
-            f"DELETE FROM {schema.quoted(table)} t USING unnest({casts}) AS g("
-            f"{', '.join(schema.quoted(k) for k in keys)}) WHERE t.file_id = %s AND {match}",
-            (*arrays, fid))
-        report.deleted += cur.rowcount
-    if not found:
-        return
-    convert = values.converters(table)
-    positions = [names.index(k) for k in keys]
-    embeddings = values.vectors([row[-1] for row in found], schema.DIM) \
-        if table == "doc" else None
-    file_uuid = uuid.UUID(fid)
-    staged = []
-    for i, row in enumerate(found):
-        converted = [f(v) for f, v in zip(convert, row)]
-        if any(converted[p] is None for p in positions):
-            report.skipped += 1
-            continue
-        if embeddings is not None:
-            converted.append(embeddings[i])
-            report.vectors += embeddings[i] is not None
-        staged.append([file_uuid, *converted])
-    if embeddings is not None:
-        names = [*names, "embedding"]
-    if bulk and keys == ("id",):
-        _copy(conn, table, table, names, staged)
-    else:
-        _upsert(conn, table, names, keys, staged)
-    report.rows += len(staged)
-
-
-def _upsert(conn, table, names, keys, staged):
-    q = schema.quoted
-    stage = q(f"stage_{table}")
-    cols = ", ".join(q(n) for n in ("file_id", *names))
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-                 f"SELECT {cols} FROM {q(table)} WITH NO DATA")
-    _copy(conn, f"stage_{table}", table, names, staged)
-    pk = ", ".join(q(k) for k in ("file_id", *keys))
-    updates = ", ".join(f"{q(n)} = excluded.{q(n)}" for n in names if n not in keys)
-    action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-    # Integer ids are unique in a batch; text keys may meet once their NULs are dropped.
-    rows = f"SELECT {cols} FROM {stage}" if keys == ("id",) else \
-        f"SELECT DISTINCT ON ({pk}) {cols} FROM {stage} ORDER BY {pk}"
-    conn.execute(f"INSERT INTO {q(table)} ({cols}) {rows} ON CONFLICT ({pk}) {action}")
-
-
-def _copy(conn, target, table, names, staged):
-    """Binary COPY of staged rows (file_id, names...) of table into target."""
-    q = schema.quoted
-    cols = ", ".join(q(n) for n in ("file_id", *names))
-    with conn.cursor().copy(f"COPY {q(target)} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(values.copy_types(conn, table))
-        for row in staged:
-            copy.write_row(row)
 
 
 def lag(db):
