@@ -15,7 +15,7 @@ from datetime import timezone
 from .. import index
 from ..times import from_iso
 from ..vectors import NORM_BYTES
-from . import schema
+from . import schema, words
 
 INT8 = (-(1 << 63), (1 << 63) - 1)
 # Escapes jsonb refuses: NUL, and UTF-16 surrogates (a lone one is not a character).
@@ -141,7 +141,8 @@ def copy_types(conn, table):
     kinds = [kind for _, kind in schema.columns(table)]
     oids = oids_of(conn)
     types = ["uuid", *(oids[k] if k in oids else COPY_TYPES[k] for k in kinds)]
-    return [*types, oids["vector"]] if table == "doc" else types
+    # doc: its embedding, then its word columns (words.doc_columns, lane pgfts)
+    return [*types, oids["vector"], "tsvector", "int4"] if table == "doc" else types
 
 
 def oids_of(conn):
@@ -180,3 +181,4 @@ def register(conn):
             return obj
 
     conn.adapters.register_dumper(Vector, VectorDumper)
+    words.register(conn)  # tsv: the file's tokens, pre-encoded (lane pgfts)

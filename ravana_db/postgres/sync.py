@@ -25,7 +25,7 @@ from ..errors import InputError, RavanaError
 from ..schema.tracking import TRACKED, install_tracking, key_sql
 from ..times import now
 from . import rows as values
-from . import schema
+from . import schema, words
 from .server import connect, scrubbed
 
 BATCH = 10_000  # changed rows per server transaction
@@ -109,6 +109,7 @@ def sync(db, path, url, *, name=None, batch=BATCH, progress=None):
         schema.migrate(conn)
         values.register(conn)
         _start(db, conn, url, report, path)
+        words.retokenize(db, conn, report.file_id)  # docs synced before V2 (lane pgfts)
         while _batch(db, conn, url, report, batch):
             if progress:
                 progress(report)
@@ -303,6 +304,9 @@ def write(conn, table, report, found, gone, *, bulk=False):
     positions = [names.index(k) for k in keys]
     embeddings = values.vectors([row[-1] for row in found], schema.DIM) \
         if table == "doc" else None
+    # doc's word columns (tsv, tokens): the file's own tokens of the file's text (lane pgfts)
+    word_columns = words.doc_columns([row[names.index("text")] for row in found]) \
+        if table == "doc" else None
     file_uuid = uuid.UUID(fid)
     staged = []
     for i, row in enumerate(found):
@@ -313,9 +317,11 @@ def write(conn, table, report, found, gone, *, bulk=False):
         if embeddings is not None:
             converted.append(embeddings[i])
             report.vectors += embeddings[i] is not None
+        if word_columns is not None:
+            converted.extend(word_columns[i])
         staged.append([file_uuid, *converted])
     if embeddings is not None:
-        names = [*names, "embedding"]
+        names = [*names, "embedding", "tsv", "tokens"]
     if bulk and keys == ("id",):
         _copy(conn, table, table, names, staged)
     else:
