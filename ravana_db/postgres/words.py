@@ -10,8 +10,9 @@ ranks them: by score, then by id, with the file's postings budget (search._fts).
 is found MaxScore-style: the rarest terms' docs first, until the terms not yet read cannot
 reach the current last score.
 
-Limits of the tsvector (the file has none): a word's first 256 occurrences in a doc are kept
-(its tf counts at most 256), positions past 16383 are squeezed below it (a phrase that far into
+Limits of the tsvector (the file has none): a word's first 256 positions in a doc are kept
+(its true count beside them, so tf is exact; a phrase's occurrences are counted in those),
+positions past 16383 are squeezed below it (a phrase that far into
 a doc may be missed), a token longer than 2046 bytes is a stand-in (its prefix and hash) on
 both sides, and a doc's words stop at about 1 MB of lexemes.
 """
@@ -27,10 +28,12 @@ from ..search import BM25_DEPTH, BM25_K1, POSTINGS_BUDGET
 
 BM25_B = 0.75  # FTS5's bm25() length normalisation
 TOKENS_VERSION = 1  # what ravana_words.version says of a file's tsv and tokens
-MAX_LEXEME = 2046  # bytes; a longer token is a stand-in
+MAX_LEXEME = 2046  # bytes; a longer token is a stand-in (+ OVER: 2047, the most a lexeme holds)
 MAX_POSITIONS = 256  # positions a tsvector keeps per lexeme
 MAX_POSITION = 16383
 MAX_BYTES = (1 << 20) - 1  # a tsvector's lexemes and positions
+OVER = b"\x01"  # lexeme + OVER: a lexeme's count past MAX_POSITIONS (no token holds \x01)
+OVER_BASE = 8192  # that count is (first position - 1) x OVER_BASE + second - OVER_BASE
 BATCH = 2000  # texts per scratch table, and docs per retokenize step
 
 
@@ -106,16 +109,22 @@ def _positions(offsets):
 
 def encode(terms):
     """{token: [offsets]} as a binary tsvector (lexemes in byte order, as PostgreSQL keeps
-    them)."""
-    entries = {}
+    them). A lexeme of more than MAX_POSITIONS occurrences also stores its true count as the
+    two positions of `lexeme + OVER`, so its tf is the file's."""
+    merged = {}
     for token, offsets in terms.items():
-        entries.setdefault(lexeme(token), []).extend(offsets)
-    parts, size = [], 0
-    for key in sorted(entries):
-        offsets = entries[key]
+        merged.setdefault(lexeme(token), []).extend(offsets)
+    entries = {}
+    for key, offsets in merged.items():
         if not _increasing(offsets):
             offsets = sorted(set(offsets))  # two long tokens with one stand-in
-        positions = _positions(offsets)
+        entries[key] = _positions(offsets)
+        if len(offsets) > MAX_POSITIONS:
+            high, low = divmod(len(offsets), OVER_BASE)
+            entries[key + OVER] = [high + 1, OVER_BASE + low]
+    parts, size = [], 0
+    for key in sorted(entries):
+        positions = entries[key]
         size += len(key) + 2 + 2 * (len(positions) + 1)
         if size > MAX_BYTES:
             break
@@ -189,7 +198,7 @@ class Plan:
     def __init__(self, phrases, counts, idf, rows, avgdl):
         self.phrases, self.counts, self.idf = phrases, counts, idf
         self.rows, self.avgdl = rows, avgdl
-        self.lexemes = list(dict.fromkeys(x for p in phrases for x in p))
+        self.lexemes = list(dict.fromkeys(y for p in phrases for x in p for y in (x, x + OVER)))
         self.kept = None  # the phrases that chose the docs, when the budget split the query
 
     def freqs(self, tsv):
@@ -212,7 +221,8 @@ def _occurrences(phrase, positions):
     if not first:
         return 0
     if len(phrase) == 1:
-        return len(first)
+        over = positions.get(phrase[0] + OVER)
+        return len(first) if not over else (over[0] - 1) * OVER_BASE + over[1] - OVER_BASE
     rest = [set(positions.get(x, ())) for x in phrase[1:]]
     return sum(all(p + k in s for k, s in enumerate(rest, 1)) for p in first)
 
