@@ -41,6 +41,9 @@ class TsVector(bytes):
     """A tsvector in PostgreSQL's binary form, written raw into a binary COPY."""
 
 
+EMPTY = TsVector(bytes(4))
+
+
 def register(conn):
     """Teach conn's binary COPY to write a TsVector as it is (rows.register calls this)."""
     from psycopg.adapt import Dumper
@@ -70,21 +73,43 @@ def _tokenizer():
     return _scratch
 
 
+def _scratch_table(texts, read):
+    """read(conn) over a scratch FTS5 table holding texts (rowid = index), then dropped."""
+    conn = _tokenizer()
+    conn.execute(f"CREATE VIRTUAL TABLE words USING fts5(text, tokenize='{TOKENIZE}')")
+    try:
+        conn.executemany("INSERT INTO words(rowid, text) VALUES (?, ?)",
+                         [(i, "" if t is None else t) for i, t in enumerate(texts)])
+        return read(conn)
+    finally:
+        conn.execute("DROP TABLE words")
+
+
 def tokenize(texts):
     """Each text's tokens as the file's index holds them: ({token: [offsets]}, token count)."""
-    conn = _tokenizer()
-    found = [{} for _ in texts]
+    found = []
     for start in range(0, len(texts), BATCH):
-        conn.execute(f"CREATE VIRTUAL TABLE words USING fts5(text, tokenize='{TOKENIZE}')")
-        try:
-            conn.executemany("INSERT INTO words(rowid, text) VALUES (?, ?)",
-                             [(start + i, "" if t is None else t)
-                              for i, t in enumerate(texts[start:start + BATCH])])
-            for doc, offset, term in conn.execute("SELECT doc, offset, term FROM words_tokens"):
-                found[doc].setdefault(term, []).append(offset)
-        finally:
-            conn.execute("DROP TABLE words")
+        batch = [{} for _ in texts[start:start + BATCH]]
+        rows = _scratch_table(texts[start:start + BATCH], lambda conn: conn.execute(
+            "SELECT doc, offset, term FROM words_tokens").fetchall())
+        for doc, offset, term in rows:
+            batch[doc].setdefault(term, []).append(offset)
+        found.extend(batch)
     return [(terms, sum(map(len, terms.values()))) for terms in found]
+
+
+# Each doc's tsvector entries made by SQLite (C speed): per (token, doc) its bytes, NUL, its
+# count and positions (1-based) as big-endian uint16, in hex; per doc their concatenation,
+# the entry count, the token count and what says whether a limit applies (then encode()).
+ENTRIES = """
+SELECT doc, count(*), sum(n), max(n) > {positions} OR max(last) > {position} - {positions}
+    OR max(size) > {lexeme} OR sum(size + 2 * n) > {bytes} / 2, unhex(group_concat(entry, ''))
+FROM (SELECT doc, count(*) AS n, max(offset) AS last, length(CAST(term AS BLOB)) AS size,
+        hex(term) || '00' || printf('%04X', count(*))
+        || group_concat(printf('%04X', offset + 1), '' ORDER BY offset) AS entry
+      FROM words_tokens GROUP BY term, doc)
+GROUP BY doc
+""".format(positions=MAX_POSITIONS, position=MAX_POSITION, lexeme=MAX_LEXEME, bytes=MAX_BYTES)
 
 
 def lexeme(token):
@@ -138,8 +163,23 @@ def _increasing(values):
 
 
 def doc_columns(texts):
-    """[(tsv, tokens)] per doc text: the server's two word columns of `doc` (sync)."""
-    return [(encode(terms), count) for terms, count in tokenize(texts)]
+    """[(tsv, tokens)] per doc text: the server's two word columns of `doc` (sync). SQLite
+    makes the tsvector of nearly every doc (ENTRIES); one that meets a limit is encoded here."""
+    found = []
+    for start in range(0, len(texts), BATCH):
+        batch = texts[start:start + BATCH]
+        columns = [(EMPTY, 0)] * len(batch)
+        odd = []
+        for doc, entries, tokens, limited, data in _scratch_table(
+                batch, lambda conn: conn.execute(ENTRIES).fetchall()):
+            if limited:
+                odd.append(doc)
+            else:
+                columns[doc] = (TsVector(struct.pack(">i", entries) + data), tokens)
+        for doc, (terms, count) in zip(odd, tokenize([batch[i] for i in odd])):
+            columns[doc] = (encode(terms), count)
+        found.extend(columns)
+    return found
 
 
 def decode(data):
