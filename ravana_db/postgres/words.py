@@ -335,7 +335,7 @@ def search(server, q, terms, *, depth, where, params, corpus, corpus_params):
         chosen = _best(server, p, kept, max(depth, BM25_DEPTH), where, params)
         found = [(key, p.score(freqs, tokens, every), freqs, tokens)
                  for key, _, freqs, tokens in chosen]
-        found = sorted(found, key=lambda r: (-r[1], r[0]))[:depth]
+        found = sorted(found, key=lambda r: (-r[1], *_order(r[0])))[:depth]
     p.kept = None if len(kept) == len(terms) else kept
     return [(key, -score) for key, score, _, _ in found], top, p
 
@@ -364,7 +364,7 @@ def _best(server, p, which, limit, where, params):
         if len(scored) >= limit and rest * (1 + 1e-9) < heapq.nlargest(
                 limit, (s for s, _, _ in scored.values()))[-1]:
             break
-    best = sorted(scored.items(), key=lambda kv: (-kv[1][0], kv[0]))[:limit]
+    best = heapq.nsmallest(limit, scored.items(), key=lambda kv: (-kv[1][0], *_order(kv[0])))
     return [(key, score, freqs, tokens) for key, (score, freqs, tokens) in best]
 
 
@@ -393,4 +393,9 @@ def scores(server, p, keys):
         freqs = p.freqs(tsv)
         if any(freqs[j] for j in which):
             out.append((key, -p.score(freqs, tokens, every)))
-    return sorted(out, key=lambda r: (r[1], r[0]))
+    return sorted(out, key=lambda r: (r[1], *_order(r[0])))
+
+
+def _order(key):
+    """A (file_id, doc_id) key as the file's tie order, fast (uuid's own compare is slow)."""
+    return key[0].int, key[1]
