@@ -194,6 +194,23 @@ def decode(data):
     return found
 
 
+def counts(data):
+    """{lexeme bytes: occurrences} of a binary tsvector (a count past MAX_POSITIONS read
+    from its `lexeme + OVER` entry)."""
+    (count,) = struct.unpack_from(">i", data)
+    at, found = 4, {}
+    for _ in range(count):
+        end = data.index(b"\0", at)
+        (n,) = struct.unpack_from(">H", data, end + 1)
+        if data[end - 1:end] == OVER:
+            high, low = struct.unpack_from(">HH", data, end + 3)
+            found[data[at:end - 1]] = ((high & 0x3FFF) - 1) * OVER_BASE + (low & 0x3FFF) - OVER_BASE
+        else:
+            found.setdefault(data[at:end], n)
+        at = end + 3 + 2 * n
+    return found
+
+
 def retokenize(db, conn, file_id):
     """Give the server's docs of a file the file's tokens (tsv, tokens), when its words are of
     another TOKENS_VERSION (docs synced before V2); returns the docs updated. Each step reads
@@ -243,16 +260,20 @@ class Plan:
 
     def freqs(self, tsv):
         """Each phrase's occurrences in a doc whose (filtered) tsvector is tsv."""
+        if all(len(p) < 2 for p in self.phrases):  # no phrase: counts alone
+            found = counts(tsv)
+            return [found.get(p[0], 0) if p else 0 for p in self.phrases]
         positions = decode(tsv)
         return [_occurrences(p, positions) for p in self.phrases]
 
     def score(self, freqs, tokens, which):
-        """bm25() of a doc over the phrases `which`, summed in their order as FTS5 sums."""
-        k1, b, score = BM25_K1, BM25_B, 0.0
+        """bm25() of a doc over the phrases `which`, summed in their order as FTS5 sums (its
+        terms computed as FTS5 computes them: the same doubles)."""
+        k1, b, score, idf = BM25_K1, BM25_B, 0.0, self.idf
         length = float(tokens or 0)
+        norm = k1 * (1 - b + b * length / self.avgdl)
         for i in which:
-            score += self.idf[i] * ((freqs[i] * (k1 + 1.0)) /
-                                    (freqs[i] + k1 * (1 - b + b * length / self.avgdl)))
+            score += idf[i] * ((freqs[i] * (k1 + 1.0)) / (freqs[i] + norm))
         return score
 
 
