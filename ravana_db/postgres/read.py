@@ -1,10 +1,10 @@
 """Search on the server: the files `ravana-db sync` copied into PostgreSQL, asked with the
 file's query contract (modes, filters, score parts), across every file or some (--file).
 
-Words are the file's own tokens, scored by FTS5's bm25() over the same statistics and ranked
-as the file ranks them (words.py): word search on a server gives the file's results. Meaning
-comes from pgvector's cosine distance through the HNSW index. Both are fused by search.ranking.fuse, the
-file's rule.
+Words are the file's own tokens, scored by FTS5's bm25() over the same statistics and
+ranked as the file ranks them (words.py): word search on a server gives the file's results.
+Meaning comes from pgvector's cosine distance through the HNSW index. Both are fused by
+search.ranking.fuse, the file's rule.
 """
 
 import math

@@ -101,15 +101,16 @@ def tokenize(texts):
 # Each doc's tsvector entries made by SQLite (C speed): per (token, doc) its bytes, NUL, its
 # count and positions (1-based) as big-endian uint16, in hex; per doc their concatenation,
 # the entry count, the token count and what says whether a limit applies (then encode()).
-ENTRIES = """
-SELECT doc, count(*), sum(n), max(n) > {positions} OR max(last) > {position} - {positions}
-    OR max(size) > {lexeme} OR sum(size + 2 * n) > {bytes} / 2, unhex(group_concat(entry, ''))
+ENTRIES = f"""
+SELECT doc, count(*), sum(n), max(n) > {MAX_POSITIONS}
+    OR max(last) > {MAX_POSITION} - {MAX_POSITIONS} OR max(size) > {MAX_LEXEME}
+    OR sum(size + 2 * n) > {MAX_BYTES} / 2, unhex(group_concat(entry, ''))
 FROM (SELECT doc, count(*) AS n, max(offset) AS last, length(CAST(term AS BLOB)) AS size,
         hex(term) || '00' || printf('%04X', count(*))
         || group_concat(printf('%04X', offset + 1), '' ORDER BY offset) AS entry
       FROM words_tokens GROUP BY term, doc)
 GROUP BY doc
-""".format(positions=MAX_POSITIONS, position=MAX_POSITION, lexeme=MAX_LEXEME, bytes=MAX_BYTES)
+"""
 
 
 def lexeme(token):
@@ -141,7 +142,7 @@ def encode(terms):
         merged.setdefault(lexeme(token), []).extend(offsets)
     entries = {}
     for key, offsets in merged.items():
-        if not _increasing(offsets):
+        if any(a >= b for a, b in zip(offsets, offsets[1:])):
             offsets = sorted(set(offsets))  # two long tokens with one stand-in
         entries[key] = _positions(offsets)
         if len(offsets) > MAX_POSITIONS:
@@ -156,10 +157,6 @@ def encode(terms):
         parts.append(key + b"\0" + struct.pack(f">H{len(positions)}H", len(positions),
                                                *positions))
     return TsVector(struct.pack(">i", len(parts)) + b"".join(parts))
-
-
-def _increasing(values):
-    return all(a < b for a, b in zip(values, values[1:]))
 
 
 def doc_columns(texts):
