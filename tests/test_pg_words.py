@@ -1,5 +1,6 @@
-"""Word search on the server (ravana_db/postgres/words.py) against the file's FTS5 index, on a
-real PostgreSQL 16 (pgserver): the same tokens, the same bm25() scores, the same results."""
+"""Word search on the server (ravana_db/postgres/words.py, tokens.py) against the file's FTS5
+index, on a real PostgreSQL 16 (pgserver): the same tokens, the same bm25() scores, the same
+results."""
 
 import contextlib
 import json
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from ravana_db import search as file_search
 from ravana_db.cli import app
 from ravana_db.db import open_db
-from ravana_db.postgres import read, words
+from ravana_db.postgres import read, tokens, words
 from ravana_db.postgres.connect import open_server
 from ravana_db.search.query import Query, fts_terms
 
@@ -78,7 +79,7 @@ def test_the_servers_tokens_are_the_files(odd):
     indexed = file_tokens(db)
     sizes = dict(db.execute("SELECT id, sz FROM doc_fts_docsize"))
     db.close()
-    ours = words.tokenize([text for _, text in docs])
+    ours = tokens.tokenize([text for _, text in docs])
     for (doc_id, _), (terms, count) in zip(docs, ours):
         assert terms == indexed.get(doc_id, {}), doc_id
         assert count == varint(sizes[doc_id])
@@ -87,21 +88,21 @@ def test_the_servers_tokens_are_the_files(odd):
             "SELECT id, tokens, tsv FROM doc ORDER BY id").fetchall()
         totals = server.conn.execute("SELECT docs, tokens, version FROM ravana_words").fetchone()
     assert len(rows) == len(docs)
-    for (doc_id, tokens, tsv), (terms, count) in zip(rows, ours):
-        assert tokens == count
-        stored = words.decode(tsv)
-        expected = {words.lexeme(t): [o + 1 for o in offsets[:256]]
+    for (doc_id, stored_count, tsv), (terms, count) in zip(rows, ours):
+        assert stored_count == count
+        stored = tokens.decode(tsv)
+        expected = {tokens.lexeme(t): [o + 1 for o in offsets[:256]]
                     for t, offsets in terms.items()}
-        expected.update({words.lexeme(t) + words.OVER: [1, 8192 + len(offsets)]
+        expected.update({tokens.lexeme(t) + tokens.OVER: [1, 8192 + len(offsets)]
                          for t, offsets in terms.items() if len(offsets) > 256})
         if count < 16_000:
             assert stored == expected, doc_id
         else:  # a position past 16383 is squeezed below it; every token is there
             assert set(stored) == set(expected)
             assert all(len(stored[x]) == len(expected[x]) for x in stored)
-    assert totals == (len(docs), sum(c for _, c in ours), words.TOKENS_VERSION)
-    long_token = words.lexeme("x" * 3000)
-    assert len(long_token) <= words.MAX_LEXEME and long_token.startswith(b"xxx")
+    assert totals == (len(docs), sum(c for _, c in ours), tokens.TOKENS_VERSION)
+    long_token = tokens.lexeme("x" * 3000)
+    assert len(long_token) <= tokens.MAX_LEXEME and long_token.startswith(b"xxx")
 
 
 def file_ranking(path, text):
@@ -178,7 +179,7 @@ def test_an_old_servers_words_say_run_sync_and_sync_brings_them_up(odd, cli):
         assert there == here, text
     with contextlib.closing(open_server(url)) as server:
         assert server.conn.execute("SELECT version FROM ravana_words").fetchone()[0] == \
-            words.TOKENS_VERSION
+            tokens.TOKENS_VERSION
 
 
 def test_totals_follow_updates_and_deletes(odd):
@@ -190,7 +191,7 @@ def test_totals_follow_updates_and_deletes(odd):
         conn.execute("UPDATE memory SET text = 'three new words' WHERE text LIKE 'emoji%'")
     sync(path, url)
     db = open_db(path, create=False)
-    expected = sum(count for _, count in words.tokenize(
+    expected = sum(count for _, count in tokens.tokenize(
         [t for (t,) in db.execute("SELECT text FROM doc")]))
     rows = db.execute("SELECT count(*) FROM doc").fetchone()[0]
     db.close()

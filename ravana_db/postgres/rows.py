@@ -15,7 +15,7 @@ from datetime import timezone
 from .. import index
 from ..times import from_iso
 from ..vectors import NORM_BYTES
-from . import schema, words
+from . import schema, tokens
 
 INT8 = (-(1 << 63), (1 << 63) - 1)
 # Escapes jsonb refuses: NUL, and UTF-16 surrogates (a lone one is not a character).
@@ -141,7 +141,7 @@ def copy_types(conn, table):
     kinds = [kind for _, kind in schema.columns(table)]
     oids = oids_of(conn)
     types = ["uuid", *(oids[k] if k in oids else COPY_TYPES[k] for k in kinds)]
-    # doc: its embedding, then its word columns (words.doc_columns, lane pgfts)
+    # doc: its embedding, then its word columns (tokens.doc_columns, lane pgfts)
     return [*types, oids["vector"], "tsvector", "int4"] if table == "doc" else types
 
 
@@ -181,4 +181,4 @@ def register(conn):
             return obj
 
     conn.adapters.register_dumper(Vector, VectorDumper)
-    words.register(conn)  # tsv: the file's tokens, pre-encoded (lane pgfts)
+    tokens.register(conn)  # tsv: the file's tokens, pre-encoded (lane pgfts)

@@ -25,7 +25,7 @@ from ..errors import InputError, RavanaError
 from ..schema.tracking import TRACKED, install_tracking, key_sql
 from ..times import now
 from . import rows as values
-from . import schema, words
+from . import schema, tokens
 from .server import connect, scrubbed
 
 BATCH = 10_000  # changed rows per server transaction
@@ -109,7 +109,7 @@ def sync(db, path, url, *, name=None, batch=BATCH, progress=None):
         schema.migrate(conn)
         values.register(conn)
         _start(db, conn, url, report, path)
-        words.retokenize(db, conn, report.file_id)  # docs synced before V2 (lane pgfts)
+        tokens.retokenize(db, conn, report.file_id)  # docs synced before V2 (lane pgfts)
         while _batch(db, conn, url, report, batch):
             if progress:
                 progress(report)
@@ -305,7 +305,7 @@ def write(conn, table, report, found, gone, *, bulk=False):
     embeddings = values.vectors([row[-1] for row in found], schema.DIM) \
         if table == "doc" else None
     # doc's word columns (tsv, tokens): the file's own tokens of the file's text (lane pgfts)
-    word_columns = words.doc_columns([row[names.index("text")] for row in found]) \
+    word_columns = tokens.doc_columns([row[names.index("text")] for row in found]) \
         if table == "doc" else None
     file_uuid = uuid.UUID(fid)
     staged = []
