@@ -10,6 +10,7 @@ from sentences of the file (a fixed seed). --budget sets the postings budget on 
 (search.POSTINGS_BUDGET, words.POSTINGS_BUDGET) to exercise the two-step path.
 
 Figures: fts_identical (share of queries whose results are the file's, ids, order and bm25),
+fts_same_ids (ids and order alone),
 file_fts_ms, server_fts_ms (medians), ratio_fts, sync_s (the sync of the copy). Printed as JSON.
 """
 
@@ -90,7 +91,7 @@ def main():
 def compare(path, url, queries):
     db = open_db(path, create=False, write=False)
     server = open_server(url)
-    same, file_s, server_s = [], [], []
+    same, same_ids, file_s, server_s = [], [], [], []
     for text in queries:
         q = Query(text, mode="fts", top_n=10)
         started = time.perf_counter()
@@ -100,10 +101,12 @@ def compare(path, url, queries):
         file_s.append(middle - started)
         server_s.append(time.perf_counter() - middle)
         same.append(here == there)
+        same_ids.append([d for d, _ in here] == [d for d, _ in there])
     server.close()
     db.close()
     file_ms, server_ms = statistics.median(file_s) * 1000, statistics.median(server_s) * 1000
     return {"queries": len(queries), "fts_identical": round(statistics.mean(same), 4),
+            "fts_same_ids": round(statistics.mean(same_ids), 4),
             "file_fts_ms": round(file_ms, 2), "server_fts_ms": round(server_ms, 2),
             "ratio_fts": round(server_ms / file_ms, 2)}
 
