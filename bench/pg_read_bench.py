@@ -15,6 +15,10 @@ instead of recomputed on both sides, so that search alone is measured):
   file_*/server_*  search.search on the file; postgres.read.search on the server (one
                    connection), for fts, vector and hybrid, and vector with --kind memory
   ratio_*          the server's median over the file's
+  fts_identical    share of the queries whose fts top 10 on the server is the file's, ids
+                   and order (an exact mode: the file's tokens and bm25() on both sides)
+  fts_overlap_at_10, hybrid_overlap_at_10, hybrid_identical
+                   mean share of the file's top 10 the server returns; identical share
   recall_at_10     the server's vector top 10 (HNSW, ef_search as read.py sets it) against
                    exact (the same query without the index), mean over the queries; also for
                    a few other ef_search values
@@ -127,6 +131,7 @@ def run_size(n, url, queries, vectors, embedder, fresh):
         result[f"file_{name}_ms"] = round(file_s * 1000, 2)
         result[f"server_{name}_ms"] = round(server_s * 1000, 2)
         result[f"ratio_{name}"] = round(server_s / file_s, 2)
+    result.update(agreement(db, server, queries, embedder))
     if n <= 100_000:  # the 1M file repeats the 100k vectors with noise: not for recall
         result["ef_search"] = read.EF_SEARCH
         result["recall_at_10"] = {ef: recall(server, vectors[:50], ef)
@@ -142,6 +147,22 @@ def run_size(n, url, queries, vectors, embedder, fresh):
 def sizes(values):
     """--sizes: numbers separated by commas or spaces."""
     return [int(v) for value in values for v in value.split(",") if v]
+
+
+def agreement(db, server, queries, embedder):
+    """How often the server's top 10 is the file's, fts and hybrid, over the queries."""
+    found = {}
+    for mode in ("fts", "hybrid"):
+        same, overlap = [], []
+        for text in queries:
+            q = Query(text, top_n=10, mode=mode)
+            here = [(r["kind"], r["id"]) for r in search(db, q, embedder=embedder, touch=False)]
+            there = [(r["kind"], r["id"]) for r in read.search(server, q, embedder=embedder)]
+            same.append(here == there)
+            overlap.append(len(set(here) & set(there)) / len(here) if here else float(not there))
+        found[f"{mode}_identical"] = round(statistics.mean(same), 4)
+        found[f"{mode}_overlap_at_10"] = round(statistics.mean(overlap), 4)
+    return found
 
 
 def main():

@@ -11,10 +11,10 @@ class Server:
     """A connection to the server and the files chosen: file_ids (None: every file) and
     names {file_id: name} of every synced file."""
 
-    def __init__(self, conn, url, *, file_ids, names):
+    def __init__(self, conn, url, *, file_ids, names, version=None):
         self.conn, self.file_ids, self.names = conn, file_ids, names
         self.masked_url = masked(url)
-        self.stats = None  # BM25's doc count and mean length, read once (postgres.read)
+        self.version = version  # the server's schema version (word search needs 2)
 
     def close(self):
         self.conn.close()
@@ -45,7 +45,7 @@ def open_server(url, *, files=None):
     except BaseException:
         conn.close()
         raise
-    return Server(conn, url, file_ids=file_ids, names=names)
+    return Server(conn, url, file_ids=file_ids, names=names, version=found)
 
 
 def choose(names, files):

@@ -1,26 +1,23 @@
 """Search on the server: the files `ravana-db sync` copied into PostgreSQL, asked with the
 file's query contract (modes, filters, score parts), across every file or some (--file).
 
-Words are scored by BM25 computed from the `tsv` column (the english configuration's lexemes,
-their counts and the documents' lengths in lexemes), with FTS5's formula and constants, so
-that a score means what it means on a file; a GIN index finds the matches. Meaning comes from
-pgvector's cosine distance through the HNSW index. Both are fused by search.ranking.fuse, the
-file's rule.
+Words are the file's own tokens, scored by FTS5's bm25() over the same statistics and
+ranked as the file ranks them (words.py): word search on a server gives the file's results.
+Meaning comes from pgvector's cosine distance through the HNSW index. Both are fused by
+search.ranking.fuse, the file's rule.
 """
 
 import math
 
 from ..errors import InputError
-from ..search import BM25_DEPTH, BM25_K1
 from ..search.query import KINDS, fts_terms
 from ..search.ranking import INTEGER_KINDS, NO_IMPORTANCE, SNIPPET, ranked
 from ..times import format_time, from_iso
+from . import words
 from .connect import Server as Server  # the CLI opens one, then asks search() with it
 
-BM25_B = 0.75  # FTS5's bm25() length normalisation
 EF_SEARCH = 200  # HNSW candidates per query: recall@10 0.994 against exact at 100k (bench)
-POSTINGS_BUDGET = 5_000  # matches a query scores in full (SQL scores ~50x slower than FTS5)
-AVGDL_SAMPLE = 2_000  # docs read to estimate the mean length; exact below this many
+WORDS_SCHEMA = 2  # the server schema whose `tsv` holds the file's tokens (words.py)
 
 
 def search(server, q, *, embedder=None):
@@ -38,7 +35,7 @@ def search(server, q, *, embedder=None):
         vector = None
     depth = max(20, q.top_n * 2)
     with server.conn.transaction():
-        words, top = _words(server, q, fts_terms(text), depth=depth, exclude=exclude)
+        found, top, plan = _words(server, q, fts_terms(text), depth=depth, exclude=exclude)
         if vector is None and q.mode != "fts":
             vector = vector_text(embedder.embed([text])[0]) if embedder else None
             if vector is None:
@@ -46,9 +43,13 @@ def search(server, q, *, embedder=None):
         meaning = _knn(server, q, vector, depth, exclude) if q.mode != "fts" else []
         similarity = dict(meaning)
         if q.mode != "fts":
-            wanted = [d for d, _ in words[:depth] if d not in similarity]
+            wanted = [d for d, _ in found[:depth] if d not in similarity]
             similarity.update(_similarities(server, wanted, vector))
-        return _best(server, q, words=words, meaning=meaning, similarity=similarity,
+            # The vector side's candidates get their BM25 too, as on a file (which reads its
+            # word list BM25_DEPTH deep for them).
+            listed = {key for key, _ in found}
+            found += words.scores(server, plan, [k for k, _ in meaning if k not in listed])
+        return _best(server, q, words=found, meaning=meaning, similarity=similarity,
                      depth=depth, top=top)
 
 
@@ -78,84 +79,19 @@ def _corpus(server):
 
 
 def _words(server, q, terms, *, depth, exclude):
-    """[((file_id, doc_id), bm25)] best first, and the query's highest reachable BM25
-    (hybrid only), as search._words on a file."""
-    if q.mode == "vector" or not terms:
-        return [], None
-    lexemes = _lexemes(server, terms)
-    if not lexemes:
-        return [], None
-    counts, rows, avgdl = _statistics(server, lexemes)
-    idf = [max(math.log((rows - n + 0.5) / (n + 0.5)), 1e-6) for n in counts]
-    # As on a file (a smaller budget): the rarest terms within the postings budget choose the
-    # candidates, every term scores them.
-    kept, postings = [], 0
-    for i in sorted(range(len(lexemes)), key=lambda i: counts[i]):
-        postings += counts[i]
-        if kept and postings > POSTINGS_BUDGET:
-            break
-        kept.append(lexemes[i])
+    """[((file_id, doc_id), bm25)] best first, the query's highest reachable BM25 (hybrid
+    only) and the words.Plan: words.search, as search._words on a file."""
+    if q.mode != "vector" and terms and server.version < WORDS_SCHEMA:
+        raise InputError(f"{server.masked_url} has ravana-db schema version {server.version}, "
+                         "older than this ravana-db's word search: run `ravana-db sync` to "
+                         "upgrade it")
     where, params = _filters(server, q)
     if exclude is not None:
         where += " AND (d.file_id, d.id) <> (%s, %s)"
         params += list(exclude)
-    limit = depth if q.mode == "fts" else BM25_DEPTH
-    found = server.conn.execute(
-        f"SELECT d.file_id, d.id, ({_BM25}) AS score FROM doc d "
-        f"WHERE d.tsv @@ %s::tsquery AND {where} ORDER BY score DESC, d.file_id, d.id LIMIT %s",
-        [avgdl, lexemes, idf, _tsquery(kept), *params, limit]).fetchall()
-    words = [((file_id, doc_id), -score) for file_id, doc_id, score in found]
-    top = (BM25_K1 + 1) * sum(idf) if q.mode == "hybrid" else None
-    return words, top
-
-
-# A doc's length: its distinct lexemes (length(), read from the tsvector's header; counting
-# positions as FTS5 counts tokens costs an unnest per doc, most of a query's time).
-_LENGTH = "greatest(length(d.tsv), 1)"
-# A doc's BM25 over the query's lexemes (parameters: the mean doc length, the lexemes, their
-# IDF): a lexeme's count in a doc is the length of its positions.
-_BM25 = f"""SELECT coalesce(sum(t.idf * u.tf * {BM25_K1 + 1} / (u.tf + {BM25_K1} * (
-        {1 - BM25_B} + {BM25_B} * l.n / %s))), 0)
-    FROM (SELECT lexeme, coalesce(array_length(positions, 1), 1) AS tf FROM unnest(d.tsv)) u
-    JOIN unnest(%s::text[], %s::float8[]) t(lexeme, idf) USING (lexeme)
-    CROSS JOIN (SELECT {_LENGTH} AS n) l"""
-
-
-def _lexemes(server, terms):
-    """The query's FTS terms as the server's lexemes (english: stemmed, its stopwords
-    dropped), each once, in the order of the words."""
-    words = [t[1:-1].replace('""', '"') for t in terms]
-    found = server.conn.execute(
-        "SELECT v.lexeme FROM unnest(%s::text[]) WITH ORDINALITY w(word, n), "
-        "unnest(to_tsvector('english', w.word)) v ORDER BY w.n", [words]).fetchall()
-    return list(dict.fromkeys(lexeme for (lexeme,) in found))
-
-
-def _tsquery(lexemes):
-    """Lexemes, OR-ed, as tsquery text (each quoted, so none is read as an operator)."""
-    return " | ".join("'" + x.replace("\\", "\\\\").replace("'", "''") + "'" for x in lexemes)
-
-
-def _statistics(server, lexemes):
-    """How many docs hold each lexeme, how many docs there are, and their mean length, in
-    the chosen files (what bm25() reads from an FTS5 index's statistics). The last two are
-    read once per connection (a command): they change only with a sync."""
-    corpus, params = _corpus(server)
-    # One count per lexeme: a count of an index's matches alone need not read the rows.
-    counts = [server.conn.execute(f"SELECT count(*) FROM doc d WHERE d.tsv @@ %s::tsquery "
-                                  f"AND {corpus}", [_tsquery([x]), *params]).fetchone()[0]
-              for x in lexemes]
-    if server.stats is None:
-        rows = server.conn.execute(f"SELECT count(*) FROM doc d WHERE {corpus}",
-                                   params).fetchone()[0]
-        sample = ""
-        if rows > AVGDL_SAMPLE:  # a fixed sample: the same mean, so the same scores, each time
-            share = min(100.0, 100.0 * AVGDL_SAMPLE / rows)
-            sample = f" TABLESAMPLE SYSTEM ({share}) REPEATABLE (1)"
-        avgdl = server.conn.execute(f"SELECT avg({_LENGTH}) FROM doc d{sample} WHERE {corpus}",
-                                    params).fetchone()[0]
-        server.stats = rows, float(avgdl or 1.0)
-    return counts, *server.stats
+    corpus, corpus_params = _corpus(server)
+    return words.search(server, q, terms, depth=depth, where=where, params=params,
+                        corpus=corpus, corpus_params=corpus_params)
 
 
 def vector_text(vector):

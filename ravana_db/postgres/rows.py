@@ -23,7 +23,7 @@ from itertools import chain, repeat
 from ..times import from_iso
 from ..vectors import NORM_BYTES
 from ..vectors import decode as decode_vectors
-from . import schema
+from . import schema, tokens
 
 INT8 = (-(1 << 63), (1 << 63) - 1)
 INT4 = (-(1 << 31), (1 << 31) - 1)
@@ -140,8 +140,12 @@ def converters(table):
 
 def copy_columns(table):
     """The (name, type) of each column a COPY of table sends after file_id: its columns, and
-    for doc the vector (whose value, as read, is the doc_vec blob)."""
-    return [*schema.columns(table), *([("embedding", "vector")] if table == "doc" else [])]
+    for doc the vector (whose value, as read, is the doc_vec blob) and the file's tokens of its
+    text (tokens.doc_columns: the tsvector, pre-encoded, and the token count)."""
+    if table != "doc":
+        return schema.columns(table)
+    return [*schema.columns(table), ("embedding", "vector"), ("tsv", "tsvector"),
+            ("tokens", "int4")]
 
 
 NULL = b"\xff\xff\xff\xff"
@@ -258,7 +262,7 @@ def enum_column(values):
 
 
 def raw_column(column):
-    """Values already in the server's binary form (a tsvector from postgres/words.py)."""
+    """Values already in the server's binary form (a tsvector from postgres/tokens.py)."""
     return _fields([None if v is None else bytes(v) for v in column])
 
 
@@ -316,12 +320,16 @@ def storable(table, rows):
 
 
 def encode(table, rows, file_id):
-    """A batch of table's rows as read from the file (copy_columns' order) as one binary COPY
-    payload for (file_id, copy_columns): (payload, rows sent, vectors, rows left out)."""
+    """A batch of table's rows as read from the file (copy_columns' order, up to doc's
+    embedding: its token columns are made here from its text) as one binary COPY payload for
+    (file_id, copy_columns): (payload, rows sent, vectors, rows left out)."""
     rows, skipped = storable(table, rows)
     vectors = 0
     if table == "doc":
         size = schema.DIM + NORM_BYTES
         vectors = sum(1 for r in rows if r[-1].__class__ is bytes and len(r[-1]) == size)
+        text = [name for name, _ in schema.columns(table)].index("text")
+        words = tokens.doc_columns([r[text] for r in rows])
+        rows = [(*r, *w) for r, w in zip(rows, words)]
     kinds = [kind for _, kind in copy_columns(table)]
     return encode_columns(kinds, rows, file_id), len(rows), vectors, skipped

@@ -26,7 +26,7 @@ from ..errors import InputError, RavanaError
 from ..schema.tracking import TRACKED, install_tracking, key_sql
 from ..times import now
 from . import rows as values
-from . import schema
+from . import schema, tokens
 from .server import connect, scrubbed
 from .write import Part, send
 
@@ -113,6 +113,7 @@ def sync(db, path, url, *, name=None, batch=BATCH, progress=None):
         conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (schema.LOCK, fid))
         schema.migrate(conn)
         key = _start(db, conn, url, report, path)
+        tokens.retokenize(db, conn, report.file_id)  # docs synced before server schema V2
         _timed(report, "start", started)
         _pipeline(db, conn, key, report, batch, progress)
         _finish(db, conn, key, report)
@@ -300,6 +301,7 @@ def _finish(db, conn, key, report):
     with conn.transaction():
         conn.execute("UPDATE ravana_file SET last_sync_at = now() WHERE file_id = %s",
                      (report.file_id,))
+    tokens.settle(conn)  # the words' GIN pending list, merged (lane pgfts)
     if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (schema.HNSW,)).fetchone()[0]:
         started = time.perf_counter()
         with conn.transaction():

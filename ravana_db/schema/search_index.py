@@ -65,13 +65,16 @@ END;
 """
 
 
+# The tokenizer of the file's full-text index; the server's words (postgres/words.py) are
+# tokenized by it too, so both sides hold the same tokens.
+TOKENIZE = "porter unicode61 remove_diacritics 2"
 # Plain SQL clients (sqlite3, sqlite-utils, Datasette without sqlite-vec) must be able to
 # update and delete every row, so no trigger touches the vec0 table `doc_bits`: a row whose
 # signature must go or change waits in `bits_queue` for ravana-db's next write or reindex.
 # FTS5's content table is written `[doc]`, the form sqlite-utils and Datasette recognise.
-FTS = """
+FTS = f"""
 CREATE VIRTUAL TABLE doc_fts USING fts5(
-    text, content=[doc], content_rowid=[id], tokenize='porter unicode61 remove_diacritics 2'
+    text, content=[doc], content_rowid=[id], tokenize='{TOKENIZE}'
 )
 """
 # The table `doc`, as m002 made it (tables are never replaced: they hold the data).

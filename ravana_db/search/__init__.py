@@ -16,6 +16,7 @@ from ..db import reader
 from ..errors import InputError
 from ..index import BLANK
 from ..schema import PARTS, bits_code
+from ..schema.search_index import TOKENIZE
 from ..times import from_iso
 from ..vectors import decode as decode_vectors
 from ..vectors import one as vector_of
@@ -81,7 +82,7 @@ def _fts(db, q, terms, depth, exclude, counts=None):
     # run the match once per listed row).
     return db.execute(
         f"SELECT rowid, bm25(doc_fts) AS score FROM doc_fts WHERE doc_fts MATCH ? "
-        f"AND +rowid IN ({', '.join('?' * len(ids))}) ORDER BY score LIMIT ?",
+        f"AND +rowid IN ({', '.join('?' * len(ids))}) ORDER BY score, rowid LIMIT ?",
         [" OR ".join(terms), *ids, depth]).fetchall()
 
 
@@ -101,19 +102,20 @@ def _ranked(db, q, match, exclude, limit, postings):
     rank = "SELECT doc_fts.rowid, bm25(doc_fts) AS score FROM doc_fts"
     match_where = "doc_fts MATCH ? AND doc_fts.rowid != ?"
     if where == "1":
-        return db.execute(f"{rank} WHERE {match_where} ORDER BY score LIMIT ?",
+        return db.execute(f"{rank} WHERE {match_where} ORDER BY score, doc_fts.rowid LIMIT ?",
                           [match, exclude, limit]).fetchall()
     share = _share(db, where, params)
     if share >= BROAD:
         best = math.ceil(limit / share * 1.25)
         found = db.execute(
-            f"SELECT f.rowid, f.score FROM ({rank} WHERE {match_where} ORDER BY score LIMIT ?) f "
-            f"CROSS JOIN doc d ON d.id = f.rowid WHERE {where} ORDER BY f.score LIMIT ?",
+            f"SELECT f.rowid, f.score FROM ({rank} WHERE {match_where} "
+            f"ORDER BY score, doc_fts.rowid LIMIT ?) f "
+            f"CROSS JOIN doc d ON d.id = f.rowid WHERE {where} ORDER BY f.score, f.rowid LIMIT ?",
             [match, exclude, best, *params, limit]).fetchall()
         if len(found) == limit or postings <= best:
             return found
     return db.execute(f"{rank} CROSS JOIN doc d ON d.id = doc_fts.rowid WHERE {match_where} "
-                      f"AND {where} ORDER BY score LIMIT ?",
+                      f"AND {where} ORDER BY score, doc_fts.rowid LIMIT ?",
                       [match, exclude, *params, limit]).fetchall()
 
 
@@ -171,7 +173,7 @@ def _query_vocabulary(db):
     if conn.execute("SELECT 1 FROM temp.sqlite_master WHERE name = 'doc_terms'").fetchone():
         return
     conn.execute("CREATE VIRTUAL TABLE temp.query_words USING fts5("
-                 "text, tokenize='porter unicode61 remove_diacritics 2')")
+                 f"text, tokenize='{TOKENIZE}')")
     conn.execute("CREATE VIRTUAL TABLE temp.query_tokens USING fts5vocab("
                  "temp, query_words, 'instance')")
     conn.execute("CREATE VIRTUAL TABLE temp.doc_terms USING fts5vocab(main, doc_fts, 'row')")
