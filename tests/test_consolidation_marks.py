@@ -123,7 +123,11 @@ def test_export_and_import_keep_the_run_that_consolidated_a_memory(cli, db_path,
     folder = tmp_path / "export"
     result = cli("export", "all", "--format", "jsonl", "--output", folder)
     assert result.exit_code == 0, result.stderr
-    other = tmp_path / "other.db"
+    other = tmp_path / "other.db"  # its own run first: the runs' numbers differ
+    result = cli("--db", other, "init", db=False)
+    assert result.exit_code == 0, result.stderr
+    result = cli("--db", other, "consolidate", "--format", "json", db=False)
+    assert result.exit_code == 0, result.stderr
     result = cli("--db", other, "ingest", "dir", folder, db=False)
     assert result.exit_code == 0, result.stderr
     assert marks(other) == marks(db_path)
