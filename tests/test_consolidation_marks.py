@@ -136,6 +136,17 @@ def test_export_and_import_keep_the_run_that_consolidated_a_memory(cli, db_path,
     assert result.exit_code == 0, result.stderr
     assert plain(other, "SELECT count(*) FROM memory WHERE consolidated_in IS NOT NULL") == \
         [(0,)]
+    # an export made before m015: hex keys, the run's id; keys found again, the run's not
+    lines = [json.loads(line) for line in (folder / "memory.jsonl").read_text().splitlines()]
+    for row in lines:
+        row["dup_key"] = (row["dup_key"] & (1 << 64) - 1).to_bytes(8, "big").hex() * 4
+        row["consolidated_in"] = report["run_id"]
+    (folder / "memory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    third = tmp_path / "third.db"
+    result = cli("--db", third, "ingest", "dir", folder, db=False)
+    assert result.exit_code == 0, result.stderr
+    assert plain(third, "SELECT text, dup_key, consolidated_in FROM memory") == \
+        [(m["text"], key(m["text"]), None) for m in MEMORIES]
 
 
 def test_sigkill_during_the_migration_leaves_the_file_before(cli, db_path, tmp_path):

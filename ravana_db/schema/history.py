@@ -726,12 +726,13 @@ def m014_coded_filters(db):
     db.execute("DROP TABLE temp.old_bits")
 
 
-def _key_number(text):
-    """A duplicate key of 16 hex digits (m014) as the signed 64-bit integer key() makes now;
-    anything else: None (the memory is due again, and the next run keys it)."""
+def key_number(text):
+    """A duplicate key in hex (16 digits since m014, 64 before) as the signed 64-bit integer
+    consolidate.duplicates.key() makes now (m015); anything else: None (the memory is due
+    again, and the next run keys it)."""
     try:
         return int.from_bytes(bytes.fromhex(text)[:8], "big", signed=True) \
-            if isinstance(text, str) and len(text) == 16 else None
+            if isinstance(text, str) and len(text) in (16, 64) else None
     except ValueError:
         return None
 
@@ -747,7 +748,7 @@ def m015_consolidation_marks_as_numbers(db):
     types = {r[1]: r[2] for r in db.execute("PRAGMA table_info(memory)")}
     if types.get("consolidated_in") == "INTEGER":
         return
-    db.conn.create_function("key_number", 1, _key_number, deterministic=True)
+    db.conn.create_function("key_number", 1, key_number, deterministic=True)
     db.execute("CREATE TEMP TABLE old_marks AS SELECT m.id, key_number(m.dup_key) AS dup_key, "
                "c.id AS run FROM memory m LEFT JOIN memory_consolidations c "
                "ON c.consolidation_id = m.consolidated_in WHERE m.dup_key IS NOT NULL "
