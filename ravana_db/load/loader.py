@@ -301,8 +301,6 @@ class Loader:
         return [self.reports[name] for name in self.spools]
 
     def _write_table(self, name, embedder, progress):
-        from ..store import write
-
         seen, ids, later = {}, self.ids.setdefault(name, {}), []
         for batch in chunks(self._kept(name), most=BATCH, most_bytes=BATCH_BYTES,
                             size=lambda pair: pair[1]):
