@@ -5,6 +5,7 @@ its runs; export and import keep which run consolidated a memory."""
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -149,6 +150,25 @@ def test_export_and_import_keep_the_run_that_consolidated_a_memory(cli, db_path,
         [(m["text"], key(m["text"]), None) for m in MEMORIES]
 
 
+def run_status(path, env, kill_after=None):
+    """`status` on path in a child process (it migrates the file): (seconds from the
+    migration's backup copy to the end, return code), killed kill_after seconds after that
+    copy appeared when given."""
+    proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(path), "status",
+                             "--format", "json"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(path.parent.glob(f"{path.name}.bak-*")) and proc.poll() is None and \
+            time.monotonic() < deadline:
+        time.sleep(0.002)
+    copied = time.monotonic()
+    if kill_after is not None:
+        time.sleep(kill_after)
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return time.monotonic() - copied, proc.returncode
+
+
 def test_sigkill_during_the_migration_leaves_the_file_before(cli, db_path, tmp_path):
     """m015 rewrites memory's columns in the migration's one transaction: a process killed
     during it leaves the file as the release before had it; the next open migrates it."""
@@ -160,27 +180,23 @@ def test_sigkill_during_the_migration_leaves_the_file_before(cli, db_path, tmp_p
                          "VALUES (?, 'fact', '2026-01-01T00:00:00Z', ?)",
                          ((f"grown memory number {i}", i) for i in range(200_000)))
     as_previous(db_path)
+    reference = tmp_path / "reference" / "agent.db"  # the same file, migrated unharmed
+    reference.parent.mkdir()
+    shutil.copyfile(db_path, reference)
     before = plain(db_path, "SELECT sql FROM sqlite_master ORDER BY name")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAVANA_DB")}
-    killed = 0
-    for wait in (0.3, 0.8, 1.5):
+    whole, code = run_status(reference, env)
+    assert code == 0 and whole > 0.05, whole
+    for share in (0.1, 0.3, 0.5):
         for old in tmp_path.glob("agent.db.bak-*"):
             old.unlink()
-        proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(db_path),
-                                 "status", "--format", "json"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not list(tmp_path.glob("agent.db.bak-*")) and proc.poll() is None and \
-                time.monotonic() < deadline:
-            time.sleep(0.002)
-        time.sleep(wait)
-        proc.send_signal(signal.SIGKILL)
-        killed += proc.wait() == -signal.SIGKILL
+        _, code = run_status(db_path, env, kill_after=share * whole)
+        assert code == -signal.SIGKILL, "the migration ended before it was killed"
         assert plain(db_path, "SELECT sql FROM sqlite_master ORDER BY name") == before
         assert plain(db_path, "SELECT count(*) FROM _sqlite_migrations "
                               "WHERE name = 'm015_consolidation_marks_as_numbers'") == [(0,)]
-    assert killed, "every migration ended before it was killed"
-    db = open_db(db_path)  # the next open migrates
+    db = open_db(db_path)  # the next open migrates, as the unharmed copy
     db.close()
+    assert marks(db_path) == marks(reference)
     assert marks(db_path)[:len(expected)] == expected
     assert plain(db_path, "PRAGMA integrity_check") == [("ok",)]
