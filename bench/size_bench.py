@@ -298,9 +298,11 @@ def nfcorpus(root):
 def consolidated(path, n):
     """A copy of the file at path with every memory marked as `consolidate` marks the ones a
     run took (consolidate/merge.py's UPDATE: its duplicate key, by the code that runs this,
-    and the run's id; one run per 100,000 memories, limits.max_memories), not vacuumed."""
+    and the run: its number in the file since m015, its id before; one run per 100,000
+    memories, limits.max_memories, each recorded as a run is), not vacuumed."""
     import uuid
 
+    from ravana_db import runs
     from ravana_db.consolidate.duplicates import key
 
     out = path.with_name(path.name.replace(".db", "-consolidated.db"))
@@ -316,8 +318,14 @@ def consolidated(path, n):
         if not rows:
             break
         last, run = rows[-1][0], str(uuid.uuid4())
-        marks = [(key(text), run, memory_id, text) for memory_id, text in rows]
         with transaction(db):
+            db.execute(*runs.record(run, type="event_triggered",
+                                    results={"operation": "consolidate"}))
+            types = {r[1]: r[2] for r in db.execute("PRAGMA table_info(memory)")}
+            if types["consolidated_in"] == "INTEGER":
+                run = db.execute("SELECT id FROM memory_consolidations WHERE "
+                                 "consolidation_id = ?", [run]).fetchone()[0]
+            marks = [(key(text), run, memory_id, text) for memory_id, text in rows]
             db.conn.executemany("UPDATE memory SET dup_key = ?, consolidated_in = ? "
                                 "WHERE id = ? AND text = ? AND dup_key IS NULL", marks)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

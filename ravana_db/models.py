@@ -41,7 +41,7 @@ from .fields import (
 from .hashing import sha256
 from .lines import MAX_TEXT
 from .links import web_link
-from .schema import MEMORY_TYPES, PATTERN_TYPES
+from .schema import MEMORY_TYPES, PATTERN_TYPES, key_number
 from .tables import HASHED, NATURAL, TIME_COLUMNS
 
 
@@ -335,6 +335,17 @@ class Row(Record):
         return row
 
 
+def old_key(value):
+    """A memory's dup_key as an export from before m015 has it (hex text): the integer."""
+    return key_number(value) if isinstance(value, str) and len(value) in (16, 64) else value
+
+
+def old_run(value):
+    """A memory's consolidated_in as an export from before m015 has it (the run's id, text):
+    no run's number, so None; the memory stays consolidated."""
+    return None if isinstance(value, str) and not value.isdigit() else value
+
+
 def row_models(table, columns, *, json_columns, foreign_keys, id_column, identities=None):
     """The Row classes of one table: {identity: class}, and {(): class} for rows with none.
 
@@ -355,6 +366,10 @@ def row_models(table, columns, *, json_columns, foreign_keys, id_column, identit
             kind = Annotated[str, BeforeValidator(stored_time)]
         elif (table, name) == ("article", "link"):
             kind = Annotated[str, AfterValidator(web_link)]
+        elif (table, name) == ("memory", "dup_key"):
+            kind = Annotated[Int64 | None, BeforeValidator(old_key)]
+        elif (table, name) == ("memory", "consolidated_in"):
+            kind = Annotated[Int64 | None, BeforeValidator(old_run)]
         else:
             kind = {"INTEGER": Int64, "REAL": float}.get(declared.upper(), str)
         if not not_null:

@@ -19,6 +19,7 @@ from conftest import ROOT, copy_db, jsonl, one_line_error
 from ravana_db import index
 from ravana_db.postgres import rows as values
 from ravana_db.postgres import schema
+from ravana_db.postgres.sync import SERVER_VALUES
 from ravana_db.tables import TABLES
 from ravana_db.text import decode
 
@@ -37,7 +38,7 @@ def file_rows(path, table):
     convert = values.converters(table)
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.text_factory = decode
-        cols = ", ".join(f"t.[{n}]" for n in names)
+        cols = ", ".join(SERVER_VALUES.get((table, n), f"t.[{n}]") for n in names)
         if table == "doc":
             found = conn.execute(f"SELECT {cols}, v.embedding FROM doc t "
                                  "LEFT JOIN doc_vec v ON v.doc_id = t.id").fetchall()
@@ -140,6 +141,9 @@ def test_updates_deletes_merges_and_plain_sqlite_writes_reach_the_server(cli, em
                                    ).fetchone()[0]
         assert merged_rows == 2
         assert conn.execute("SELECT count(*) FROM memory_merge").fetchone()[0] == 3
+        run = json.loads(merged.stdout)["run_id"]  # the run's id, not its number in the file
+        assert conn.execute("SELECT DISTINCT consolidated_in FROM memory WHERE "
+                            "consolidated_in IS NOT NULL").fetchall() == [(run,)]
         assert conn.execute("SELECT text FROM memory WHERE id = 1").fetchone()[0] == \
             "edited by hand"
         assert conn.execute("SELECT count(*) FROM doc WHERE tsv @@ "

@@ -182,12 +182,13 @@ def canonical(text):
 
 def key(text):
     """The duplicate key: the first 64 bits of the SHA-256 of the canonical words (of the
-    normalised text when the text has no content words at all), as 16 hex digits. Two of a
-    million memories' keys coincide by chance with odds of about 3e-8; the full digest took
-    four times the bytes in every consolidated memory and its index (m014)."""
+    normalised text when the text has no content words at all), as a signed 64-bit integer.
+    Two of a million memories' keys coincide by chance with odds of about 3e-8; the full
+    digest took four times the bytes in every consolidated memory and its index (m014), its
+    16 hex digits twice those of the integer (m015)."""
     words = canonical(text)
     basis = " ".join(k for k, _, _ in words) if words else "\x00" + normalized(text)
-    return hashlib.sha256(basis.encode()).hexdigest()[:16]
+    return int.from_bytes(hashlib.sha256(basis.encode()).digest()[:8], "big", signed=True)
 
 
 def check(a, b):

@@ -223,9 +223,11 @@ def by_meaning(vectors):
 
 
 def marks(keyed, run_id):
-    """(memory id, statements) marking each due memory consolidated by this run, unless its
-    text changed since it was read."""
-    return [(m["id"], [(("UPDATE memory SET dup_key = ?, consolidated_in = ? WHERE id = ? "
+    """(memory id, statements) marking each due memory consolidated by this run (its number
+    in the file: the row id of its memory_consolidations row, recorded when it started),
+    unless its text changed since it was read."""
+    return [(m["id"], [(("UPDATE memory SET dup_key = ?, consolidated_in = (SELECT id FROM "
+                         "memory_consolidations WHERE consolidation_id = ?) WHERE id = ? "
                          "AND text = ? AND dup_key IS NULL"),
                         [m["key"], run_id, m["id"], m["text"]])]) for m in keyed]
 

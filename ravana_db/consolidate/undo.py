@@ -91,7 +91,8 @@ def undo(db, *, path, run_id, wait=False):
                                                     after.get("merged_into")]))
         statements += [
             (("UPDATE memory SET dup_key = NULL, consolidated_in = NULL "
-             "WHERE consolidated_in = ?"), [run_id]),
+             "WHERE consolidated_in = (SELECT id FROM memory_consolidations "
+             "WHERE consolidation_id = ?)"), [run_id]),
             ("DELETE FROM memory_link WHERE consolidation_id = ?", [run_id]),
             (("UPDATE memory_consolidations SET consolidation_results = json_set("
              "consolidation_results, '$.undone_at', ?) WHERE consolidation_id = ?"),

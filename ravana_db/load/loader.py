@@ -31,9 +31,10 @@ BATCH_BYTES = 8 << 20  # or fewer rows, when they hold this many bytes (as spool
 COUNTS = ("read", "new", "updated", "existing", "refused")
 STATUS = {"inserted": "new", "updated": "updated", "existing": "existing"}
 # Integer columns that hold another row's id without a declared foreign key: a cluster's id is
-# its first article's id.
+# its first article's id; a consolidated memory's run is its memory_consolidations row (m015).
 ID_COLUMNS = {("article", "cluster_id"): "article", ("event", "cluster_id"): "article",
-              ("memory_merge", "survivor_id"): "memory"}
+              ("memory_merge", "survivor_id"): "memory",
+              ("memory", "consolidated_in"): "memory_consolidations"}
 
 
 @contextlib.contextmanager
@@ -69,6 +70,7 @@ class Loader:
     reports: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     ids: dict = field(default_factory=dict)  # table -> {source id: target id}
+    later: list = field(default_factory=list)  # (table, column, other, ref, old): set last
     _tables: dict = field(default_factory=dict)
     _scratch: object = None
 
@@ -295,11 +297,10 @@ class Loader:
             progress(0, total=self.total())
         for name in self.spools:
             self._write_table(name, embedder, progress)
+        self._set_later()
         return [self.reports[name] for name in self.spools]
 
     def _write_table(self, name, embedder, progress):
-        from ..store import write
-
         seen, ids, later = {}, self.ids.setdefault(name, {}), []
         for batch in chunks(self._kept(name), most=BATCH, most_bytes=BATCH_BYTES,
                             size=lambda pair: pair[1]):
@@ -310,12 +311,26 @@ class Loader:
             self._batch(name, [item for item, _ in batch], seen, ids, later, embedder)
             if progress:
                 progress(len(batch))
-        if later:
-            # References to rows of the same table that were not written yet (a cluster's
-            # first article is the article itself): set once all are.
-            write(self.db, [], statements=[
-                (f"UPDATE [{name}] SET [{column}] = ? WHERE id = ?", [ids[ref], ids[old]])
-                for column, ref, old in later])
+        # References to rows not written yet: of the same table (a cluster's first article is
+        # the article itself), set once all are; of a table after it (a memory's run), once
+        # every table is.
+        self.later += [(name, column, other, ref, old) for column, other, ref, old in later]
+        self._set_later(only=name)
+
+    def _set_later(self, only=None):
+        """Set the references held back (only those to table `only`'s rows, when given)."""
+        from ..store import write
+
+        now, wait = [], []
+        for entry in self.later:
+            (now if only is None or entry[2] == only else wait).append(entry)
+        self.later = wait
+        statements = [(f"UPDATE [{name}] SET [{column}] = ? WHERE id = ?",
+                       [self.ids[other][ref], self.ids[name][old]])
+                      for name, column, other, ref, old in now
+                      if ref in self.ids.get(other, ()) and old in self.ids.get(name, ())]
+        if statements:
+            write(self.db, [], statements=statements)
 
     def _batch(self, name, items, seen, ids, later, embedder):
         from ..store import write
@@ -353,8 +368,9 @@ class Loader:
 
     def _mapped(self, table, item, later):
         """The row's values with the source's integer ids replaced by the target's. A
-        reference to a row of the same table not written yet is left out and added to
-        `later`, as (column, source id it refers to, the row's source id)."""
+        reference to a row not written yet (of the same table, or of one after it) is left
+        out and added to `later`, as (column, its table, source id it refers to, the row's
+        source id)."""
         values = dict(item.values)
         if not self.mapped:
             return values
@@ -364,9 +380,9 @@ class Loader:
                 continue
             if ref in self.ids.get(other, ()):
                 values[column] = self.ids[other][ref]
-            else:  # the same table's, later in the input (resolve() checked it is there)
+            else:  # written later in the input (resolve() checked it is there)
                 del values[column]
-                later.append((column, ref, item.old))
+                later.append((column, other, ref, item.old))
         return values
 
 

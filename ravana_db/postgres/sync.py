@@ -341,9 +341,15 @@ def _join(table):
     return " AND ".join(f"t.[{k}] = json_extract(c.key, '$[{i}]')" for i, k in enumerate(keys))
 
 
+# Columns the server keeps as they were before the file kept less (m015): a consolidated
+# memory's run as its id (the file keeps the run's number in the file).
+SERVER_VALUES = {("memory", "consolidated_in"): "(SELECT consolidation_id FROM "
+                 "memory_consolidations WHERE id = t.consolidated_in)"}
+
+
 def _read_table(db, table, position, last):
     names = [n for n, _ in schema.columns(table)]
-    cols = ", ".join(f"t.[{n}]" for n in names)
+    cols = ", ".join(SERVER_VALUES.get((table, n), f"t.[{n}]") for n in names)
     # +c.tbl: the seq range (rowid) drives the read, not the (tbl, key) index.
     where = "c.seq > ? AND c.seq <= ? AND +c.tbl = ?"
     extra = ", v.embedding" if table == "doc" else ""

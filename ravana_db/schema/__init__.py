@@ -11,6 +11,7 @@ from .history import (
     NOW,
     PATTERN_TYPES,
     SEARCH,
+    key_number,
     migrations,
 )
 from .search_index import (
@@ -35,6 +36,6 @@ __all__ = [
     "BITS", "BROWSE", "CONSOLIDATION", "CONSOLIDATION_POLICY", "CONSOLIDATION_TYPES", "CORE",
     "DOC", "DOC_TRIGGERS", "FEEDS", "FTS", "INDEX_TABLES", "MEMORY_TYPES", "NOW", "PARTS",
     "PATTERN_TYPES", "SEARCH", "SIGNATURE_BITS", "as_built", "bits_code",
-    "index_objects", "install_index", "migrations", "outdated", "part_of",
+    "index_objects", "install_index", "key_number", "migrations", "outdated", "part_of",
     "source_triggers",
 ]

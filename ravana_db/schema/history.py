@@ -724,3 +724,48 @@ def m014_coded_filters(db):
                f"SELECT doc_id, vec_bit(embedding), {part_of('doc_id')}, bits_code(kind), "
                f"bits_code(type), bits_code(source), ts FROM temp.old_bits")
     db.execute("DROP TABLE temp.old_bits")
+
+
+def key_number(text):
+    """A duplicate key in hex (16 digits since m014, 64 before) as the signed 64-bit integer
+    consolidate.duplicates.key() makes now (m015); anything else: None (the memory is due
+    again, and the next run keys it)."""
+    try:
+        return int.from_bytes(bytes.fromhex(text)[:8], "big", signed=True) \
+            if isinstance(text, str) and len(text) in (16, 64) else None
+    except ValueError:
+        return None
+
+
+@migrations()
+def m015_consolidation_marks_as_numbers(db):
+    """A consolidated memory's marks as integers: dup_key the 64-bit duplicate key (8 bytes,
+    its 16 hex digits took 17), consolidated_in the run's number in the file (the row id of
+    its memory_consolidations row, whose consolidation_id stays the run's id everywhere it is
+    shown) instead of a 36-character id, and no index of it: only `consolidate --undo` looks
+    memories up by run, a scan of memory. The columns are made anew (a column's type changes
+    only so), their values copied, inside the migration's one transaction."""
+    types = {r[1]: r[2] for r in db.execute("PRAGMA table_info(memory)")}
+    if types.get("consolidated_in") == "INTEGER":
+        return
+    db.conn.create_function("key_number", 1, key_number, deterministic=True)
+    db.execute("CREATE TEMP TABLE old_marks AS SELECT m.id, key_number(m.dup_key) AS dup_key, "
+               "c.id AS run FROM memory m LEFT JOIN memory_consolidations c "
+               "ON c.consolidation_id = m.consolidated_in WHERE m.dup_key IS NOT NULL "
+               "OR m.consolidated_in IS NOT NULL")
+    for name in ("idx_memory_consolidated_in", "idx_memory_dup_key", "idx_memory_due"):
+        db.execute(f"DROP INDEX IF EXISTS {name}")
+    db.execute("DROP TRIGGER IF EXISTS memory_text_reconsolidate")
+    for column in ("consolidated_in", "dup_key"):
+        db.execute(f"ALTER TABLE memory DROP COLUMN {column}")
+    for column in ("dup_key", "consolidated_in"):
+        db.execute(f"ALTER TABLE memory ADD COLUMN {column} INTEGER")
+    db.execute("UPDATE memory SET dup_key = o.dup_key, consolidated_in = o.run "
+               "FROM temp.old_marks o WHERE memory.id = o.id AND o.dup_key IS NOT NULL")
+    db.execute("DROP TABLE temp.old_marks")
+    db.execute("CREATE INDEX idx_memory_due ON memory(merged_into) WHERE dup_key IS NULL")
+    db.execute("CREATE INDEX idx_memory_dup_key ON memory(dup_key) WHERE dup_key IS NOT NULL")
+    db.execute("CREATE TRIGGER memory_text_reconsolidate AFTER UPDATE OF text ON memory "
+               "WHEN new.text IS NOT old.text AND new.dup_key IS NOT NULL BEGIN "
+               "UPDATE memory SET dup_key = NULL, consolidated_in = NULL WHERE id = new.id; "
+               "END")
