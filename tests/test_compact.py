@@ -161,17 +161,27 @@ def test_sigkill_during_the_migration_leaves_the_previous_file(cli, previous, tm
     shutil.copyfile(previous, reference)
     before = plain(previous, "SELECT doc_id, content_hash, embedding FROM doc_vec ORDER BY doc_id")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAVANA_DB")}
-    mid = 0
-    for delay in (0.0, 0.3, 0.8):
-        for old in tmp_path.glob("agent.db.bak-*"):
-            old.unlink()
-        proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(previous),
+
+    def migrating(path):
+        """`status` on path, once its backup (made just before the migration) is there."""
+        proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(path),
                                  "status", "--format", "json"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while not list(tmp_path.glob("agent.db.bak-*")) and time.monotonic() < deadline:
+        while not list(path.parent.glob("agent.db.bak-*")) and time.monotonic() < deadline:
             time.sleep(0.005)
-        time.sleep(delay)
+        return proc
+
+    # How long the migration takes here and now (the unharmed copy's): the kills land in it.
+    proc, started = migrating(reference), time.monotonic()
+    assert proc.wait() == 0, proc.stderr.read()
+    took = time.monotonic() - started
+    mid = 0
+    for share in (0.0, 0.3, 0.6):
+        for old in tmp_path.glob("agent.db.bak-*"):
+            old.unlink()
+        proc = migrating(previous)
+        time.sleep(share * took)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, "the migration ended before it was killed"
