@@ -216,3 +216,27 @@ def pg_url(pg_server, request):
     yield pg_server.replace("/postgres?", f"/{name}?", 1)
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_status(path, env, kill_after=None):
+    """`status` on path in a child process (it migrates the file): (seconds from the
+    migration's backup copy to the end, the child's return code), killed (SIGKILL) kill_after
+    seconds after that copy appeared when given."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(path), "status",
+                             "--format", "json"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(path.parent.glob(f"{path.name}.bak-*")) and proc.poll() is None and \
+            time.monotonic() < deadline:
+        time.sleep(0.002)
+    copied = time.monotonic()
+    if kill_after is not None:
+        time.sleep(kill_after)
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return time.monotonic() - copied, proc.returncode

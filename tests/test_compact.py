@@ -7,14 +7,11 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_status
 
 from ravana_db import vectors
 from ravana_db.db import open_db
@@ -162,29 +159,15 @@ def test_sigkill_during_the_migration_leaves_the_previous_file(cli, previous, tm
     before = plain(previous, "SELECT doc_id, content_hash, embedding FROM doc_vec ORDER BY doc_id")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAVANA_DB")}
 
-    def migrating(path):
-        """`status` on path, once its backup (made just before the migration) is there."""
-        proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(path),
-                                 "status", "--format", "json"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while not list(path.parent.glob("agent.db.bak-*")) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return proc
-
     # How long the migration takes here and now (the unharmed copy's): the kills land in it.
-    proc, started = migrating(reference), time.monotonic()
-    assert proc.wait() == 0, proc.stderr.read()
-    took = time.monotonic() - started
+    took, code = run_status(reference, env)
+    assert code == 0
     mid = 0
     for share in (0.0, 0.3, 0.6):
         for old in tmp_path.glob("agent.db.bak-*"):
             old.unlink()
-        proc = migrating(previous)
-        time.sleep(share * took)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL, "the migration ended before it was killed"
+        _, code = run_status(previous, env, kill_after=share * took)
+        assert code == -signal.SIGKILL, "the migration ended before it was killed"
         wal = Path(f"{previous}-wal")
         mid += wal.exists() and wal.stat().st_size > 0  # it had written pages of m012
         # plain sqlite3 sees the previous release's file: the killed transaction is gone

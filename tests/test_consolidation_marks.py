@@ -8,11 +8,8 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 
-from conftest import jsonl
+from conftest import jsonl, run_status
 
 from ravana_db.consolidate.duplicates import key
 from ravana_db.db import open_db
@@ -149,24 +146,6 @@ def test_export_and_import_keep_the_run_that_consolidated_a_memory(cli, db_path,
     assert plain(third, "SELECT text, dup_key, consolidated_in FROM memory") == \
         [(m["text"], key(m["text"]), None) for m in MEMORIES]
 
-
-def run_status(path, env, kill_after=None):
-    """`status` on path in a child process (it migrates the file): (seconds from the
-    migration's backup copy to the end, return code), killed kill_after seconds after that
-    copy appeared when given."""
-    proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(path), "status",
-                             "--format", "json"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list(path.parent.glob(f"{path.name}.bak-*")) and proc.poll() is None and \
-            time.monotonic() < deadline:
-        time.sleep(0.002)
-    copied = time.monotonic()
-    if kill_after is not None:
-        time.sleep(kill_after)
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return time.monotonic() - copied, proc.returncode
 
 
 def test_sigkill_during_the_migration_leaves_the_file_before(cli, db_path, tmp_path):

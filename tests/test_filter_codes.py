@@ -7,11 +7,9 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 
 import numpy as np
+from conftest import run_status
 
 from ravana_db import vectors
 from ravana_db.db import open_db
@@ -170,24 +168,6 @@ def test_the_file_before_migrates_and_answers_the_same(cli, embedded, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert [answer(cli, args) for args in QUERIES] == expected
 
-
-def run_status(path, env, kill_after=None):
-    """`status` on path in a child process (it migrates the file): (seconds from the
-    migration's backup copy to the end, the child's return code), killed (SIGKILL) kill_after
-    seconds after that copy appeared when given."""
-    proc = subprocess.Popen([sys.executable, "-m", "ravana_db", "--db", str(path), "status",
-                             "--format", "json"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not list(path.parent.glob(f"{path.name}.bak-*")) and proc.poll() is None and \
-            time.monotonic() < deadline:
-        time.sleep(0.002)
-    copied = time.monotonic()
-    if kill_after is not None:
-        time.sleep(kill_after)
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return time.monotonic() - copied, proc.returncode
 
 
 def test_sigkill_during_the_migration_leaves_the_file_before(cli, embedded, tmp_path):
