@@ -98,32 +98,12 @@ def embedder_for(texts, vectors):
 def build(n, queries, copies=("raw", "raw_sqlcipher4", "passphrase")):
     """The plain file (made once), then its encrypted copies (raw key, the same in SQLCipher
     4's default format, passphrase)."""
-    from ravana_db.db import open_db, transaction
-    from ravana_db.index import apply, prepare
+    from run import fill
 
     plain = CACHE / f"crypt-plain-{n}.db"
     texts, vectors, _ = texts_and_vectors(n, queries)
     if not plain.exists():
-        tmp = plain.with_suffix(".tmp")
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-        db = open_db(tmp)
-        embedder = embedder_for(texts, vectors)
-        step = 50_000
-        for start in range(0, n, step):
-            with transaction(db):
-                db.conn.executemany(
-                    "INSERT INTO memory(text, memory_type, source, created_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(t, "fact" if i % 3 else "episodic", f"source-{i % 7}",
-                      f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00.000Z")
-                     for i, t in enumerate(texts[start:min(n, start + step)], start)])
-            with transaction(db):
-                apply(db, prepare(db, embedder, backlog=step))
-            print(f"  built {min(n, start + step)}/{n}", file=sys.stderr, flush=True)
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        db.close()
-        tmp.rename(plain)
+        fill(plain, texts[:n], embedder_for(texts, vectors))
     files = {"plain": (plain, None)}
     for name in copies:
         secret = "a long passphrase for the bench" if name == "passphrase" else RAW_KEY

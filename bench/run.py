@@ -75,22 +75,33 @@ def build(n, path=None):
                              for _ in range(reps - 1)]
         vectors = np.concatenate(noisy)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return fill(path, texts, CachedEmbedder(texts, vectors))
+
+
+def bench_row(i, text):
+    """The i-th bench memory's columns: three types, seven sources, a date a day apart."""
+    return {"text": text, "memory_type": "fact" if i % 3 else "episodic",
+            "source": f"source-{i % 7}",
+            "created_at": f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00.000Z"}
+
+
+def fill(path, texts, embedder, row=bench_row, step=50_000):
+    """A new file at path (written as path.tmp, renamed when done) holding texts as memories
+    (row(i, text): their columns) indexed with embedder's vectors, step rows a transaction."""
     tmp = path.with_suffix(".tmp")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{tmp}{suffix}").unlink(missing_ok=True)
     db = open_db(tmp)
-    embedder = CachedEmbedder(texts, vectors)
-    step = 50_000
-    for start in range(0, n, step):
+    for start in range(0, len(texts), step):
+        rows = [row(i, t) for i, t in enumerate(texts[start:start + step], start)]
+        columns = list(rows[0])
         with transaction(db):
             db.conn.executemany(
-                "INSERT INTO memory(text, memory_type, source, created_at) VALUES (?, ?, ?, ?)",
-                [(t, "fact" if i % 3 else "episodic", f"source-{i % 7}",
-                  f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00.000Z")
-                 for i, t in enumerate(texts[start:start + step], start)])
+                f"INSERT INTO memory({', '.join(columns)}) VALUES "
+                f"({', '.join('?' * len(columns))})", [[r[c] for c in columns] for r in rows])
         with transaction(db):
             apply(db, prepare(db, embedder, backlog=step))
-        print(f"  built {min(start + step, n)}/{n}", file=sys.stderr, flush=True)
+        print(f"  built {start + len(rows)}/{len(texts)}", file=sys.stderr, flush=True)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     tmp.rename(path)

@@ -38,13 +38,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import CACHE  # noqa: E402
-from run import STORED, CachedEmbedder, build, corpus  # noqa: E402
+from run import STORED, CachedEmbedder, bench_row, build, corpus, fill  # noqa: E402
 
 from ravana_db.db import open_db, transaction  # noqa: E402
 from ravana_db.embed import DEFAULT_MODEL, Embedder  # noqa: E402
 from ravana_db.index import (  # noqa: E402
-    apply,
-    prepare,
     vacuum,  # noqa: E402
 )
 from ravana_db.models import Memory  # noqa: E402
@@ -144,28 +142,7 @@ def logged_build(n, path, *, vectors="corpus"):
         matrix = np.concatenate(noisy)[:n]
         matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
         embedder = CachedEmbedder(texts, matrix)
-    tmp = path.with_suffix(".tmp")
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-    db = open_db(tmp)
-    step = 50_000
-    for start in range(0, n, step):
-        rows = [Memory(text=t, memory_type="fact" if i % 3 else "episodic",
-                       source=f"source-{i % 7}",
-                       created_at=f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00.000Z").row()
-                for i, t in enumerate(texts[start:start + step], start)]
-        columns = list(rows[0])
-        with transaction(db):
-            db.conn.executemany(
-                f"INSERT INTO memory({', '.join(columns)}) VALUES "
-                f"({', '.join('?' * len(columns))})", [[r[c] for c in columns] for r in rows])
-        with transaction(db):
-            apply(db, prepare(db, embedder, backlog=step))
-        print(f"  built {min(start + step, n)}/{n}", file=sys.stderr, flush=True)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    tmp.rename(path)
-    return path
+    return fill(path, texts, embedder, row=lambda i, t: Memory(**bench_row(i, t)).row())
 
 
 def base_code(commit):
