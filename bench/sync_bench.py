@@ -38,7 +38,7 @@ from ravana_db.db import open_db, transaction  # noqa: E402
 from ravana_db.postgres import rows as values  # noqa: E402
 from ravana_db.postgres import schema, write  # noqa: E402
 from ravana_db.postgres.server import connect  # noqa: E402
-from ravana_db.postgres.sync import sync  # noqa: E402
+from ravana_db.postgres.sync import index_memory, sync  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 STEPS = ("start", "read", "encode", "send", "wait", "advance")
@@ -114,7 +114,7 @@ def bare_copy(path, admin_url, run):
         if run == 0:  # the same build as the sync's: once is enough to compare
             started = time.perf_counter()
             with conn.transaction():
-                conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                conn.execute(f"SET LOCAL maintenance_work_mem = '{index_memory(conn)}kB'")
                 conn.execute(schema.VECTOR_INDEX)
             index = time.perf_counter() - started
     return {"load_seconds": load, "index_seconds": index, "rows": rows, "vectors": vectors}

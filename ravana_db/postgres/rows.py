@@ -319,17 +319,23 @@ def storable(table, rows):
     return kept, len(rows) - len(kept)
 
 
-def encode(table, rows, file_id):
+def doc_words(rows):
+    """The word columns (tokens.doc_columns) of the doc rows encode() will send."""
+    text = [name for name, _ in schema.columns("doc")].index("text")
+    return tokens.doc_columns([r[text] for r in storable("doc", rows)[0]])
+
+
+def encode(table, rows, file_id, words=None):
     """A batch of table's rows as read from the file (copy_columns' order, up to doc's
-    embedding: its token columns are made here from its text) as one binary COPY payload for
-    (file_id, copy_columns): (payload, rows sent, vectors, rows left out)."""
+    embedding: its word columns are doc_words(rows), made here unless given) as one binary
+    COPY payload for (file_id, copy_columns): (payload, rows sent, vectors, rows left out)."""
+    if table == "doc" and words is None:
+        words = doc_words(rows)
     rows, skipped = storable(table, rows)
     vectors = 0
     if table == "doc":
         size = schema.DIM + NORM_BYTES
         vectors = sum(1 for r in rows if r[-1].__class__ is bytes and len(r[-1]) == size)
-        text = [name for name, _ in schema.columns(table)].index("text")
-        words = tokens.doc_columns([r[text] for r in rows])
         rows = [(*r, *w) for r, w in zip(rows, words)]
     kinds = [kind for _, kind in copy_columns(table)]
     return encode_columns(kinds, rows, file_id), len(rows), vectors, skipped

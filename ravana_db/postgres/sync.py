@@ -31,6 +31,8 @@ from .server import connect, scrubbed
 from .write import Part, send
 
 BATCH = 10_000  # changed rows per server transaction
+INDEX_BYTES = 3000  # maintenance_work_mem per vector while the HNSW index is built
+INDEX_MEMORY = 4 << 30  # at most this (a server's own larger setting is kept)
 SWITCH_INTERVAL = 0.0005  # seconds: sys.setswitchinterval while a batch is sent and read
 
 
@@ -199,13 +201,16 @@ def _pipeline(db, conn, key, report, limit, progress):
     # Short switches: the sender thread gets the GIL back as soon as the server answers.
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        with ThreadPoolExecutor(max_workers=1) as pool, \
+                ThreadPoolExecutor(max_workers=1) as words:
             sending = None
             # A small first batch: the server starts sooner, and the others overlap it.
-            size = max(1, limit // 5)
+            ahead = _read(db, report, position, max(1, limit // 5), bulk_until, words)
             while True:
-                batch = _prepare(db, report, position, size, bulk_until)
-                size = limit
+                # Read one batch ahead: its docs' words are made (in C, by SQLite, in the
+                # words thread) while this one is encoded and the last one is sent.
+                following = ahead and _read(db, report, ahead.last, limit, bulk_until, words)
+                batch = ahead and _encode(report, ahead)
                 sent = _wait(report, *sending) if sending else None
                 # The next batch goes to the server before the file records the last one:
                 # that short write transaction never waits on the server.
@@ -216,7 +221,7 @@ def _pipeline(db, conn, key, report, limit, progress):
                         progress(report)
                 if batch is None:
                     return
-                position = batch.last
+                ahead = following
     finally:
         sys.setswitchinterval(previous)
 
@@ -231,8 +236,21 @@ class Batch:
     parts: dict
 
 
-def _prepare(db, report, position, limit, bulk_until):
-    """Read the next batch of changes from the file and encode it; None when there is none."""
+@dataclass
+class Changes:
+    """The changes after seq start up to seq last as read from the file: {table: (rows to
+    upsert, keys deleted)}, and the words of its docs being made (a Future)."""
+
+    start: int
+    last: int
+    bulk: bool
+    tables: dict
+    words: object = None
+
+
+def _read(db, report, position, limit, bulk_until, words):
+    """Read the next changes from the file and start making their docs' words in the
+    executor words; None when there is none."""
     # The rows a full sync queued (seqs up to bulk_until) are each queued once and were never
     # sent since the server's copy was emptied: a table keyed by id takes them by plain COPY.
     # A batch stops at bulk_until, so no row sent before is among them.
@@ -242,16 +260,24 @@ def _prepare(db, report, position, limit, bulk_until):
     _timed(report, "read", started)
     if changes is None:
         return None
-    started = time.perf_counter()
     last, tables = changes
+    docs = tables.get("doc", ((), ()))[0]
+    return Changes(position, last, bulk, tables,
+                   words.submit(values.doc_words, docs) if docs else None)
+
+
+def _encode(report, changes):
+    """changes encoded for the server: a Batch."""
+    started = time.perf_counter()
     fid = uuid.UUID(report.file_id)
     parts = {}
-    for table, (found, gone) in tables.items():
-        data, rows, vectors, skipped = values.encode(table, found, fid) if found else \
+    for table, (found, gone) in changes.tables.items():
+        words = changes.words.result() if table == "doc" and found else None
+        data, rows, vectors, skipped = values.encode(table, found, fid, words) if found else \
             (b"", 0, 0, 0)
         parts[table] = Part(data, rows, vectors, skipped, gone)
     _timed(report, "encode", started)
-    return Batch(position, last, bulk, parts)
+    return Batch(changes.start, changes.last, changes.bulk, parts)
 
 
 def _send(conn, report, batch):
@@ -305,11 +331,22 @@ def _finish(db, conn, key, report):
     if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (schema.HNSW,)).fetchone()[0]:
         started = time.perf_counter()
         with conn.transaction():
-            conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+            conn.execute(f"SET LOCAL maintenance_work_mem = '{index_memory(conn)}kB'")
             conn.execute(schema.VECTOR_INDEX)
         report.timings["vector_index"] = time.perf_counter() - started
     _advance(db, key, report.position)
     report.pending = pending(db, report.position)
+
+
+def index_memory(conn):
+    """maintenance_work_mem (kB) for building the HNSW index: room for the whole graph
+    (pgvector took 2,251 B per 384-dim vector here; a graph that no longer fits goes on
+    building on disk: 40k random vectors took 172 s that way, 24.5 s in memory), at most
+    INDEX_MEMORY, never below the server's own setting."""
+    vectors = conn.execute("SELECT count(*) FROM doc WHERE embedding IS NOT NULL").fetchone()[0]
+    current = conn.execute("SELECT setting::bigint FROM pg_settings "
+                           "WHERE name = 'maintenance_work_mem'").fetchone()[0]
+    return max(current, min(vectors * INDEX_BYTES // 1024, INDEX_MEMORY // 1024))
 
 
 def pending(db, position):
