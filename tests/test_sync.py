@@ -112,6 +112,10 @@ def test_two_files_share_one_server_each_row_keyed_by_its_file(cli, embedded, se
         assert [n for n, _ in names] == ["agent", "scout"]
         counts = conn.execute("SELECT count(DISTINCT file_id), count(*) FROM memory").fetchone()
         assert counts == (2, 120)
+        # The first sync into the empty server built the vector index, graph parameters set.
+        options = conn.execute("SELECT reloptions FROM pg_class "
+                               "WHERE relname = 'doc_embedding_hnsw'").fetchone()[0]
+        assert options == ["m=16", "ef_construction=128"]
     again = sync(cli, pg_url)
     assert (again["full"], again["rows"], again["deleted"], again["batches"]) == (False, 0, 0, 0)
 

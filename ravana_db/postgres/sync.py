@@ -228,24 +228,16 @@ def _pipeline(db, conn, key, report, limit, progress):
 
 @dataclass
 class Batch:
-    """The changes after seq start up to seq last, read and encoded: {table: write.Part}."""
-
-    start: int
-    last: int
-    bulk: bool
-    parts: dict
-
-
-@dataclass
-class Changes:
-    """The changes after seq start up to seq last as read from the file: {table: (rows to
-    upsert, keys deleted)}, and the words of its docs being made (a Future)."""
+    """The changes after seq start up to seq last as read from the file ({table: (rows to
+    upsert, keys deleted)}, its docs' words being made: a Future), then encoded ({table:
+    write.Part})."""
 
     start: int
     last: int
     bulk: bool
     tables: dict
     words: object = None
+    parts: dict = None
 
 
 def _read(db, report, position, limit, bulk_until, words):
@@ -262,22 +254,23 @@ def _read(db, report, position, limit, bulk_until, words):
         return None
     last, tables = changes
     docs = tables.get("doc", ((), ()))[0]
-    return Changes(position, last, bulk, tables,
-                   words.submit(values.doc_words, docs) if docs else None)
+    return Batch(position, last, bulk, tables,
+                 words.submit(values.doc_words, docs) if docs else None)
 
 
-def _encode(report, changes):
-    """changes encoded for the server: a Batch."""
+def _encode(report, batch):
+    """The batch, encoded for the server."""
     started = time.perf_counter()
     fid = uuid.UUID(report.file_id)
-    parts = {}
-    for table, (found, gone) in changes.tables.items():
-        words = changes.words.result() if table == "doc" and found else None
+    batch.parts = {}
+    for table, (found, gone) in batch.tables.items():
+        words = batch.words.result() if table == "doc" and found else None
         data, rows, vectors, skipped = values.encode(table, found, fid, words) if found else \
             (b"", 0, 0, 0)
-        parts[table] = Part(data, rows, vectors, skipped, gone)
+        batch.parts[table] = Part(data, rows, vectors, skipped, gone)
+    batch.tables = batch.words = None  # the payloads hold what is sent
     _timed(report, "encode", started)
-    return Batch(changes.start, changes.last, changes.bulk, parts)
+    return batch
 
 
 def _send(conn, report, batch):
