@@ -218,10 +218,10 @@ def pg_url(pg_server, request):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run_status(path, env, kill_after=None):
+def run_status(path, env, kill_after=None, done=None):
     """`status` on path in a child process (it migrates the file): (seconds from the
-    migration's backup copy to the end, the child's return code), killed (SIGKILL) kill_after
-    seconds after that copy appeared when given."""
+    migration's backup copy to the end, or to when done() first holds, the child's return
+    code), killed (SIGKILL) kill_after seconds after that copy appeared when given."""
     import signal
     import subprocess
     import sys
@@ -238,5 +238,8 @@ def run_status(path, env, kill_after=None):
     if kill_after is not None:
         time.sleep(kill_after)
         proc.send_signal(signal.SIGKILL)
+    took = None
+    while done is not None and proc.poll() is None and took is None:
+        took = time.monotonic() - copied if done() else time.sleep(0.002)
     proc.wait()
-    return time.monotonic() - copied, proc.returncode
+    return took or time.monotonic() - copied, proc.returncode
